@@ -1,0 +1,16 @@
+"""dfgpt: a GPT as a spreadsheet of named cells, evaluated lazily, traced cell by cell.
+
+>>> import dfgpt
+>>> sheet = dfgpt.load("sort-random").sheet("CABACA")
+>>> sheet.formula("logit[5][A]").split(" = ")[0]
+'logit[5][A]'
+"""
+
+from .catalog import load
+from .config import Config
+from .errors import DfgptError
+from .model import Model
+from .sheet import Sheet
+
+__all__ = ["Config", "DfgptError", "Model", "Sheet", "load"]
+__version__ = "0.1.0"

@@ -1,0 +1,137 @@
+"""The models that ship: `sort` (trained), `sort-random`, `sort-neat`, `aab`; and `load` for paths.
+
+>>> import dfgpt
+>>> dfgpt.load("sort-neat").params["h[0].attn.c_attn.w"][0, :4]
+array([-0.5, -0.2,  0.1,  0.4])
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoints import read_model_dir
+from .config import Config
+from .errors import CheckpointError, suggest
+from .graph import build
+from .model import Model
+
+__all__ = ["SORT", "load", "shipped", "graphs_dir", "random_params", "neat_params"]
+
+SORT = Config(
+    n_layer=3,
+    n_head=3,
+    n_embd=48,
+    block_size=11,
+    vocab=("A", "B", "C"),
+    n_inner=192,
+    tied=False,
+    gelu="tanh",
+    name="sort",
+)
+
+
+def graphs_dir() -> Path:
+    """The shipped `graphs/` folder, in the source tree or in the installed package."""
+    try:
+        p = Path(str(resources.files("dfgpt.graphs")))
+        if p.is_dir():
+            return p
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "graphs"
+
+
+def random_params(cfg: Config, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random weights (nanoGPT's init: N(0, 0.02), LayerNorm 1 and 0, zero biases are
+    replaced by small random ones so that every cell carries a distinct number)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for name in build(cfg).parameters:
+        dims = build_dims(cfg, name)
+        if name.endswith(".g"):
+            a = 1.0 + 0.1 * rng.standard_normal(dims)
+        elif name.endswith(".b"):
+            a = 0.02 * rng.standard_normal(dims)
+        else:
+            a = 0.2 * rng.standard_normal(dims)
+        out[name] = a.astype(cfg.dtype)
+    return out
+
+
+def neat_params(cfg: Config) -> dict[str, np.ndarray]:
+    """Tidy constants, one decimal each, like a spreadsheet's "no weights" tab: w = ((3i + 7j) mod 11 - 5) / 10."""
+    out: dict[str, np.ndarray] = {}
+    for name in build(cfg).parameters:
+        dims = build_dims(cfg, name)
+        if name.endswith(".g"):
+            a = np.ones(dims)
+        elif name.endswith(".b"):
+            a = np.zeros(dims)
+        else:
+            i, j = np.indices(dims)
+            a = ((3 * i + 7 * j) % 11 - 5) / 10
+        out[name] = a.astype(cfg.dtype)
+    return out
+
+
+def build_dims(cfg: Config, name: str) -> tuple[int, ...]:
+    return build(cfg).specs[name].dims
+
+
+def shipped() -> list[str]:
+    """Names `load` accepts besides paths."""
+    return ["sort", "sort-random", "sort-neat", "aab"]
+
+
+def load(name: str = "sort") -> Model:
+    """A shipped model by name, or a model folder / checkpoint on disk.
+
+    >>> import dfgpt
+    >>> dfgpt.load("sort-random").config.vocab
+    ('A', 'B', 'C')
+    """
+    if name == "sort-random":
+        return Model(SORT.replace(name="sort-random"), random_params(SORT, seed=0))
+    if name == "sort-neat":
+        return Model(SORT.replace(name="sort-neat"), neat_params(SORT))
+    if name == "aab":
+        from .handmade import aab_model
+
+        return aab_model()
+    if name == "sort":
+        folder = graphs_dir() / "sort"
+        if not (folder / "config.json").exists():
+            raise CheckpointError(
+                f"the trained sort model is not in {folder}; make it with `dfgpt train sort`."
+            )
+        cfg, state = read_model_dir(folder)
+        return Model.from_state_dict(state, cfg)
+    path = Path(name)
+    if path.exists():
+        from .checkpoints import read_model_dir as _read
+
+        if path.is_dir() and (path / "config.json").exists() and _is_dfgpt_dir(path):
+            cfg, state = _read(path)
+            return Model.from_state_dict(state, cfg)
+        try:
+            from .hub import load_path  # GPT-2 / nanoGPT checkpoints
+        except ImportError:
+            raise CheckpointError(f"cannot load {path}: not a dfgpt model folder.") from None
+        return load_path(path)
+    raise CheckpointError(
+        f"no model named {name!r} and no such path; shipped models are {', '.join(shipped())}."
+        + suggest(name, shipped())
+    )
+
+
+def _is_dfgpt_dir(path: Path) -> bool:
+    import json
+
+    try:
+        d = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return "n_layer" in d and "block_size" in d

@@ -1,0 +1,1 @@
+"""The shipped models' folders (config.json + weights), installed as package data."""
