@@ -2,7 +2,7 @@
 
 >>> import dfgpt
 >>> dfgpt.load("sort-neat").params["h[0].attn.c_attn.w"][0, :4]
-array([-0.5, -0.2,  0.1,  0.4])
+array([-0.5,  0.2, -0.2,  0.5])
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .errors import CheckpointError, suggest
 from .graph import build
 from .model import Model
 
-__all__ = ["SORT", "load", "shipped", "graphs_dir", "random_params", "neat_params"]
+__all__ = ["SORT", "graphs_dir", "load", "neat_params", "random_params", "shipped"]
 
 SORT = Config(
     n_layer=3,

@@ -22,13 +22,13 @@ from .errors import CheckpointError, StateDictError
 from .graph import Graph
 
 __all__ = [
+    "params_from_state_dict",
+    "read_model_dir",
+    "read_weights",
     "to_dfgpt_key",
     "to_nanogpt_key",
-    "params_from_state_dict",
-    "read_weights",
-    "write_weights",
-    "read_model_dir",
     "write_model_dir",
+    "write_weights",
 ]
 
 _LN = ("ln_1", "ln_2", "ln_f")

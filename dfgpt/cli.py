@@ -20,7 +20,7 @@ import numpy as np
 from .catalog import load
 from .errors import DfgptError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 # Modules that add their own verbs; a missing one simply adds none.
 VERB_MODULES = (

@@ -14,16 +14,16 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "CheckpointError",
     "DfgptError",
-    "NameError_",
-    "UnknownNameError",
+    "EditError",
     "IndexError_",
-    "TokenError",
+    "NameError_",
+    "QueryError",
     "SequenceLengthError",
     "StateDictError",
-    "CheckpointError",
-    "EditError",
-    "QueryError",
+    "TokenError",
+    "UnknownNameError",
     "suggest",
 ]
 

@@ -21,7 +21,6 @@ import networkx as nx
 
 from .config import Config
 from .ops import (
-    Weighted,
     Add,
     Embed,
     Gelu,
@@ -34,9 +33,10 @@ from .ops import (
     Softmax,
     SoftmaxMax,
     SoftmaxSum,
+    Weighted,
 )
 
-__all__ = ["TensorSpec", "Graph", "build", "Kind"]
+__all__ = ["Graph", "Kind", "TensorSpec", "build"]
 
 Kind = Literal["parameter", "input", "computed"]
 POS_AXES = ("pos", "key")

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Union
 
 from .errors import NameError_
 
-__all__ = ["ALL", "Index", "Selector", "parse", "format_index", "path_matches", "split_path"]
+__all__ = ["ALL", "Index", "Selector", "format_index", "parse", "path_matches", "split_path"]
 
 
 class _All:
@@ -38,7 +37,7 @@ class _All:
 
 
 ALL = _All()
-Index = Union[int, str, slice, _All]
+Index = int | str | slice | _All
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT = re.compile(r"-?[0-9]+")

@@ -29,19 +29,19 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 __all__ = [
-    "Op",
+    "Add",
     "Embed",
+    "Gelu",
     "LNMean",
-    "LNVar",
     "LNOut",
+    "LNVar",
     "Linear",
+    "Op",
     "Score",
+    "Softmax",
     "SoftmaxMax",
     "SoftmaxSum",
-    "Softmax",
     "Weighted",
-    "Add",
-    "Gelu",
 ]
 
 Mask = np.ndarray

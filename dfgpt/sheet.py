@@ -23,7 +23,7 @@ from .names import ALL, Index, parse, path_matches
 if TYPE_CHECKING:
     from .model import Model
 
-__all__ = ["Sheet", "ALIASES"]
+__all__ = ["ALIASES", "Sheet"]
 
 ALIASES = {"logits": "logit", "probs": "prob", "probabilities": "prob"}
 _PLAIN_TOKEN = re.compile(r"[^\[\]\s:*.]+")

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from .errors import TokenError
 
-__all__ = ["Tokenizer", "CharTokenizer"]
+__all__ = ["CharTokenizer", "Tokenizer"]
 
 
 class Tokenizer(Protocol):

@@ -1,0 +1,186 @@
+"""The engine agrees with an independent numpy forward and with Hugging Face, computes only
+the cone it needs, and its cell-level index maps agree with brute force."""
+
+from __future__ import annotations
+
+import itertools
+
+import networkx as nx
+import numpy as np
+import pytest
+import reference
+from conftest import TINY, random_model, ref_cfg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dfgpt
+from dfgpt import Config
+
+BOOL = [True, False]
+SWITCHES = list(itertools.product(BOOL, BOOL, BOOL, BOOL, ["tanh", "erf"], ["out_in", "in_out"]))
+
+
+@pytest.mark.parametrize("layer_norm, mlp, bias, tied, gelu, layout", SWITCHES)
+def test_forward_matches_independent_numpy_forward(layer_norm, mlp, bias, tied, gelu, layout):
+    cfg = Config(
+        n_layer=2, n_head=2, n_embd=8, block_size=7, vocab=("a", "b", "c", "d"), n_inner=12,
+        layer_norm=layer_norm, mlp=mlp, bias=bias, tied=tied, gelu=gelu, layout=layout,
+    )
+    model, state = random_model(cfg, seed=hash((layer_norm, mlp, bias, tied, gelu, layout)) % 1000)
+    tokens = [3, 0, 2, 2, 1, 0, 3]
+    ref = reference.forward(state, ref_cfg(cfg), tokens)
+    s = model.sheet(tokens)
+    np.testing.assert_allclose(s.values("logit"), ref["logits"], rtol=0, atol=1e-10)
+    for layer in range(cfg.n_layer):
+        np.testing.assert_allclose(s.values(f"h[{layer}].attn.att"), ref["att"][layer], atol=1e-10)
+        np.testing.assert_allclose(s.values(f"h[{layer}].attn.q"), ref["q"][layer], atol=1e-10)
+        np.testing.assert_allclose(s.values(f"h[{layer}].out"), ref["hidden"][layer + 1], atol=1e-10)
+    np.testing.assert_allclose(s.values("emb"), ref["hidden"][0], atol=1e-12)
+
+
+def test_probabilities_are_softmax_of_logits_at_temperature(sort_random):
+    s = sort_random.sheet("CABACA", temperature=0.7)
+    z = s.values("logit") / 0.7
+    p = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(s.values("prob"), p / p.sum(1, keepdims=True), atol=1e-14)
+    # the spreadsheet's intermediate cells exist and mean what they say
+    x = s.values("h[1].mid")
+    np.testing.assert_allclose(s.values("h[1].ln_2.mean"), x.mean(1), atol=1e-14)
+    np.testing.assert_allclose(s.values("h[1].ln_2.var"), x.var(1), atol=1e-14)
+    score = s.values("h[0].attn.score")
+    np.testing.assert_array_equal(s.values("h[0].attn.score_max"), score.max(2))
+
+
+def test_hugging_face_gpt2_agrees():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    hf_cfg = transformers.GPT2Config(
+        n_layer=2, n_head=2, n_embd=8, n_positions=16, vocab_size=11, activation_function="gelu_new",
+        resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, layer_norm_epsilon=1e-5,
+    )
+    hf_cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    state = reference.hf_to_nanogpt({k: v.detach().numpy() for k, v in hf.state_dict().items()})
+    cfg = Config(n_layer=2, n_head=2, n_embd=8, block_size=16, vocab_size=11, tied=True, dtype="float32")
+    model = dfgpt.Model.from_state_dict(state, cfg)
+    ids = [1, 7, 3, 3, 10, 0, 5, 2]
+    with torch.no_grad():
+        out = hf(torch.tensor([ids]), output_attentions=True, output_hidden_states=True)
+    s = model.sheet(ids)
+    np.testing.assert_allclose(s.values("logit"), out.logits[0].numpy(), atol=1e-5)
+    for layer in range(2):
+        np.testing.assert_allclose(s.values(f"h[{layer}].attn.att"), out.attentions[layer][0].numpy(), atol=1e-5)
+
+
+def test_reading_one_logit_computes_no_row_past_its_position(sort_random):
+    s = sort_random.sheet("CABACAABBCC")  # 11 tokens: the whole context
+    s.value("logit[5][A]")
+    e = s.engine
+    for tensor in e.graph.computed:
+        computed = np.flatnonzero(e.verified[tensor][: e.T] >= 0)
+        assert computed.size == 0 or computed.max() <= 5, tensor
+    assert e.rows_computed("logit") == 1  # only row 5 of the last tensors
+    assert e.rows_computed("h[2].attn.k") == 6  # keys 0..5 are read by query 5
+    assert e.rows_computed("h[2].mlp.fc") == 1
+
+
+def test_second_read_recomputes_nothing(sort_random):
+    s = sort_random.sheet("CABACA")
+    s.value("logit")
+    s.engine.reset_counts()
+    s.value("logit")
+    assert sum(s.engine.counts.values()) == 0
+
+
+def test_exact_mode_is_row_canonical(sort_random):
+    # rows computed lazily, one at a time, equal rows computed all at once: bit for bit
+    lazy = sort_random.sheet("CABACABBC")
+    for t in range(9):
+        lazy.value(f"logit[{t}]")
+    full = sort_random.sheet("CABACABBC")
+    for tensor in full.graph.computed:
+        np.testing.assert_array_equal(lazy.values(tensor), full.values(tensor))
+
+
+def _perturb_and_diff(model, tokens, param, idx, delta=1e-3):
+    base = model.sheet(tokens)
+    moved = model.sheet(tokens)
+    moved.engine.write(param, idx, moved.engine.values[param][idx] + delta)
+    return {t: base.values(t) != moved.values(t) for t in base.graph.computed}
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_dependents_cone_is_sound_by_perturbation(data):
+    model = random_model(TINY, seed=2)[0]
+    tokens = data.draw(st.lists(st.integers(0, 2), min_size=2, max_size=6))
+    sheet = model.sheet(tokens)
+    param = data.draw(st.sampled_from(sheet.graph.parameters))
+    shape = sheet.engine.shape(param)
+    idx = tuple(data.draw(st.integers(0, n - 1)) for n in shape)
+    seed = np.zeros(shape, bool)
+    seed[idx] = True
+    cone = sheet.engine.descendants({param: seed})
+    for tensor, changed in _perturb_and_diff(model, tokens, param, idx).items():
+        allowed = cone.get(tensor, np.zeros_like(changed))
+        assert not (changed & ~allowed).any(), f"{tensor} changed outside the cone of {param}{list(idx)}"
+
+
+def _cell_graph(sheet) -> nx.DiGraph:
+    """The fully built cell-level graph of a tiny model: an edge from every precedent to its cell."""
+    g = nx.DiGraph()
+    for tensor in sheet.graph.order:
+        for name in sheet.cells(tensor):
+            g.add_node(name)
+            if sheet.graph.specs[tensor].kind == "computed":
+                for p in sheet.precedents(name):
+                    g.add_edge(p, name)
+    return g
+
+
+def test_vectorised_cones_equal_networkx_on_the_cell_graph(tiny):
+    s = tiny.sheet("abca")
+    g = _cell_graph(s)
+    rng = np.random.default_rng(0)
+    nodes = sorted(g.nodes)
+    for name in ["logit[3][b]", "h[1].attn.att[1][2][0]", "h[0].mlp.gelu[1][5]", *rng.choice(nodes, 25)]:
+        anc = s.names(s.engine.ancestors(s.masks(name)))
+        assert set(anc) - {name} == nx.ancestors(g, name), name
+        desc = s.names(s.engine.descendants(s.masks(name)))
+        assert set(desc) - {name} == nx.descendants(g, name), name
+
+
+def test_precedents_are_what_perturbation_moves(tiny):
+    s = tiny.sheet("abcab")
+    rng = np.random.default_rng(3)
+    computed = [n for t in s.graph.computed for n in s.cells(t)]
+    for name in rng.choice(computed, 40):
+        base = s.value(name)
+        for p in s.precedents(name):
+            tensor, idx = s.cell(p)
+            probe = tiny.sheet("abcab")
+            if s.graph.specs[tensor].kind == "parameter":
+                probe.engine.write(tensor, idx, probe.engine.values[tensor][idx] + 0.5)
+            elif s.graph.specs[tensor].kind == "computed":
+                probe.value(p)
+                probe.engine.pin(tensor, idx, probe.value(p) + 0.5)
+            else:
+                continue
+            moved = probe.value(name) != base
+            masked_softmax = s.graph.ops[s.cell(name)[0]].kind in ("softmax", "softmax_max", "softmax_sum")
+            assert moved or masked_softmax, f"{name} does not move when its precedent {p} does"
+
+
+def test_position_zero_attends_to_itself_only(sort_random):
+    s = sort_random.sheet("CABACA")
+    assert s.precedents("h[0].attn.att[0][0][0]") == [
+        "h[0].attn.score[0][0][0]", "h[0].attn.score_max[0][0]", "h[0].attn.exp_sum[0][0]"
+    ]
+    assert s.value("h[0].attn.att[0][0][0]") == 1.0
+    assert s.value("h[0].attn.att[0][2][4]") == 0.0 and s.precedents("h[0].attn.att[0][2][4]") == []
+    assert "never" not in s.formula("h[0].attn.score[0][2][4]")
+    assert "causal mask" in s.formula("h[0].attn.score[0][2][4]")
