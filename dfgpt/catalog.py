@@ -86,7 +86,7 @@ def shipped() -> list[str]:
     return ["sort", "sort-random", "sort-neat", "aab"]
 
 
-def load(name: str = "sort") -> Model:
+def load(name: str = "sort", dtype: str | None = None) -> Model:
     """A shipped model by name, or a model folder / checkpoint on disk.
 
     >>> import dfgpt
@@ -111,27 +111,10 @@ def load(name: str = "sort") -> Model:
         return Model.from_state_dict(state, cfg)
     path = Path(name)
     if path.exists():
-        from .checkpoints import read_model_dir as _read
+        from .hub import load_path  # dfgpt folders, GPT-2 and nanoGPT checkpoints
 
-        if path.is_dir() and (path / "config.json").exists() and _is_dfgpt_dir(path):
-            cfg, state = _read(path)
-            return Model.from_state_dict(state, cfg)
-        try:
-            from .hub import load_path  # GPT-2 / nanoGPT checkpoints
-        except ImportError:
-            raise CheckpointError(f"cannot load {path}: not a dfgpt model folder.") from None
-        return load_path(path)
+        return load_path(path, dtype=dtype)
     raise CheckpointError(
         f"no model named {name!r} and no such path; shipped models are {', '.join(shipped())}."
         + suggest(name, shipped())
     )
-
-
-def _is_dfgpt_dir(path: Path) -> bool:
-    import json
-
-    try:
-        d = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return "n_layer" in d and "block_size" in d

@@ -66,6 +66,14 @@ class Model:
     def vocab(self) -> tuple[str, ...]:
         return self.config.vocab or tuple(self.tokenizer.vocab)
 
+    @property
+    def token_ids(self) -> dict[str, int]:
+        """Token text -> id, built once (a 50k vocabulary is searched often)."""
+        ids = self.__dict__.get("_token_ids")
+        if ids is None:
+            ids = self.__dict__["_token_ids"] = {t: i for i, t in enumerate(self.vocab)}
+        return ids
+
     def encode(self, text: str | Sequence[int]) -> list[int]:
         """Token ids of a text (or ids checked against the vocabulary), within the context."""
         if isinstance(text, str):

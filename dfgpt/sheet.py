@@ -56,11 +56,14 @@ class Sheet:
     def text(self) -> str:
         return self.model.decode(self.tokens)
 
-    def _token_label(self, i: int) -> str:
+    def token_label(self, i: int) -> str:
+        """How a vocabulary index prints in a cell name: the token text when it reads back, else the id."""
         vocab = self.model.vocab
         t = vocab[i] if i < len(vocab) else ""
         plain = _PLAIN_TOKEN.fullmatch(t) and not re.fullmatch(r"-?[0-9]+", t)
-        return t if plain and vocab.index(t) == i else str(i)
+        return t if plain and self.model.token_ids.get(t) == i else str(i)
+
+    _token_label = token_label
 
     def name(self, tensor: str, idx: tuple[int, ...]) -> str:
         """The printed name of one cell: `logit[5][A]`."""
@@ -94,13 +97,14 @@ class Sheet:
                     f"axis {axis} ({aname}) of {tensor} takes a number 0..{n - 1}, got {i!r}."
                 )
             vocab = self.model.vocab
-            if i not in vocab:
+            got = self.model.token_ids.get(i)
+            if got is None:
                 raise TokenError(
                     f"token {i!r} is not in the vocabulary ({' '.join(vocab[:20])}"
                     f"{' ...' if len(vocab) > 20 else ''}); write a token or an id 0..{n - 1}."
                     + suggest(i, vocab[:5000])
                 )
-            return vocab.index(i)
+            return got
         if not -n <= i < n:
             raise IndexError_(
                 f"index {i} is out of range for axis {axis} ({aname}) of {tensor}, which has "
