@@ -23,7 +23,7 @@ from .errors import CheckpointError, StateDictError, TokenError
 from .graph import build
 from .model import Model
 
-__all__ = ["load_path", "config_from_hf", "BPETokenizer", "IdTokenizer"]
+__all__ = ["BPETokenizer", "IdTokenizer", "config_from_hf", "load_path"]
 
 _GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "erf"}
 
