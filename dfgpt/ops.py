@@ -24,7 +24,7 @@ into one BLAS call and agrees to rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -44,8 +44,9 @@ __all__ = [
     "Weighted",
 ]
 
-Mask = np.ndarray
-Reads = Literal["row", "prefix", "whole"]
+# numpy bool arrays; numpy's stubs type `.any(axis=...)` as `bool | ndarray`, so this stays loose.
+Mask = Any
+Reads = str  # "row", "prefix" or "whole"
 GELU_C = float(np.sqrt(2.0 / np.pi))
 
 

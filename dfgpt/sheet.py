@@ -105,6 +105,8 @@ class Sheet:
                     + suggest(i, vocab[:5000])
                 )
             return got
+        if not isinstance(i, int):  # parse gives int, str, slice or ALL: only int is left
+            raise IndexError_(f"cannot index axis {axis} of {tensor} with {i!r}.")
         if not -n <= i < n:
             raise IndexError_(
                 f"index {i} is out of range for axis {axis} ({aname}) of {tensor}, which has "
@@ -179,7 +181,7 @@ class Sheet:
     # -- values -----------------------------------------------------------------------------
     def compute(self, masks: dict[str, Mask]) -> None:
         """Bring the rows these cells live in up to date."""
-        need = {}
+        need: dict[str, Any] = {}
         for tensor, m in masks.items():
             spec = self.graph.specs[tensor]
             if spec.kind == "computed" and spec.row_axis is not None:
