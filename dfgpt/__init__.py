@@ -10,7 +10,8 @@ from .catalog import load
 from .config import Config
 from .errors import DfgptError
 from .model import Model
+from .render import draw
 from .sheet import Sheet
 
-__all__ = ["Config", "DfgptError", "Model", "Sheet", "load"]
+__all__ = ["Config", "DfgptError", "Model", "Sheet", "draw", "load"]
 __version__ = "0.1.0"

@@ -66,7 +66,7 @@ def rhs(sheet: Sheet, tensor: str, idx: tuple[int, ...]) -> str:
         w = n(ins[1], (o, 0))[: -len("[0]")] + "[i]" if p["layout"] == "out_in" else f"{ins[1]}[i][{o}]"
         s = f"Σ_{{i=0..{K - 1}}} {ins[0]}[{t}][i] · {w}"
         return s + (f" + {ins[2]}[{o}]" if len(ins) > 2 else "")
-    if kind in ("score", "softmax") and idx[2] > idx[1]:
+    if kind in ("score", "softmax") and len(idx) == 3 and idx[2] > idx[1]:
         h, t, s_ = idx
         fill = "−∞" if kind == "score" else "0"
         return f"{fill} (causal mask: position {t} cannot see position {s_})"

@@ -330,6 +330,8 @@ def _shifted_exp(ctx: Any, score: str, top: str, temp: str | None, rows: np.ndar
     s, mx = ctx.values[score], ctx.values[top]
     if s.ndim == 3:
         z = s[:, rows] - mx[:, rows][..., None]
+        visible = np.arange(s.shape[-1])[None, :] <= rows[:, None]  # [R, cap]: the causal mask
+        z = np.where(visible, z, -np.inf)
     else:
         z = s[rows] - mx[rows][:, None]
     if temp is not None:
@@ -352,7 +354,9 @@ class SoftmaxMax(Op):
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
         s = ctx.values[self.ins[0]]  # [.., cap, cap] -> [.., R]
         if s.ndim == 3:
-            ctx.values[self.out][:, rows] = s[:, rows].max(axis=-1)
+            # Mask by structure, not by the stored -inf: a pinned masked entry must stay unread.
+            visible = np.arange(s.shape[-1])[None, :] <= rows[:, None]  # [R, cap]
+            ctx.values[self.out][:, rows] = np.where(visible, s[:, rows], -np.inf).max(axis=-1)
         else:
             ctx.values[self.out][rows] = s[rows].max(axis=-1)
 

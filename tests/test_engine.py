@@ -184,3 +184,13 @@ def test_position_zero_attends_to_itself_only(sort_random):
     assert s.value("h[0].attn.att[0][2][4]") == 0.0 and s.precedents("h[0].attn.att[0][2][4]") == []
     assert "never" not in s.formula("h[0].attn.score[0][2][4]")
     assert "causal mask" in s.formula("h[0].attn.score[0][2][4]")
+
+
+def test_masked_scores_are_read_by_nothing_even_when_pinned(sort_random):
+    s = sort_random.sheet("CABACA")
+    before = s.values("logit").copy()
+    s.value("h[0].attn.score")
+    s.engine.pin("h[0].attn.score", (0, 2, 4), 3.0)  # s > t: outside every cone
+    s.engine.pin("h[1].attn.score", (1, 1, 3), -2.0)
+    np.testing.assert_array_equal(s.values("logit"), before)
+    assert s.value("h[0].attn.att[0][2][4]") == 0.0
