@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference import forward, hf_to_nanogpt, random_state  # noqa: E402
+from reference import forward, hf_to_nanogpt, random_state
 
 BASE = dict(n_layer=2, n_head=2, n_embd=8, n_inner=32, layer_norm=True, mlp=True,
             bias=True, tied=True, gelu="tanh", layout="out_in", ln_eps=1e-5)
