@@ -9,8 +9,8 @@ out the same stops the change from propagating (cut-off).
 >>> import dfgpt
 >>> s = dfgpt.load("sort-random").sheet("CABACA")
 >>> _ = s.value("logit[2][A]")
->>> s.engine.rows_computed("logit")  # rows 0..2 only
-3
+>>> s.engine.rows_computed("logit"), s.engine.rows_computed("h[2].attn.k")  # keys 0..2, no row past 2
+(1, 3)
 """
 
 from __future__ import annotations
@@ -22,9 +22,17 @@ import numpy as np
 
 from .graph import Graph, TensorSpec
 
-__all__ = ["Engine", "Mask"]
+__all__ = ["Engine", "Mask", "Pending"]
 
 Mask = np.ndarray
+
+
+class Pending:
+    """A deferred stale cone: its seeds, the revision of its edit, and its counts once flushed."""
+
+    def __init__(self, seeds: dict[str, Mask], exclude: dict[str, Mask], revision: int) -> None:
+        self.seeds, self.exclude, self.revision = seeds, exclude, revision
+        self.counts: dict[str, int] | None = None
 
 
 class Engine:
@@ -43,16 +51,18 @@ class Engine:
         self.specs: dict[str, TensorSpec] = graph.specs
         self.exact = exact
         self.dtype = np.dtype(cfg.dtype)
-        self.T = int(len(tokens))
+        self.T = len(tokens)
         # Exact mode fixes the capacity, so every row is computed with the same shapes.
         self.cap = cfg.block_size if exact else max(self.T, min(cfg.block_size, 16))
         self.revision = 0
         self.values: dict[str, np.ndarray] = dict(params)
+        self.base: dict[str, np.ndarray] = dict(params)  # the model's arrays, never written
         self.owned: set[str] = set()  # parameters copied on first write (the model keeps its own)
         self.param_changed: dict[str, int] = {n: 0 for n in graph.parameters}
         self.param_changed["temperature"] = 0
         self.values["temperature"] = np.array(temperature, dtype=self.dtype)
         self.owned.add("temperature")
+        self.base["temperature"] = self.values["temperature"].copy()
         tok = np.zeros(self.cap, dtype=np.int64)
         tok[: self.T] = tokens
         self.values["tokens"] = tok
@@ -62,12 +72,20 @@ class Engine:
             self.values[name] = np.zeros(self._cap_shape(name), self.dtype)
             self.verified[name] = np.full(self.cap, -1, np.int64)
             self.changed[name] = np.zeros(self.cap, np.int64)
-        self.stale: dict[str, Mask] = {}
+        self.stale: dict[str, Mask] = {}  # read through state(); deferred cones land here on flush
+        self._sizes: dict[str, tuple[int, int]] = {}
+        # The latest revision at which any row of a tensor changed: lets a read skip, with
+        # one comparison, every tensor whose inputs did not change since it was verified.
+        self.last_change: dict[str, int] = dict.fromkeys(self.changed, 0)
+        self.pending: list[Pending] = []  # stale cones not yet materialised (see defer_stale)
+        self.watch: dict[str, dict[int, np.ndarray | None]] = {}  # {tensor: {row: value before recompute}}
         self.pins: dict[str, dict[tuple[int, ...], float]] = {}
         self.counts: Counter[str] = Counter()  # cells recomputed per tensor, since reset_counts
         self.reused: Counter[str] = Counter()  # cells verified without recomputing
         self.cutoff: Counter[str] = Counter()  # cells recomputed whose row came out unchanged
-        self.total_recomputed: Counter[str] = Counter()
+        self.total_recomputed: Counter[str] = Counter()  # never reset (receipts diff these)
+        self.total_reused: Counter[str] = Counter()
+        self.total_cutoff: Counter[str] = Counter()
 
     # -- shapes -----------------------------------------------------------------------
     def _cap_shape(self, name: str) -> tuple[int, ...]:
@@ -91,9 +109,19 @@ class Engine:
         return self.values["tokens"][: self.T]
 
     def _row_size(self, name: str) -> int:
-        shape = self.shape(name)
-        ra = self.specs[name].row_axis
-        return int(np.prod(shape)) // shape[ra] if ra is not None else int(np.prod(shape))
+        """Cells per position row: fixed, times T for a key axis (cached: reads call it per tensor)."""
+        got = self._sizes.get(name)
+        if got is None:
+            spec = self.specs[name]
+            base, per_key = 1, 0
+            for k, (axis, n) in enumerate(zip(spec.axes, spec.dims)):
+                if axis == "key":
+                    per_key += 1
+                elif k != spec.row_axis:
+                    base *= n
+            got = self._sizes[name] = (base, per_key)
+        base, per_key = got
+        return base * self.T**per_key
 
     def rows_computed(self, name: str) -> int:
         """How many position rows of a computed tensor hold a value (for tests)."""
@@ -124,10 +152,13 @@ class Engine:
                     got |= rows
                 else:
                     got[: int(np.flatnonzero(rows)[-1]) + 1] = True
-        for name in self.graph.computed:
-            rows = need.get(name)
-            if rows is not None and rows.any():
-                self._refresh(name, rows)
+        # A pinned cell may be 0 where a formula divides by it: the result is inf or nan, shown
+        # as such (like a spreadsheet's #DIV/0!), not an exception halfway through a read.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            for name in self.graph.computed:
+                rows = need.get(name)
+                if rows is not None and rows.any():
+                    self._refresh(name, rows)
 
     def _dep_changed(self, name: str) -> np.ndarray:
         """[T]: the latest revision at which anything a row reads changed."""
@@ -147,6 +178,21 @@ class Engine:
         check = rows & (verified < self.revision)
         if not check.any():
             return
+        op = self.graph.ops[name]
+        dep = max(self.param_changed[i] if i in self.param_changed else self.last_change[i] for i in op.ins)
+        if dep <= verified[check].min():  # nothing any checked row reads has changed: all reused
+            size = self._row_size(name)
+            kept = int(check.sum()) * size
+            self.reused[name] += kept
+            self.total_reused[name] += kept
+            verified[check] = self.revision
+            st = self.stale.get(name)
+            if st is not None:
+                ra = self.specs[name].row_axis
+                sel: list[Any] = [slice(None)] * st.ndim
+                sel[ra] = np.flatnonzero(check)  # type: ignore[index]
+                st[tuple(sel)] = False
+            return
         run = check & (self._dep_changed(name) > verified)
         idx = np.flatnonzero(run)
         ra = self.specs[name].row_axis
@@ -154,17 +200,42 @@ class Engine:
         size = self._row_size(name)
         if idx.size:
             arr = self.values[name]
-            old = np.take(arr, idx, axis=ra)
-            self.graph.ops[name].forward(self, idx)
-            self._apply_pins(name, idx)
-            new = np.take(arr, idx, axis=ra)
-            diff = np.moveaxis(new != old, ra, 0).reshape(idx.size, -1).any(axis=1)
-            first = verified[idx] < 0
-            self.changed[name][idx[diff | first]] = self.revision
+            before = verified[idx]
+            if (before == -1).all():  # never computed: nothing to compare (the common first read)
+                self.graph.ops[name].forward(self, idx)
+                self._apply_pins(name, idx)
+                self.changed[name][idx] = self.revision
+                self.last_change[name] = self.revision
+                w = self.watch.get(name)
+                if w is not None:
+                    for r in idx.tolist():
+                        w.setdefault(r, None)
+                cut = 0
+            else:
+                old = np.take(arr, idx, axis=ra)
+                self.graph.ops[name].forward(self, idx)
+                self._apply_pins(name, idx)
+                new = np.take(arr, idx, axis=ra)
+                w = self.watch.get(name)
+                if w is not None:  # keep each row's value from before its first recompute
+                    for j, r in enumerate(idx.tolist()):
+                        if r not in w:  # None: the row had no value before
+                            w[r] = np.take(old, j, axis=ra) if before[j] != -1 else None
+                # Bitwise: -0.0 and 0.0 differ downstream (1/x, signs), so cut-off must not merge them.
+                neq = (new != old) | (np.signbit(new) != np.signbit(old))
+                diff = np.moveaxis(neq, ra, 0).reshape(idx.size, -1).any(axis=1)
+                first = before < 0
+                if (diff | first).any():
+                    self.changed[name][idx[diff | first]] = self.revision
+                    self.last_change[name] = self.revision
+                cut = int((~diff & ~first).sum()) * size
             self.counts[name] += idx.size * size
             self.total_recomputed[name] += idx.size * size
-            self.cutoff[name] += int((~diff & ~first).sum()) * size
-        self.reused[name] += int(check.sum() - idx.size) * size
+            self.cutoff[name] += cut
+            self.total_cutoff[name] += cut
+        kept = int(check.sum() - idx.size) * size
+        self.reused[name] += kept
+        self.total_reused[name] += kept
         self.verified[name][np.flatnonzero(check)] = self.revision
         st = self.stale.get(name)
         if st is not None:
@@ -241,20 +312,76 @@ class Engine:
         return out
 
     # -- writes -------------------------------------------------------------------------
-    def mark_stale(self, seeds: dict[str, Mask]) -> dict[str, Mask]:
-        """Mark the downstream cone of the seed cells stale; return that cone (seeds excluded)."""
+    def mark_stale(self, seeds: dict[str, Mask], exclude: dict[str, Mask] | None = None) -> dict[str, Mask]:
+        """Mark the downstream cone of the seed cells stale; return that cone (seeds excluded).
+
+        `exclude` (default: the seeds) are cells not to mark: pinned or edited cells are
+        constants; an unpinned cell is stale itself, so an unpin passes `exclude={}`.
+        """
+        exclude = seeds if exclude is None else exclude
         cone = self.descendants(seeds)
+        out: dict[str, Mask] = {}
         for name, m in cone.items():
-            if name in seeds or self.specs[name].kind != "computed":
+            if self.specs[name].kind != "computed":
                 continue
+            if name in exclude:
+                m = m & ~exclude[name]  # a seed is edited or pinned, not stale; other cells may be
+            for idx in self.pins.get(name, ()):
+                m[idx] = False  # pinned cells are constants
+            if not m.any():
+                continue
+            out[name] = m
             st = self.stale.get(name)
             if st is None:
                 st = self.stale[name] = np.zeros(self._cap_shape(name), bool)
             st[tuple(slice(0, n) for n in m.shape)] |= m
-        return {k: v for k, v in cone.items() if k not in seeds}
+        return out
+
+    def defer_stale(self, seeds: dict[str, Mask], exclude: dict[str, Mask] | None = None) -> Pending:
+        """`mark_stale`, materialised only when asked (`flush_stale`, `state`, a structural edit).
+
+        A cone depends on T, the tokens and the pins only, so it is the same later as now as
+        long as those do not change (they flush first); rows verified since the edit are not
+        stale by then. A weight edit then costs no mask work until someone looks.
+        """
+        if len(self.pending) >= 16:  # bound the seed masks held
+            self.flush_stale()
+        p = Pending(seeds, seeds if exclude is None else exclude, self.revision)
+        self.pending.append(p)
+        return p
+
+    def flush_stale(self) -> None:
+        """Materialise every deferred stale cone into `stale`."""
+        while self.pending:
+            p = self.pending.pop(0)
+            cone = self.descendants(p.seeds)
+            counts: dict[str, int] = {}
+            for name, m in cone.items():
+                if self.specs[name].kind != "computed":
+                    continue
+                if name in p.exclude:
+                    m = m & ~p.exclude[name]
+                for idx in self.pins.get(name, ()):
+                    m[idx] = False
+                if not m.any():
+                    continue
+                counts[name] = int(m.sum())
+                ra = self.specs[name].row_axis
+                done = self.verified[name][: self.T] >= p.revision  # checked since the edit: fresh
+                if done.any():
+                    shape = [1] * m.ndim
+                    shape[ra] = self.T  # type: ignore[index]
+                    m = m & ~done.reshape(shape)
+                st = self.stale.get(name)
+                if st is None:
+                    st = self.stale[name] = np.zeros(self._cap_shape(name), bool)
+                st[tuple(slice(0, n) for n in m.shape)] |= m
+            p.counts = counts
 
     def write(self, name: str, idx: tuple[int, ...], value: Any) -> None:
         """Write one cell of a parameter or input, in place (copying a shared parameter once)."""
+        if name == "tokens":
+            self.flush_stale()  # a token changes which wte rows the cones go through
         if name not in self.owned and self.specs[name].kind == "parameter":
             self.values[name] = self.values[name].copy()
             self.owned.add(name)
@@ -262,32 +389,59 @@ class Engine:
         self.values[name][idx] = value
         if name == "tokens":
             self.changed["tokens"][idx[0]] = self.revision
+            self.last_change["tokens"] = self.revision
         else:
             self.param_changed[name] = self.revision
 
     def pin(self, name: str, idx: tuple[int, ...], value: float | None) -> None:
         """Pin a computed cell to a constant (None: unpin, recompute its row on the next read)."""
+        self.flush_stale()
         self.revision += 1
         ra = self.specs[name].row_axis
         assert ra is not None
         row = idx[ra]
         if value is None:
             self.pins.get(name, {}).pop(idx, None)
-            self.verified[name][row] = -1
+            if self.verified[name][row] >= 0:
+                self.verified[name][row] = -2  # computed once, must run again: -2 forces a recompute
             return
         self.pins.setdefault(name, {})[idx] = float(value)
-        if self.verified[name][row] >= 0:
+        if self.verified[name][row] != -1:
             self.values[name][idx] = value
             self.changed[name][row] = self.revision
+            self.last_change[name] = self.revision
 
     def append(self, token: int) -> None:
         """Add one position; earlier rows stay valid (the causal mask)."""
+        self.flush_stale()
         if self.T + 1 > self.cap:
             self._grow(min(self.graph.config.block_size, 2 * self.cap))
         self.revision += 1
         self.values["tokens"][self.T] = token
         self.changed["tokens"][self.T] = self.revision
+        self.last_change["tokens"] = self.revision
         self.T += 1
+
+    def pop(self) -> None:
+        """Remove the last position (the inverse of `append`); earlier rows stay valid."""
+        if self.T <= 1:
+            raise ValueError("cannot remove the only position")
+        self.flush_stale()
+        self.revision += 1
+        self.T -= 1
+        t = self.T
+        self.values["tokens"][t] = 0
+        self.changed["tokens"][t] = self.revision
+        self.last_change["tokens"] = self.revision
+        for name in self.verified:
+            self.verified[name][t] = -1
+        for name, st in self.stale.items():
+            ra = self.specs[name].row_axis
+            sel: list[Any] = [slice(None)] * st.ndim
+            sel[ra] = t  # type: ignore[index]
+            st[tuple(sel)] = False
+            if "key" in self.specs[name].axes:
+                st[..., t] = False
 
     def _grow(self, cap: int) -> None:
         old_cap, self.cap = self.cap, cap
@@ -311,15 +465,22 @@ class Engine:
         """'pinned', 'unset' (never computed), 'stale' or 'fresh' for a computed cell; kind otherwise."""
         spec = self.specs[name]
         if spec.kind != "computed":
-            return "edited" if name in self.owned and name != "temperature" else "fresh"
+            base = self.base.get(name)
+            if name == "tokens" or base is None or self.values[name] is base:
+                return "fresh"
+            now, was = self.values[name][idx], base[idx]
+            same = now == was and np.signbit(now) == np.signbit(was)
+            return "fresh" if same else "edited"
         if idx in self.pins.get(name, {}):
             return "pinned"
+        self.flush_stale()
         ra = spec.row_axis
         assert ra is not None
-        if self.verified[name][idx[ra]] < 0:
+        v = self.verified[name][idx[ra]]
+        if v == -1:
             return "unset"
         st = self.stale.get(name)
-        return "stale" if st is not None and st[idx] else "fresh"
+        return "stale" if v == -2 or (st is not None and st[idx]) else "fresh"
 
     def info(self) -> dict[str, Any]:
         return {"T": self.T, "cap": self.cap, "revision": self.revision, "exact": self.exact}
