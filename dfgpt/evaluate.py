@@ -135,37 +135,55 @@ class Engine:
     # -- lazy evaluation --------------------------------------------------------------
     def ensure(self, need: dict[str, np.ndarray]) -> None:
         """Make the given rows ({tensor: bool[T]}) of computed tensors current."""
-        need = {k: v.copy() for k, v in need.items() if self.specs[k].kind == "computed"}
-        if not need:
+        plan = self._plan({k: v for k, v in need.items() if self.specs[k].kind == "computed"})
+        if not plan:
             return
-        ops = self.graph.ops
-        for name in reversed(self.graph.computed):
-            rows = need.get(name)
-            if rows is None or not rows.any():
-                continue
-            op = ops[name]
-            for inp, how in zip(op.ins, op.row_reads):
-                if how == "whole" or self.specs[inp].kind != "computed":
-                    continue
-                got = need.setdefault(inp, np.zeros(self.T, bool))
-                if how == "row":
-                    got |= rows
-                else:
-                    got[: int(np.flatnonzero(rows)[-1]) + 1] = True
         # A pinned cell may be 0 where a formula divides by it: the result is inf or nan, shown
         # as such (like a spreadsheet's #DIV/0!), not an exception halfway through a read.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            for name in self.graph.computed:
-                rows = need.get(name)
-                if rows is not None and rows.any():
-                    self._refresh(name, rows)
+            for name, rows in plan:
+                self._refresh(name, rows)
+
+    def _plan(self, need: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+        """The rows of every tensor a read needs, in topological order.
+
+        Depends only on the graph, T and the request, so it is memoised on the graph and
+        shared by every sheet of a model (a read of `logit[5]` plans once).
+        """
+        if not need:
+            return []
+        key = (self.T, *sorted((k, v.tobytes()) for k, v in need.items()))
+        cache = self.graph.plans
+        got = cache.get(key)
+        if got is not None:
+            return got
+        rows_of = {k: v.copy() for k, v in need.items()}
+        reads = self.graph.row_reads
+        for name in reversed(self.graph.computed):
+            rows = rows_of.get(name)
+            if rows is None or not rows.any():
+                continue
+            for inp, how, computed in reads[name]:
+                if not computed or how == "whole":
+                    continue
+                got_rows = rows_of.get(inp)
+                if got_rows is None:
+                    got_rows = rows_of[inp] = np.zeros(self.T, bool)
+                if how == "row":
+                    got_rows |= rows
+                else:
+                    got_rows[: int(rows.nonzero()[0][-1]) + 1] = True
+        plan = [(n, rows_of[n]) for n in self.graph.computed if n in rows_of and rows_of[n].any()]
+        if len(cache) > 4096:
+            cache.clear()
+        cache[key] = plan
+        return plan
 
     def _dep_changed(self, name: str) -> np.ndarray:
         """[T]: the latest revision at which anything a row reads changed."""
-        op = self.graph.ops[name]
         dep = np.zeros(self.T, np.int64)
-        for inp, how in zip(op.ins, op.row_reads):
-            if inp in self.param_changed:
+        for inp, how, computed in self.graph.row_reads[name]:
+            if not computed and inp in self.param_changed:
                 np.maximum(dep, self.param_changed[inp], out=dep)
             elif how == "prefix":
                 np.maximum(dep, np.maximum.accumulate(self.changed[inp][: self.T]), out=dep)
@@ -174,73 +192,79 @@ class Engine:
         return dep
 
     def _refresh(self, name: str, rows: np.ndarray) -> None:
+        rev = self.revision
         verified = self.verified[name][: self.T]
-        check = rows & (verified < self.revision)
-        if not check.any():
+        checked = (rows & (verified < rev)).nonzero()[0]
+        if not checked.size:
             return
-        op = self.graph.ops[name]
-        dep = max(self.param_changed[i] if i in self.param_changed else self.last_change[i] for i in op.ins)
-        if dep <= verified[check].min():  # nothing any checked row reads has changed: all reused
-            size = self._row_size(name)
-            kept = int(check.sum()) * size
-            self.reused[name] += kept
-            self.total_reused[name] += kept
-            verified[check] = self.revision
-            st = self.stale.get(name)
-            if st is not None:
-                ra = self.specs[name].row_axis
-                sel: list[Any] = [slice(None)] * st.ndim
-                sel[ra] = np.flatnonzero(check)  # type: ignore[index]
-                st[tuple(sel)] = False
+        last = self.last_change
+        dep = max(
+            self.param_changed[i] if i in self.param_changed else last[i] for i, _, _ in self.graph.row_reads[name]
+        )
+        before = verified[checked]
+        if dep <= before.min():  # nothing any checked row reads has changed: all reused
+            self._settle(name, checked, 0, 0)
             return
-        run = check & (self._dep_changed(name) > verified)
-        idx = np.flatnonzero(run)
-        ra = self.specs[name].row_axis
-        assert ra is not None  # computed tensors always have a position axis
-        size = self._row_size(name)
+        if before.max() < 0:  # never computed (the common first read): run them all
+            idx, fresh = checked, True
+        else:
+            idx = checked[self._dep_changed(name)[checked] > before]
+            fresh = bool((verified[idx] < 0).all())
+        cut = 0
         if idx.size:
+            op = self.graph.ops[name]
             arr = self.values[name]
-            before = verified[idx]
-            if (before == -1).all():  # never computed: nothing to compare (the common first read)
-                self.graph.ops[name].forward(self, idx)
-                self._apply_pins(name, idx)
-                self.changed[name][idx] = self.revision
-                self.last_change[name] = self.revision
+            if fresh:  # nothing to compare against
+                op.forward(self, idx)
+                if name in self.pins:
+                    self._apply_pins(name, idx)
+                self.changed[name][idx] = rev
+                last[name] = rev
                 w = self.watch.get(name)
                 if w is not None:
                     for r in idx.tolist():
                         w.setdefault(r, None)
-                cut = 0
             else:
+                ra = self.graph.row_axis[name]
                 old = np.take(arr, idx, axis=ra)
-                self.graph.ops[name].forward(self, idx)
-                self._apply_pins(name, idx)
+                first = verified[idx] < 0
+                op.forward(self, idx)
+                if name in self.pins:
+                    self._apply_pins(name, idx)
                 new = np.take(arr, idx, axis=ra)
                 w = self.watch.get(name)
                 if w is not None:  # keep each row's value from before its first recompute
                     for j, r in enumerate(idx.tolist()):
                         if r not in w:  # None: the row had no value before
-                            w[r] = np.take(old, j, axis=ra) if before[j] != -1 else None
+                            w[r] = None if first[j] else np.take(old, j, axis=ra)
                 # Bitwise: -0.0 and 0.0 differ downstream (1/x, signs), so cut-off must not merge them.
                 neq = (new != old) | (np.signbit(new) != np.signbit(old))
                 diff = np.moveaxis(neq, ra, 0).reshape(idx.size, -1).any(axis=1)
-                first = before < 0
-                if (diff | first).any():
-                    self.changed[name][idx[diff | first]] = self.revision
-                    self.last_change[name] = self.revision
-                cut = int((~diff & ~first).sum()) * size
-            self.counts[name] += idx.size * size
-            self.total_recomputed[name] += idx.size * size
-            self.cutoff[name] += cut
-            self.total_cutoff[name] += cut
-        kept = int(check.sum() - idx.size) * size
-        self.reused[name] += kept
-        self.total_reused[name] += kept
-        self.verified[name][np.flatnonzero(check)] = self.revision
+                moved = diff | first
+                if moved.any():
+                    self.changed[name][idx[moved]] = rev
+                    last[name] = rev
+                cut = int((~moved).sum())
+        self._settle(name, checked, idx.size, cut)
+
+    def _settle(self, name: str, checked: np.ndarray, ran: int, cut: int) -> None:
+        """Count what a refresh did, and mark the checked rows verified (and not stale)."""
+        size = self._row_size(name)
+        if ran:
+            self.counts[name] += ran * size
+            self.total_recomputed[name] += ran * size
+        if cut:
+            self.cutoff[name] += cut * size
+            self.total_cutoff[name] += cut * size
+        kept = (checked.size - ran) * size
+        if kept:
+            self.reused[name] += kept
+            self.total_reused[name] += kept
+        self.verified[name][checked] = self.revision
         st = self.stale.get(name)
         if st is not None:
-            sel = [slice(None)] * st.ndim
-            sel[ra] = np.flatnonzero(check)  # type: ignore[call-overload]
+            sel: list[Any] = [slice(None)] * st.ndim
+            sel[self.graph.row_axis[name]] = checked
             st[tuple(sel)] = False
 
     def _apply_pins(self, name: str, rows: np.ndarray) -> None:

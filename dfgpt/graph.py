@@ -15,7 +15,7 @@ the cell level. Names follow the nanoGPT / GPT-2 checkpoints, so loading is key 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import networkx as nx
 
@@ -82,6 +82,20 @@ class Graph:
     ops: dict[str, Op]
     nx: nx.DiGraph
     order: list[str]
+
+    def __post_init__(self) -> None:
+        # Per computed tensor, what its rows read: (input, "row" | "prefix" | "whole", computed?).
+        self.row_reads: dict[str, tuple[tuple[str, str, bool], ...]] = {
+            name: tuple(
+                (inp, how, self.specs[inp].kind == "computed")
+                for inp, how in zip(op.ins, op.row_reads)
+            )
+            for name, op in self.ops.items()
+        }
+        self.row_axis: dict[str, int] = {
+            n: s.row_axis for n, s in self.specs.items() if s.row_axis is not None
+        }
+        self.plans: dict[tuple[Any, ...], list[tuple[str, Any]]] = {}  # memoised read plans (evaluate)
 
     def block_input(self, layer: int) -> str:
         return "emb" if layer == 0 else f"h[{layer - 1}].out"

@@ -465,7 +465,14 @@ class Weighted(Op):
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
         att, v = (ctx.values[n] for n in self.ins)  # [H, cap, cap], [H, cap, hs]
         width = ctx.cap if ctx.exact else int(rows.max()) + 1
-        y = _mm(att[:, rows, :width], v[:, :width], ctx.exact)  # [H, R, width] @ [H, width, hs]
+        vv = v[:, :width]
+        if np.isfinite(vv).all():
+            y = _mm(att[:, rows, :width], vv, ctx.exact)  # [H, R, width] @ [H, width, hs]
+        else:
+            # 0 · inf is nan: a later row's non-finite v (a pin) must not leak into earlier rows.
+            keep = np.arange(width)[None, :] <= rows[:, None]  # [R, width]
+            masked = np.where(keep[None, :, :, None], vv[:, None], 0.0)  # [H, R, width, hs]
+            y = np.matmul(att[:, rows, None, :width], masked)[:, :, 0, :]  # -> [H, R, hs]
         ctx.values[self.out][rows] = y.transpose(1, 0, 2).reshape(len(rows), -1)  # -> [R, C]
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:

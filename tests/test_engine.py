@@ -194,3 +194,14 @@ def test_masked_scores_are_read_by_nothing_even_when_pinned(sort_random):
     s.engine.pin("h[1].attn.score", (1, 1, 3), -2.0)
     np.testing.assert_array_equal(s.values("logit"), before)
     assert s.value("h[0].attn.att[0][2][4]") == 0.0
+
+
+def test_a_nonfinite_later_value_does_not_leak_into_earlier_rows(sort_random):
+    inc = sort_random.sheet("CABACA")
+    inc.value("logit")
+    inc.engine.pin("h[0].attn.v", (1, 4, 3), np.inf)
+    fresh = sort_random.sheet("CABACA")
+    fresh.engine.pin("h[0].attn.v", (1, 4, 3), np.inf)
+    a, b = inc.values("h[0].attn.y"), fresh.values("h[0].attn.y")
+    np.testing.assert_array_equal(a, b)
+    assert np.isfinite(b[:4]).all() and not np.isfinite(b[4:]).all()
