@@ -55,3 +55,30 @@ def sort_random() -> dfgpt.Model:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+CORPUS = ["the cat sat on the mat", "a dog ran after the cat", "cells compute the logits"] * 20
+
+
+@pytest.fixture(scope="session")
+def hf_dir(tmp_path_factory):
+    """A random small GPT-2 saved by transformers as safetensors, with a BPE tokenizer trained here."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    folder = tmp_path_factory.mktemp("gpt2")
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=300, min_frequency=1)
+    bpe.save(str(folder / "tokenizer.json"))
+    cfg = transformers.GPT2Config(
+        n_layer=2, n_head=4, n_embd=16, n_positions=32, vocab_size=bpe.get_vocab_size(),
+        activation_function="gelu_new", resid_pdrop=0, embd_pdrop=0, attn_pdrop=0,
+    )
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder, model
