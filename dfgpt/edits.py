@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DfgptError, EditError, QueryError, SequenceLengthError, TokenError
+from .errors import DfgptError, EditError, SequenceLengthError, TokenError
+from .receipts import Live, Receipt
+from .task import TaskScore, task_score  # re-exported: Sheet.task_score delegates here
 
 if TYPE_CHECKING:
-    from .evaluate import Mask, Pending
+    from .evaluate import Mask
     from .model import Model
     from .sheet import Sheet
 
@@ -47,9 +48,6 @@ __all__ = [
     "unpin",
 ]
 
-OUTPUTS = ("logit", "prob")
-
-
 @dataclass(frozen=True)
 class _Change:
     """One undo-log record: `how` is "write" (parameter / input), "pin" (None: unpinned) or "append"."""
@@ -61,174 +59,13 @@ class _Change:
     new: Any
 
 
-class _Live:
-    """The mutable side of a receipt: counters at the edit, watched outputs, the cone, a freeze."""
-
-    def __init__(self, sheet: Sheet) -> None:
-        eng = sheet.engine
-        self.sheet = sheet
-        self.start = [Counter(eng.total_recomputed), Counter(eng.total_reused), Counter(eng.total_cutoff)]
-        self.frozen: dict[str, Any] | None = None
-        self.cone: dict[str, int] | Pending | None = None
-        # The engine keeps each output row's value from before its first recompute since now.
-        self.watch: dict[str, dict[int, np.ndarray | None]] = {name: {} for name in OUTPUTS}
-        eng.watch = self.watch
-        self.revision = eng.revision
-
-    def stale(self) -> dict[str, int]:
-        cone = self.cone
-        if cone is None:
-            return {}
-        if not isinstance(cone, dict):  # a deferred cone: materialise it now
-            if cone.counts is None:
-                self.sheet.engine.flush_stale()
-            assert cone.counts is not None
-            self.cone = cone = cone.counts
-        return cone
-
-    def numbers(self) -> dict[str, Any]:
-        if self.frozen is not None:
-            return self.frozen
-        eng = self.sheet.engine
-        now = (eng.total_recomputed, eng.total_reused, eng.total_cutoff)
-        diffs = [+(n - s) for n, s in zip(now, self.start)]  # unary + drops zero entries
-        change: dict[str, float | None] = {}
-        flipped: bool | None = None
-        for name in OUTPUTS:
-            # Rows read since the edit; a row verified without a recompute did not change.
-            read = eng.verified[name][: eng.T] >= self.revision
-            w = self.watch[name]
-            rows = {r: v for r, v in w.items() if r < eng.T and v is not None}
-            if not any(r not in w or w[r] is not None for r in np.flatnonzero(read).tolist()):
-                change[name] = None
-                continue
-            change[name] = 0.0
-            if name == "logit":
-                flipped = False
-            if not rows:
-                continue
-            idx = np.fromiter(rows, np.int64, len(rows))
-            old = np.stack(list(rows.values()))  # type: ignore[arg-type]
-            new = eng.view(name)[idx]
-            with np.errstate(invalid="ignore", over="ignore"):  # pins may have made inf or nan
-                change[name] = float(np.max(np.abs(new - old)))
-            if name == "logit":
-                flipped = bool((new.argmax(axis=1) != old.argmax(axis=1)).any())
-        return {"counts": diffs, "max_change": change, "flipped": flipped}
-
-    def freeze(self) -> None:
-        if self.frozen is None:  # the cone may stay deferred: the engine flushes before it could change
-            self.frozen = self.numbers()
-            if self.sheet.engine.watch is self.watch:
-                self.sheet.engine.watch = {}
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """What an edit did: the cells it made stale; what reads since then recomputed.
-
-    `stale` counts the computed cells of the exact downstream cone (`stale_by_tensor` per
-    tensor; for a weight edit it is worked out on first access). `recomputed`, `reused`,
-    `cutoff`, `max_change` and `flipped` reflect the reads since the edit, until the next
-    edit freezes them; `settle()` reads every output first. `max_change` compares each
-    output row read since the edit with its value when last computed before it.
-    """
-
-    action: str
-    cells: tuple[str, ...]
-    _live: _Live = field(repr=False, compare=False)
-
-    @property
-    def sheet(self) -> Sheet:
-        return self._live.sheet
-
-    @property
-    def stale_by_tensor(self) -> dict[str, int]:
-        """Cells of the downstream cone per computed tensor (new rows, for an append)."""
-        return dict(self._live.stale())
-
-    @property
-    def stale(self) -> int:
-        return int(sum(self._live.stale().values()))
-
-    def _count(self, k: int) -> dict[str, int]:
-        return dict(self._live.numbers()["counts"][k])
-
-    @property
-    def recomputed_by_tensor(self) -> dict[str, int]:
-        return self._count(0)
-
-    @property
-    def reused_by_tensor(self) -> dict[str, int]:
-        return self._count(1)
-
-    @property
-    def cutoff_by_tensor(self) -> dict[str, int]:
-        return self._count(2)
-
-    @property
-    def recomputed(self) -> int:
-        """Cells recomputed by reads since the edit."""
-        return int(sum(self._count(0).values()))
-
-    @property
-    def reused(self) -> int:
-        """Cells a read verified without recomputing them."""
-        return int(sum(self._count(1).values()))
-
-    @property
-    def cutoff(self) -> int:
-        """Recomputed cells whose row came out bit for bit unchanged (propagation stopped there)."""
-        return int(sum(self._count(2).values()))
-
-    @property
-    def max_change(self) -> dict[str, float | None]:
-        """Largest |new - old| per output over the rows recomputed since the edit (None: none)."""
-        return dict(self._live.numbers()["max_change"])
-
-    @property
-    def flipped(self) -> bool | None:
-        """Did the greedy next token change at any recomputed position (None: no logit row read)."""
-        return self._live.numbers()["flipped"]
-
-    def settle(self) -> Receipt:
-        """Read every logit and probability (if this is still the latest edit), then return self."""
-        live = self._live
-        if live.frozen is None:
-            eng = live.sheet.engine
-            eng.ensure({name: np.ones(eng.T, bool) for name in OUTPUTS})
-        return self
-
-    def __str__(self) -> str:
-        by = self.stale_by_tensor
-        top = sorted(by.items(), key=lambda kv: -kv[1])[:4]
-        lines = [
-            f"{self.action}: {', '.join(self.cells) or '-'}",
-            f"  marked stale: {self.stale:,} cells in {len(by)} tensors"
-            + (f" (largest: {', '.join(f'{k} {v:,}' for k, v in top)})" if top else ""),
-        ]
-        n = self._live.numbers()
-        if not sum(n["counts"][0].values()) and not sum(n["counts"][1].values()):
-            lines.append("  not read since the edit (receipt.settle() reads the outputs)")
-            return "\n".join(lines)
-        lines.append(
-            f"  after reads: recomputed {self.recomputed:,}, reused {self.reused:,}, "
-            f"cut-off (recomputed, unchanged) {self.cutoff:,}"
-        )
-        ch = [f"{k} {v:.6g}" for k, v in n["max_change"].items() if v is not None]
-        if ch:
-            flip = "yes" if n["flipped"] else "no"
-            lines.append(f"  largest change: {', '.join(ch)}; greedy next token flipped: {flip}")
-        return "\n".join(lines)
-
-
 class _Log:
     """A sheet's undo and redo stacks of edit groups, and its latest (open) receipt."""
 
     def __init__(self) -> None:
         self.undo: list[tuple[str, list[_Change]]] = []
         self.redo: list[tuple[str, list[_Change]]] = []
-        self.open: _Live | None = None
+        self.open: Live | None = None
 
 
 def _log(sheet: Sheet) -> _Log:
@@ -338,7 +175,7 @@ def _apply(sheet: Sheet, action: str, changes: list[_Change], forward: bool) -> 
             eng.write(ch.tensor, ch.index, value)
         seeds[ch.tensor] = _add(seeds.get(ch.tensor), eng.shape(ch.tensor), ch.index)
     eng.reset_counts()
-    live = _Live(sheet)
+    live = Live(sheet)
     if appended:
         # The cone of a new token is its whole new row in every computed tensor (the row
         # was unset, so nothing is marked: its cells are computed on the first read).
@@ -411,22 +248,26 @@ def unpin(sheet: Sheet, cell: str) -> Receipt:
 
 def undo(sheet: Sheet) -> Receipt:
     """Revert the latest edit (values come back bit for bit in exact mode)."""
-    log = sheet.__dict__.get("_edit_log")
-    if log is None or not log.undo:
-        raise EditError("nothing to undo: this sheet has no edits (or every edit is already undone).")
-    action, changes = log.undo.pop()
-    log.redo.append((action, changes))
-    return _apply(sheet, f"undo {action}", changes, forward=False)
+    return _replay(sheet, forward=False)
 
 
 def redo(sheet: Sheet) -> Receipt:
     """Apply again the latest undone edit."""
-    log = sheet.__dict__.get("_edit_log")
-    if log is None or not log.redo:
-        raise EditError("nothing to redo: redo follows undo, and a new edit clears the redo list.")
-    action, changes = log.redo.pop()
-    log.undo.append((action, changes))
-    return _apply(sheet, f"redo {action}", changes, forward=True)
+    return _replay(sheet, forward=True)
+
+
+def _replay(sheet: Sheet, forward: bool) -> Receipt:
+    """Move the latest edit group from the undo stack to the redo stack (or back) and apply it."""
+    log = sheet.__dict__.get("_edit_log")  # not made here: a refused undo leaves the sheet as it was
+    src, dst = ((log.redo, log.undo) if forward else (log.undo, log.redo)) if log else ([], [])
+    if not src:
+        raise EditError(
+            "nothing to redo: redo follows undo, and a new edit clears the redo list." if forward
+            else "nothing to undo: this sheet has no edits (or every edit is already undone)."
+        )
+    action, changes = src.pop()
+    dst.append((action, changes))
+    return _apply(sheet, f"{'redo' if forward else 'undo'} {action}", changes, forward=forward)
 
 
 def append(sheet: Sheet, token: str | int) -> Receipt:
@@ -447,129 +288,6 @@ def to_model(sheet: Sheet) -> Model:
     m = sheet.model
     params = {n: np.array(sheet.engine.values[n], copy=True) for n in sheet.graph.parameters}
     return Model(m.config, params, m.tokenizer, m.graph)
-
-
-# -- the sort task ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TaskScore:
-    """Greedy sorting of all 3^6 inputs under a sheet's weights."""
-
-    correct: int
-    total: int
-    broken: tuple[str, ...]  # "input -> output" for every input not sorted
-    newly_broken: tuple[str, ...]  # of those, the ones the model's own weights sort
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.total
-
-    def __str__(self) -> str:
-        s = f"sort task: {self.correct}/{self.total} inputs sorted ({self.accuracy:.1%})"
-        if self.newly_broken:
-            s += f"; broken by the edits: {len(self.newly_broken)}, e.g. {', '.join(self.newly_broken[:5])}"
-        return s
-
-
-def _sort_ids(cfg: Any) -> list[int]:
-    vocab = tuple(cfg.vocab)
-    if not {"A", "B", "C"} <= set(vocab) or cfg.block_size < 11:
-        raise QueryError(
-            "task_score scores the sort task (6 letters A/B/C, 5 fed back): it needs a model "
-            f"with tokens A, B, C and block_size >= 11, not vocab {vocab[:10]} / block_size "
-            f"{cfg.block_size}; load it with dfgpt.load('sort')."
-        )
-    return [vocab.index(c) for c in "ABC"]
-
-
-def _forward_last(cfg: Any, P: dict[str, np.ndarray], ids: np.ndarray, start: int, cache: list) -> np.ndarray:
-    """A batched plain-numpy forward of new positions `start..` with a key/value cache.
-
-    [B, n] ids -> [B, V] logits of the last position; `cache` holds per layer [B, H, t, hs] keys
-    and values, extended in place (so greedy decoding computes each position once).
-    """
-    B, n = ids.shape
-    H, C = cfg.n_head, cfg.n_embd
-
-    def ln(x: np.ndarray, p: str) -> np.ndarray:  # [B, n, C] -> [B, n, C]
-        if not cfg.layer_norm:
-            return x
-        mu = x.mean(-1, keepdims=True)
-        var = ((x - mu) ** 2).mean(-1, keepdims=True)
-        y = (x - mu) / np.sqrt(var + cfg.ln_eps) * P[f"{p}.g"]
-        return y + P[f"{p}.b"] if cfg.bias else y
-
-    def lin(x: np.ndarray, p: str) -> np.ndarray:  # [B, n, K] -> [B, n, N]
-        W = P[f"{p}.w"]
-        y = x @ (W.T if cfg.layout == "out_in" else W)
-        return y + P[f"{p}.b"] if cfg.bias else y
-
-    from .ops import gelu
-
-    x = P["wte"][ids] + P["wpe"][start : start + n]
-    T = start + n
-    causal = np.tril(np.ones((T, T), bool))[start:]  # [n, T]
-    for layer in range(cfg.n_layer):
-        p = f"h[{layer}]"
-        qkv = lin(ln(x, f"{p}.ln_1"), f"{p}.attn.c_attn")  # [B, n, 3C]
-        q, k, v = (qkv[..., i * C : (i + 1) * C].reshape(B, n, H, -1).transpose(0, 2, 1, 3) for i in range(3))
-        if layer < len(cache):
-            k = cache[layer][0] = np.concatenate([cache[layer][0], k], axis=2)
-            v = cache[layer][1] = np.concatenate([cache[layer][1], v], axis=2)
-        else:
-            cache.append([k, v])
-        s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(C // H)  # [B, H, n, T]
-        s = np.where(causal, s, -np.inf)
-        e = np.exp(s - s.max(-1, keepdims=True))
-        y = (e / e.sum(-1, keepdims=True)) @ v  # [B, H, n, hs]
-        x = x + lin(y.transpose(0, 2, 1, 3).reshape(B, n, C), f"{p}.attn.c_proj")
-        if cfg.mlp:
-            x = x + lin(gelu(lin(ln(x, f"{p}.ln_2"), f"{p}.mlp.c_fc"), cfg.gelu), f"{p}.mlp.c_proj")
-    head = P["wte"] if cfg.tied else P["lm_head.w"]
-    return ln(x[:, -1:], "ln_f")[:, 0] @ head.T  # [B, C] @ [C, V]
-
-
-def _greedy_sort(cfg: Any, P: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """[729, 6] inputs and [729, 6] greedy outputs (5 predictions fed back)."""
-    abc = np.array(_sort_ids(cfg))
-    grid = np.indices((3,) * 6).reshape(6, -1).T  # every A/B/C string, in lexicographic order
-    ids = abc[grid]
-    cache: list = []
-    step, start, outs = ids, 0, []
-    for _ in range(6):
-        nxt = _forward_last(cfg, P, step, start, cache).argmax(axis=1)
-        outs.append(nxt)
-        start += step.shape[1]
-        step = nxt[:, None]
-    return ids, np.stack(outs, axis=1)
-
-
-def task_score(sheet: Sheet) -> TaskScore:
-    """Re-score all 729 sort inputs under the sheet's current weights (vectorised, a few ms).
-
-    >>> import dfgpt
-    >>> dfgpt.load("sort-random").sheet("CABACA").task_score().total
-    729
-    """
-    cfg = sheet.config
-    P = {n: sheet.engine.values[n] for n in sheet.graph.parameters}
-    ids, out = _greedy_sort(cfg, P)
-    want = np.sort(ids, axis=1)
-    ok = (out == want).all(axis=1)
-    base_ok = ok
-    if any(P[n] is not sheet.model.params[n] for n in P):
-        _, base = _greedy_sort(cfg, sheet.model.params)
-        base_ok = (base == want).all(axis=1)
-    dec = sheet.model.decode
-
-    def show(i: int) -> str:
-        return f"{dec(ids[i].tolist())} -> {dec(out[i].tolist())}"
-
-    return TaskScore(
-        int(ok.sum()),
-        len(ok),
-        tuple(show(i) for i in np.flatnonzero(~ok)),
-        tuple(show(i) for i in np.flatnonzero(~ok & base_ok)),
-    )
 
 
 # -- command line -----------------------------------------------------------------------------

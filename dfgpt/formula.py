@@ -56,12 +56,7 @@ def rhs(sheet: Sheet, tensor: str, idx: tuple[int, ...]) -> str:
         return s + (f" + {ins[4]}[{c}]" if len(ins) > 4 else "")
     if kind == "linear":
         p = op.params()
-        if p["heads"]:
-            h, t, d = idx
-            o = p["offset"] + h * (p["n_out"] // p["heads"]) + d
-        else:
-            t, o = idx
-            o = o + p["offset"]
+        t, o = op.weight_row(idx)  # type: ignore[attr-defined]
         K = g.specs[ins[0]].dims[1]
         w = n(ins[1], (o, 0))[: -len("[0]")] + "[i]" if p["layout"] == "out_in" else f"{ins[1]}[i][{o}]"
         s = f"Σ_{{i=0..{K - 1}}} {ins[0]}[{t}][i] · {w}"

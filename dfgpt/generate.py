@@ -2,14 +2,16 @@
 
 Appending is an edit: earlier rows stay valid (the causal mask), so each new token
 computes one new row per tensor, a KV cache that falls out of the dependency graph.
-The context is cropped to the last `block_size` tokens like nanoGPT (a new sheet then).
 The returned text is the continuation only, not the prompt; a prompt given as token ids
 gives a list of ids.
 
-The sort task holds 6 letters and 5 fed-back outputs (block_size 11): cropping would
-shift every position embedding and make the task meaningless, so for a sort model
-`prompt + max_new_tokens - 1 > block_size` is an error unless `crop=True` is passed.
-Other models crop by default.
+The context: only the tokens fed back must fit, so `len(prompt) + max_new_tokens - 1
+<= block_size` (the last new token is predicted, never read). Past that, generation is
+an error for every model unless `crop=True`, which keeps the last `block_size` tokens
+like nanoGPT (a new sheet each time). Cropping is opt-in because it changes what the
+model reads: the first tokens are dropped and every position embedding shifts, which a
+sliding-window model (`aab`) is made for and a fixed-length task (`sort`: 6 letters + 5
+fed back = block_size 11) is not.
 
 >>> import dfgpt
 >>> dfgpt.load("sort").generate("CBABBC", max_new_tokens=6)
@@ -26,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DfgptError, SequenceLengthError, TokenError
+from .errors import DfgptError, SequenceLengthError
 
 if TYPE_CHECKING:
     from .model import Model
 
 __all__ = ["GenerateError", "Generation", "Step", "generate", "register", "sample_dist"]
+
+CLI_NEW_TOKENS = 16  # `dfgpt generate` without --max-new-tokens: fill the context, up to this many
 
 
 class GenerateError(DfgptError):
@@ -57,11 +61,6 @@ class Generation:
     steps: tuple[Step, ...]
 
 
-def _is_sort_task(model: Model) -> bool:
-    name = model.config.name or ""
-    return name == "sort" or name.startswith("sort-")
-
-
 def _check(temperature: Any, top_k: Any, top_p: Any, max_new_tokens: Any) -> None:
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise GenerateError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}.")
@@ -76,17 +75,14 @@ def _check(temperature: Any, top_k: Any, top_p: Any, max_new_tokens: Any) -> Non
 
 
 def _encode(model: Model, prompt: str | Sequence[int]) -> list[int]:
-    if isinstance(prompt, str):
-        ids = model.tokenizer.encode(prompt)
-    else:
-        ids = [int(i) for i in prompt]
-        V = model.config.vocab_size
-        bad = [i for i in ids if not 0 <= i < V]
-        if bad:
-            raise TokenError(f"token ids {bad} are out of range: this vocabulary has ids 0..{V - 1}.")
-    if not ids:
-        raise SequenceLengthError("the prompt is empty: give at least one token to continue.")
-    return ids
+    """The prompt's ids, checked by Model.encode (vocabulary, ids in range, not empty).
+
+    A prompt may be longer than the context when it will be cropped, and Model.encode
+    refuses those: it checks the prompt one context-sized piece at a time.
+    """
+    ids = model.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+    block = model.config.block_size
+    return [i for k in range(0, max(len(ids), 1), block) for i in model.encode(ids[k : k + block])]
 
 
 def sample_dist(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None) -> np.ndarray:
@@ -119,22 +115,27 @@ def generate(
     top_p: float | None = None,
     seed: int | None = None,
     steps: bool = False,
-    crop: bool | None = None,
+    crop: bool = False,
 ) -> Any:
-    """The continuation of `prompt` (text, or ids for an id prompt); a Generation with `steps=True`."""
+    """The continuation of `prompt` (text, or ids for an id prompt); a Generation with `steps=True`.
+
+    crop: keep the last block_size tokens when the prompt and the fed-back tokens do not
+    fit in the context (nanoGPT's behaviour); by default that is a SequenceLengthError.
+    """
     _check(temperature, top_k, top_p, max_new_tokens)
+    if not isinstance(crop, bool):
+        raise GenerateError(f"crop must be True or False, got {crop!r}.")
     ids = _encode(model, prompt)
     block = model.config.block_size
-    crop = not _is_sort_task(model) if crop is None else crop
-    total = len(ids) + max_new_tokens - 1  # the last new token is never fed back
-    if not crop and max(len(ids), total) > block:
+    need = max(len(ids), len(ids) + max_new_tokens - 1)  # the last new token is never fed back
+    if not crop and need > block:
         room = block + 1 - len(ids)
         raise SequenceLengthError(
-            f"{len(ids)} prompt tokens + {max_new_tokens} new ones need a context of {total}, but "
-            f"this model holds {block} (the sort task: 6 letters + 5 fed-back outputs)"
+            f"{len(ids)} prompt tokens + {max_new_tokens} new ones need a context of {need} (the last "
+            f"new token is not fed back), but this model holds {block}"
             + (f"; ask for at most {room} new tokens" if room >= 1
                else f"; shorten the prompt to at most {block} tokens")
-            + ", or pass crop=True to crop the context like nanoGPT."
+            + ", or pass crop=True to keep the last tokens like nanoGPT (this shifts every position)."
         )
     from .train import one_blas_thread
 
@@ -184,10 +185,10 @@ def _generate_cmd(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     n = args.max_new_tokens
-    if n is None:
-        n = max(1, model.config.block_size + 1 - len(args.prompt)) if _is_sort_task(model) else 5
+    if n is None:  # fill the context (a sort prompt of 6 gets its 6 letters), at most CLI_NEW_TOKENS
+        n = min(CLI_NEW_TOKENS, max(1, model.config.block_size + 1 - len(model.tokenizer.encode(args.prompt))))
     res = generate(model, args.prompt, max_new_tokens=n, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, seed=args.seed, steps=True, crop=True if args.crop else None)
+                   top_p=args.top_p, seed=args.seed, steps=True, crop=args.crop)
     if args.steps:
         vocab = model.vocab
         for k, st in enumerate(res.steps):
@@ -203,12 +204,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="continue a prompt (greedy by default)")
     p.add_argument("prompt", help="the text to continue, e.g. CBABBC")
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="tokens to generate (default: fill the sort context, else 5)")
+                   help=f"tokens to generate (default: fill the context, at most {CLI_NEW_TOKENS})")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None, help="seed of the sampler")
     p.add_argument("--steps", action="store_true", help="show each step's token and probabilities")
-    p.add_argument("--crop", action="store_true", help="crop the context like nanoGPT even for sort")
+    p.add_argument("--crop", action="store_true",
+                   help="keep the last block_size tokens when the context is full, like nanoGPT")
     model_arg(p)
     p.set_defaults(func=_generate_cmd)

@@ -389,7 +389,7 @@ def grad(sheet: Sheet, target: str) -> Gradient:
             return None
         m = np.zeros(V[name].shape[1:], bool)
         for idx in p:
-            if all(i < s for i, s in zip(idx, m.shape)):
+            if all(i < n for i, n in zip(idx, m.shape, strict=False)):  # type: ignore[var-annotated]
                 m[idx] = True
         return m[None]
 

@@ -89,7 +89,7 @@ class Model:
         if len(ids) > self.config.block_size:
             raise SequenceLengthError(
                 f"the input has {len(ids)} tokens but the context holds {self.config.block_size}; "
-                "shorten it (generate crops the context for you)."
+                "shorten it (generate(..., crop=True) keeps the last block_size tokens)."
             )
         return ids
 
@@ -121,6 +121,10 @@ class Model:
     def __repr__(self) -> str:
         c = self.config
         return (
-            f"Model({c.name or 'gpt'}: {c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, "
+            f"Model({c.name or 'gpt'}: {_count(c.n_layer, 'layer')}, {_count(c.n_head, 'head')}, n_embd {c.n_embd}, "
             f"vocab {c.vocab_size}, context {c.block_size}, {self.n_params:,} parameters)"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

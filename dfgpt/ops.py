@@ -229,6 +229,14 @@ class Linear(Op):
     def row_reads(self) -> tuple[Reads, ...]:  # type: ignore[override]
         return ("row",) + ("whole",) * (len(self.ins) - 1)
 
+    def weight_row(self, idx: tuple[int, ...]) -> tuple[int, int]:
+        """(position t, weight output o) of one output cell: q[h][t][d] reads W row offset + h·hs + d."""
+        if self.heads:
+            h, t, d = idx
+            return t, self.offset + h * (self.n_out // self.heads) + d
+        t, o = idx
+        return t, self.offset + o
+
     def weight_t(self, ctx: Any) -> np.ndarray:
         """The slice of W as [K, n_out]."""
         W = ctx.values[self.ins[1]]

@@ -4,20 +4,20 @@ A training sequence is 6 random letters followed by the first 5 of them sorted (
 tokens); the loss is the cross-entropy of the 6 positions that predict the sorted
 letters (positions 5..10). Everything random comes from one seeded numpy Generator, so
 the same seed gives the same weights bit for bit. Training stops when greedy decoding
-sorts all 729 inputs.
+sorts all 729 inputs. The task itself (data, greedy decoding, score) is dfgpt.task.
 
->>> from dfgpt.train import sort_batch
+>>> from dfgpt.train import init_params
+>>> from dfgpt.catalog import SORT
 >>> import numpy as np
->>> x, y = sort_batch(np.random.default_rng(0), 2)
->>> x.shape, y.shape, bool((np.sort(x[:, :6], axis=1)[:, :5] == x[:, 6:]).all())
-((2, 11), (2, 6), True)
+>>> p = init_params(SORT, np.random.default_rng(0))
+>>> p["wte"].shape, float(p["h[0].ln_1.g"][0]), float(p["h[0].attn.c_attn.b"][0])
+((3, 48), 1.0, 0.0)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,19 +31,16 @@ from .errors import DfgptError
 from .gradients import backward, forward
 from .graph import Graph, build
 from .model import Model
+from .task import N_IN, all_inputs, greedy_sort, sort_batch
 
 __all__ = [
     "TrainResult",
-    "all_inputs",
-    "greedy_sort",
     "init_params",
     "one_blas_thread",
     "register",
-    "sort_batch",
     "train_sort",
 ]
 
-N_IN = 6  # letters to sort
 SEED = 0  # the seed graphs/sort/ was trained with
 
 
@@ -73,18 +70,6 @@ def one_blas_thread() -> Iterator[None]:
         yield
 
 
-def sort_batch(rng: np.random.Generator, batch: int, vocab: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs [B, 11] (6 letters + 5 sorted) and targets [B, 6] (the 6 sorted letters)."""
-    x = rng.integers(0, vocab, size=(batch, N_IN))
-    y = np.sort(x, axis=1)
-    return np.concatenate([x, y[:, :-1]], axis=1), y
-
-
-def all_inputs(vocab: int = 3) -> np.ndarray:
-    """All vocab^6 inputs, [729, 6] for A/B/C, in lexicographic order."""
-    return np.array(list(itertools.product(range(vocab), repeat=N_IN)), dtype=np.int64)
-
-
 def init_params(cfg: Config, rng: np.random.Generator, graph: Graph | None = None) -> dict[str, np.ndarray]:
     """nanoGPT's init: N(0, 0.02) weights and embeddings, c_proj scaled by 1/√(2·n_layer), biases 0, LN 1/0."""
     graph = graph or build(cfg)
@@ -100,16 +85,6 @@ def init_params(cfg: Config, rng: np.random.Generator, graph: Graph | None = Non
             a = std * rng.standard_normal(dims)
         out[name] = a.astype(cfg.dtype)
     return out
-
-
-def greedy_sort(graph: Graph, params: dict[str, np.ndarray], inputs: np.ndarray) -> np.ndarray:
-    """Greedy continuation of each input by 6 tokens, batched: [N, 6] -> [N, 6]."""
-    seq = inputs
-    for _ in range(N_IN):
-        V = forward(graph, params, seq, until="logit")
-        nxt = V["logit"][:, -1].argmax(axis=-1)
-        seq = np.concatenate([seq, nxt[:, None]], axis=1)
-    return seq[:, inputs.shape[1] :]
 
 
 def _loss_grad(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, float]:

@@ -169,11 +169,17 @@ def write_labels(w: XSheet, blk: Block, spec: Any, row: int, sheet: Any) -> None
         w.text(hdr, 1, f"{axes[0]} \\ {axes[1]}", "header")
         for x in range(shape[1]):
             lab = _axis_label(sheet, axes[1], x)
-            (w.text if isinstance(lab, str) else w.number)(hdr, blk.left + x, lab, "header")
+            if isinstance(lab, str):
+                w.text(hdr, blk.left + x, lab, "header")
+            else:
+                w.number(hdr, blk.left + x, lab, "header")
         row_axis, n_rows = axes[0], shape[0]
     for i in range(n_rows):
         lab = _axis_label(sheet, row_axis, i)
-        (w.text if isinstance(lab, str) else w.number)(blk.top + i, 1, lab, "header")
+        if isinstance(lab, str):
+            w.text(blk.top + i, 1, lab, "header")
+        else:
+            w.number(blk.top + i, 1, lab, "header")
 
 
 def write_map(

@@ -57,10 +57,37 @@ def _ref_greedy(state, cfg, ids, n):
 def test_cropping_matches_nanogpt_loop():
     model, state = random_model(TINY, seed=4)
     prompt = [0, 2, 1, 1]
-    got = model.generate(prompt, max_new_tokens=9)  # 4 + 9 > block_size 6: crops, new sheets
+    got = model.generate(prompt, max_new_tokens=9, crop=True)  # 4 + 9 > block_size 6: crops, new sheets
     assert got == _ref_greedy(state, TINY, prompt, 9)[4:]
     long = [1, 0, 2, 2, 1, 0, 1, 2]  # longer than the context: cropped first
-    assert model.generate(long, max_new_tokens=3) == _ref_greedy(state, TINY, long, 3)[8:]
+    assert model.generate(long, max_new_tokens=3, crop=True) == _ref_greedy(state, TINY, long, 3)[8:]
+
+
+def test_only_the_fed_back_tokens_must_fit_for_every_model(sort_model):
+    """prompt + max_new_tokens - 1 <= block_size: the last new token is predicted, never read."""
+    tiny, state = random_model(TINY, seed=4)  # block_size 6, not a sort model: the same rule
+    for model, block in ((sort_model, 11), (tiny, TINY.block_size)):
+        assert model.config.block_size == block
+        for n_prompt in (1, 3, block):
+            prompt = [0] * n_prompt
+            fits = block + 1 - n_prompt
+            assert len(model.generate(prompt, max_new_tokens=fits)) == fits
+            with pytest.raises(SequenceLengthError, match=f"at most {fits} new tokens.*crop=True"):
+                model.generate(prompt, max_new_tokens=fits + 1)
+        with pytest.raises(SequenceLengthError, match=f"shorten the prompt to at most {block}"):
+            model.generate([0] * (block + 1), max_new_tokens=0)
+    # the fitting case is exactly nanoGPT's loop (which never had to crop)
+    assert tiny.generate([1, 2], max_new_tokens=5) == _ref_greedy(state, TINY, [1, 2], 5)[2:]
+    # the sort task: 6 letters + 6 new tokens reads positions 0..10, all of block_size 11
+    assert sort_model.generate("CBABBC", max_new_tokens=6) == "ABBBCC"
+
+
+def test_a_cropped_prompt_is_still_checked():
+    tiny, _ = random_model(TINY, seed=4)
+    with pytest.raises(TokenError, match=r"\[7\] are out of range"):
+        tiny.generate([7, 0, 1, 2, 0, 1, 2, 0], max_new_tokens=1, crop=True)  # 7 would be cropped away
+    with pytest.raises(GenerateError, match="crop must be True or False"):
+        tiny.generate([0], max_new_tokens=1, crop=None)
 
 
 def test_sampling_matches_the_distribution():
