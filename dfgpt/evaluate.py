@@ -173,7 +173,8 @@ class Engine:
                     got_rows |= rows
                 else:
                     got_rows[: int(rows.nonzero()[0][-1]) + 1] = True
-        plan = [(n, rows_of[n]) for n in self.graph.computed if n in rows_of and rows_of[n].any()]
+        # Row indices, not masks: a read that finds a tensor current costs one gather and a min.
+        plan = [(n, rows_of[n].nonzero()[0]) for n in self.graph.computed if n in rows_of and rows_of[n].any()]
         if len(cache) > 4096:
             cache.clear()
         cache[key] = plan
@@ -192,16 +193,21 @@ class Engine:
         return dep
 
     def _refresh(self, name: str, rows: np.ndarray) -> None:
+        """Bring rows (sorted indices) of one tensor up to date: reuse, recompute, cut off."""
         rev = self.revision
         verified = self.verified[name][: self.T]
-        checked = (rows & (verified < rev)).nonzero()[0]
-        if not checked.size:
+        before = verified[rows]
+        low = before.min()
+        if low >= rev:  # every row already verified at this revision
             return
+        if before.max() >= rev:
+            keep = before < rev
+            checked, before = rows[keep], before[keep]
+        else:
+            checked = rows
         last = self.last_change
-        dep = max(
-            self.param_changed[i] if i in self.param_changed else last[i] for i, _, _ in self.graph.row_reads[name]
-        )
-        before = verified[checked]
+        changed = self.param_changed
+        dep = max(changed[i] if i in changed else last[i] for i, _, _ in self.graph.row_reads[name])
         if dep <= before.min():  # nothing any checked row reads has changed: all reused
             self._settle(name, checked, 0, 0)
             return
@@ -261,7 +267,7 @@ class Engine:
             self.reused[name] += kept
             self.total_reused[name] += kept
         self.verified[name][checked] = self.revision
-        st = self.stale.get(name)
+        st = self.stale.get(name) if self.stale else None
         if st is not None:
             sel: list[Any] = [slice(None)] * st.ndim
             sel[self.graph.row_axis[name]] = checked
