@@ -18,10 +18,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import reference
+import reference  # noqa: E402
 
-import dfgpt
-from dfgpt import Config
+import dfgpt  # noqa: E402
+from dfgpt import Config  # noqa: E402
 
 
 def ref_cfg(cfg: Config) -> dict:

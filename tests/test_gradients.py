@@ -49,7 +49,7 @@ def _target_cells(sheet) -> list[tuple[str, tuple[int, ...]]]:
     return out
 
 
-def finite_difference(model, text, temperature, target, cell, h=1e-3) -> float:
+def finite_difference(model, text, temperature, target, cell, h=1e-4) -> float:
     """Five-point central difference of the target's value, perturbing one cell (a pin for
     activations). Its error is O(h⁴): a plain central difference's O(h²) truncation alone can
     exceed the 1e-6 relative bar where the target curves sharply."""
