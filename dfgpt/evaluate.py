@@ -285,14 +285,26 @@ class Engine:
                 arr[idx] = v
 
     # -- cell-level cones (exact, vectorised) -----------------------------------------
-    def ancestors(self, seeds: dict[str, Mask]) -> dict[str, Mask]:
-        """Every cell the seed cells read, directly or not, as {tensor: bool mask} (seeds included)."""
+    def ancestors(self, seeds: dict[str, Mask], cut: dict[str, Mask] | None = None) -> dict[str, Mask]:
+        """Every cell the seed cells read, directly or not, as {tensor: bool mask} (seeds included).
+
+        Pinned cells are constants and read nothing (as in `descendants`); so do the cells
+        in `cut`, for callers that hold more cells constant.
+        """
         masks = {k: v.copy() for k, v in seeds.items()}
         ops = self.graph.ops
         for name in reversed(self.graph.computed):
             m = masks.get(name)
             if m is None or not m.any():
                 continue
+            pins = self.pins.get(name)
+            if pins or (cut and name in cut):
+                m = m.copy()
+                for idx in pins or ():
+                    if all(i < n for i, n in zip(idx, m.shape)):  # a pin past T (after a pop) waits
+                        m[idx] = False
+                if cut and name in cut:
+                    m &= ~cut[name]
             op = ops[name]
             for k, inp in enumerate(op.ins):
                 got = op.cells_read(k, m, self)
@@ -315,7 +327,8 @@ class Engine:
             out = op.cells_written(ins, self)
             if name in self.pins:
                 for idx in self.pins[name]:
-                    out[idx] = False  # a pinned cell is a constant: it reads nothing
+                    if all(i < n for i, n in zip(idx, out.shape)):
+                        out[idx] = False  # a pinned cell is a constant: it reads nothing
             if out.any():
                 masks[name] = masks[name] | out if name in masks else out
         return {k: v for k, v in masks.items() if v.any()}

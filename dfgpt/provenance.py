@@ -86,27 +86,6 @@ def _ranges(ids: np.ndarray, labels: list[str] | None = None) -> str:
     return ", ".join(out)
 
 
-def _cone(engine: Engine, seeds: dict[str, Mask], cut: dict[str, Mask]) -> dict[str, Mask]:
-    """Ancestors of the seeds, where cells in `cut` (pinned or constant) read nothing."""
-    if not cut:
-        return engine.ancestors(seeds)
-    masks = {k: v.copy() for k, v in seeds.items()}
-    ops = engine.graph.ops
-    for name in reversed(engine.graph.computed):
-        m = masks.get(name)
-        if m is None or not m.any():
-            continue
-        if name in cut:
-            m = m & ~cut[name]
-        op = ops[name]
-        for k, inp in enumerate(op.ins):
-            got = op.cells_read(k, m, engine)
-            if got is None or not got.any():
-                continue
-            masks[inp] = masks[inp] | got if inp in masks else got
-    return {k: v for k, v in masks.items() if v.any()}
-
-
 def _pins(engine: Engine) -> dict[str, Mask]:
     """Pinned cells are constants: they read nothing."""
     out: dict[str, Mask] = {}
@@ -136,21 +115,12 @@ def _constants(engine: Engine) -> dict[str, Mask]:
     return out
 
 
-class Provenance:
-    """The exact cone of a selection: cells, per-tensor masks, a summary, a cell-level graph."""
+class _CellSet:
+    """A set of cells as masks, with `in`, `len` and iteration by name."""
 
-    def __init__(self, sheet: Sheet, label: str, seeds: dict[str, Mask], direction: str) -> None:
-        self.sheet = sheet
-        self.label = label
-        self.seeds = seeds
-        self.direction = direction  # "ancestors" (provenance) or "descendants" (impact)
-        engine = sheet.engine
-        if direction == "ancestors":
-            self.masks: dict[str, Mask] = _cone(engine, seeds, _pins(engine))
-        else:
-            self.masks = engine.descendants(seeds)
+    def __init__(self, sheet: Sheet, masks: dict[str, Mask]) -> None:
+        self.sheet, self.masks = sheet, masks
 
-    # -- the cells --------------------------------------------------------------------------
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
@@ -169,6 +139,21 @@ class Provenance:
                 continue
             for idx in np.argwhere(m):
                 yield self.sheet.name(tensor, tuple(int(i) for i in idx))
+
+
+class Provenance(_CellSet):
+    """The exact cone of a selection: cells, per-tensor masks, a summary, a cell-level graph."""
+
+    def __init__(self, sheet: Sheet, label: str, seeds: dict[str, Mask], direction: str) -> None:
+        self.sheet = sheet
+        self.label = label
+        self.seeds = seeds
+        self.direction = direction  # "ancestors" (provenance) or "descendants" (impact)
+        engine = sheet.engine
+        if direction == "ancestors":
+            self.masks: dict[str, Mask] = engine.ancestors(seeds)
+        else:
+            self.masks = engine.descendants(seeds)
 
     def __repr__(self) -> str:
         kind = "Provenance" if self.direction == "ancestors" else "Impact"
@@ -211,10 +196,7 @@ class Provenance:
         """Cone cells that reach the selection only through constant cells: no effect, exactly."""
         if self.direction != "ancestors":
             return _CellSet(self.sheet, {})
-        cut = _pins(self.sheet.engine)
-        for t, c in self.constants.items():
-            cut[t] = cut[t] | c if t in cut else c
-        live = _cone(self.sheet.engine, self.seeds, cut)
+        live = self.sheet.engine.ancestors(self.seeds, cut=self.constants)
         # The row max and sum belong to the constant softmax itself: pinned on their own they
         # break the max/sum relation, so only what acts through the score row is inert.
         inner: dict[str, Mask] = {}
@@ -342,26 +324,6 @@ class Provenance:
                         g.add_edge(s.name(inp, tuple(int(j) for j in jdx)), head)
                 one[ix] = False
         return g
-
-
-class _CellSet:
-    """A set of cells as masks, with `in`, `len` and iteration by name."""
-
-    def __init__(self, sheet: Sheet, masks: dict[str, Mask]) -> None:
-        self.sheet, self.masks = sheet, masks
-
-    def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        tensor, idx = self.sheet.cell(name)
-        m = self.masks.get(tensor)
-        return bool(m is not None and m[idx])
-
-    def __len__(self) -> int:
-        return int(sum(int(m.sum()) for m in self.masks.values()))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.sheet.names(self.masks))
 
 
 def _seeds(sheet: Sheet, cells: str | list[str]) -> tuple[str, dict[str, Mask]]:
