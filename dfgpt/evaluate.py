@@ -77,6 +77,10 @@ class Engine:
         # The latest revision at which any row of a tensor changed: lets a read skip, with
         # one comparison, every tensor whose inputs did not change since it was verified.
         self.last_change: dict[str, int] = dict.fromkeys(self.changed, 0)
+        # Per tensor, a revision at which every computed row is known valid: a row's effective
+        # verified revision is max(verified[row], floor). It lets a read confirm a tensor whose
+        # inputs did not change with scalar compares, instead of a pass over its rows.
+        self.floor: dict[str, int] = dict.fromkeys(graph.computed, -1)
         self.pending: list[Pending] = []  # stale cones not yet materialised (see defer_stale)
         self.watch: dict[str, dict[int, np.ndarray | None]] = {}  # {tensor: {row: value before recompute}}
         self.pins: dict[str, dict[tuple[int, ...], float]] = {}
@@ -192,11 +196,30 @@ class Engine:
                 np.maximum(dep, self.changed[inp][: self.T], out=dep)
         return dep
 
+    def verified_at(self, name: str) -> np.ndarray:
+        """[T]: the revision each row was last verified at (-1 never computed, -2 must rerun)."""
+        v = self.verified[name][: self.T]
+        fl = self.floor[name]
+        return np.where(v >= 0, np.maximum(v, fl), v) if fl >= 0 else v.copy()
+
     def _refresh(self, name: str, rows: np.ndarray) -> None:
         """Bring rows (sorted indices) of one tensor up to date: reuse, recompute, cut off."""
         rev = self.revision
         verified = self.verified[name][: self.T]
+        fl = self.floor[name]
         before = verified[rows]
+        if before.min() >= 0:  # every requested row holds a value
+            if fl >= rev:
+                return
+            changed = self.param_changed
+            last = self.last_change
+            dep = max(changed[i] if i in changed else last[i] for i, _, _ in self.graph.row_reads[name])
+            if dep <= fl:  # no input changed since every computed row was last known valid
+                self.floor[name] = rev
+                self._settle(name, rows[before < rev], 0, 0, mark=False)
+                return
+        if fl >= 0:
+            before = np.where(before >= 0, np.maximum(before, fl), before)
         low = before.min()
         if low >= rev:  # every row already verified at this revision
             return
@@ -252,9 +275,16 @@ class Engine:
                     last[name] = rev
                 cut = int((~moved).sum())
         self._settle(name, checked, idx.size, cut)
+        v = self.verified[name][: self.T]
+        done = v[v >= 0]
+        if done.size:  # the floor: a revision every computed row was verified at or after
+            self.floor[name] = max(self.floor[name], int(done.min()))
 
-    def _settle(self, name: str, checked: np.ndarray, ran: int, cut: int) -> None:
-        """Count what a refresh did, and mark the checked rows verified (and not stale)."""
+    def _settle(self, name: str, checked: np.ndarray, ran: int, cut: int, mark: bool = True) -> None:
+        """Count what a refresh did, and mark the checked rows verified (and not stale).
+
+        `mark=False`: the tensor's floor already says every computed row is verified.
+        """
         size = self._row_size(name)
         if ran:
             self.counts[name] += ran * size
@@ -266,7 +296,8 @@ class Engine:
         if kept:
             self.reused[name] += kept
             self.total_reused[name] += kept
-        self.verified[name][checked] = self.revision
+        if mark:
+            self.verified[name][checked] = self.revision
         st = self.stale.get(name) if self.stale else None
         if st is not None:
             sel: list[Any] = [slice(None)] * st.ndim
@@ -410,7 +441,7 @@ class Engine:
                     continue
                 counts[name] = int(m.sum())
                 ra = self.specs[name].row_axis
-                done = self.verified[name][: self.T] >= p.revision  # checked since the edit: fresh
+                done = self.verified_at(name) >= p.revision  # checked since the edit: fresh
                 if done.any():
                     shape = [1] * m.ndim
                     shape[ra] = self.T  # type: ignore[index]

@@ -65,7 +65,7 @@ class Live:
         flipped: bool | None = None
         for name in OUTPUTS:
             # Rows read since the edit; a row verified without a recompute did not change.
-            read = eng.verified[name][: eng.T] >= self.revision
+            read = eng.verified_at(name) >= self.revision
             w = self.watch[name]
             rows = {r: v for r, v in w.items() if r < eng.T and v is not None}
             if not any(r not in w or w[r] is not None for r in np.flatnonzero(read).tolist()):
