@@ -81,6 +81,8 @@ class Engine:
         # verified revision is max(verified[row], floor). It lets a read confirm a tensor whose
         # inputs did not change with scalar compares, instead of a pass over its rows.
         self.floor: dict[str, int] = dict.fromkeys(graph.computed, -1)
+        self.full: dict[str, int] = dict.fromkeys(graph.computed, 0)  # rows 0..full-1 all hold values
+        self.vmax: dict[str, int] = dict.fromkeys(graph.computed, -1)  # the highest verified revision
         self.pending: list[Pending] = []  # stale cones not yet materialised (see defer_stale)
         self.watch: dict[str, dict[int, np.ndarray | None]] = {}  # {tensor: {row: value before recompute}}
         self.pins: dict[str, dict[tuple[int, ...], float]] = {}
@@ -145,10 +147,10 @@ class Engine:
         # A pinned cell may be 0 where a formula divides by it: the result is inf or nan, shown
         # as such (like a spreadsheet's #DIV/0!), not an exception halfway through a read.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            for name, rows in plan:
-                self._refresh(name, rows)
+            for name, rows, last_row in plan:
+                self._refresh(name, rows, last_row)
 
-    def _plan(self, need: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    def _plan(self, need: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, int]]:
         """The rows of every tensor a read needs, in topological order.
 
         Depends only on the graph, T and the request, so it is memoised on the graph and
@@ -178,7 +180,11 @@ class Engine:
                 else:
                     got_rows[: int(rows.nonzero()[0][-1]) + 1] = True
         # Row indices, not masks: a read that finds a tensor current costs one gather and a min.
-        plan = [(n, rows_of[n].nonzero()[0]) for n in self.graph.computed if n in rows_of and rows_of[n].any()]
+        plan: list[tuple[str, Any, int]] = []
+        for n in self.graph.computed:
+            if n in rows_of and rows_of[n].any():
+                idx = rows_of[n].nonzero()[0]
+                plan.append((n, idx, int(idx[-1])))
         if len(cache) > 4096:
             cache.clear()
         cache[key] = plan
@@ -202,22 +208,28 @@ class Engine:
         fl = self.floor[name]
         return np.where(v >= 0, np.maximum(v, fl), v) if fl >= 0 else v.copy()
 
-    def _refresh(self, name: str, rows: np.ndarray) -> None:
-        """Bring rows (sorted indices) of one tensor up to date: reuse, recompute, cut off."""
+    def _refresh(self, name: str, rows: np.ndarray, last_row: int) -> None:
+        """Bring rows (sorted indices, the last one given) of one tensor up to date:
+        reuse, recompute, cut off."""
         rev = self.revision
-        verified = self.verified[name][: self.T]
         fl = self.floor[name]
-        before = verified[rows]
-        if before.min() >= 0:  # every requested row holds a value
+        if last_row < self.full[name]:  # every requested row holds a value: scalar checks only
             if fl >= rev:
                 return
             changed = self.param_changed
             last = self.last_change
             dep = max(changed[i] if i in changed else last[i] for i, _, _ in self.graph.row_reads[name])
-            if dep <= fl:  # no input changed since every computed row was last known valid
-                self.floor[name] = rev
-                self._settle(name, rows[before < rev], 0, 0, mark=False)
+            if dep <= fl:  # nothing these rows read changed since they were last known valid
+                fresh_rows = rows if self.vmax[name] < rev else rows[self.verified[name][rows] < rev]
+                # Only the requested rows' inputs were refreshed by this read, so the floor (a
+                # claim about every computed row) moves only when the read covers every row.
+                whole = len(rows) == self.full[name] == self.T
+                if whole:
+                    self.floor[name] = rev
+                self._settle(name, fresh_rows, 0, 0, mark=not whole)
                 return
+        verified = self.verified[name][: self.T]
+        before = verified[rows]
         if fl >= 0:
             before = np.where(before >= 0, np.maximum(before, fl), before)
         low = before.min()
@@ -279,6 +291,8 @@ class Engine:
         done = v[v >= 0]
         if done.size:  # the floor: a revision every computed row was verified at or after
             self.floor[name] = max(self.floor[name], int(done.min()))
+        holes = (v < 0).nonzero()[0]
+        self.full[name] = int(holes[0]) if holes.size else self.T  # rows 0..full-1 hold values
 
     def _settle(self, name: str, checked: np.ndarray, ran: int, cut: int, mark: bool = True) -> None:
         """Count what a refresh did, and mark the checked rows verified (and not stale).
@@ -298,6 +312,7 @@ class Engine:
             self.total_reused[name] += kept
         if mark:
             self.verified[name][checked] = self.revision
+            self.vmax[name] = self.revision
         st = self.stale.get(name) if self.stale else None
         if st is not None:
             sel: list[Any] = [slice(None)] * st.ndim
@@ -478,6 +493,7 @@ class Engine:
             self.pins.get(name, {}).pop(idx, None)
             if self.verified[name][row] >= 0:
                 self.verified[name][row] = -2  # computed once, must run again: -2 forces a recompute
+                self.full[name] = min(self.full[name], row)
             return
         self.pins.setdefault(name, {})[idx] = float(value)
         if self.verified[name][row] != -1:
@@ -509,6 +525,7 @@ class Engine:
         self.last_change["tokens"] = self.revision
         for name in self.verified:
             self.verified[name][t] = -1
+            self.full[name] = min(self.full[name], t)
         for name, st in self.stale.items():
             ra = self.specs[name].row_axis
             sel: list[Any] = [slice(None)] * st.ndim

@@ -95,7 +95,7 @@ class Graph:
         self.row_axis: dict[str, int] = {
             n: s.row_axis for n, s in self.specs.items() if s.row_axis is not None
         }
-        self.plans: dict[tuple[Any, ...], list[tuple[str, Any]]] = {}  # memoised read plans (evaluate)
+        self.plans: dict[tuple[Any, ...], list[tuple[str, Any, int]]] = {}  # memoised read plans (evaluate)
 
     def block_input(self, layer: int) -> str:
         return "emb" if layer == 0 else f"h[{layer - 1}].out"

@@ -192,7 +192,14 @@ class Sheet:
     def value(self, text: str) -> Any:
         """A cell's value (float), a slice's values (ndarray), or {tensor: ndarray} for a wildcard."""
         sel = self.select(text)
-        self.compute(self.masks(text))
+        need: dict[str, Any] = {}
+        for tensor, idx in sel:  # the rows alone: no full-size mask for one logit of 50k
+            ra = self.graph.specs[tensor].row_axis
+            if self.graph.specs[tensor].kind == "computed" and ra is not None:
+                rows = np.zeros(self.T, bool)
+                rows[idx[ra]] = True
+                need[tensor] = rows
+        self.engine.ensure(need)
         out = {}
         for tensor, idx in sel:
             v = self.engine.view(tensor)[idx]

@@ -205,3 +205,15 @@ def test_a_nonfinite_later_value_does_not_leak_into_earlier_rows(sort_random):
     a, b = inc.values("h[0].attn.y"), fresh.values("h[0].attn.y")
     np.testing.assert_array_equal(a, b)
     assert np.isfinite(b[:4]).all() and not np.isfinite(b[4:]).all()
+
+
+def test_a_partial_read_after_an_edit_does_not_vouch_for_other_rows(sort_random):
+    # Reading row 1 after a token edit at row 0 must not mark row 0 of anything current.
+    s = sort_random.sheet("CABAC")
+    s.values("logit")
+    s.set("tokens[0]", "A")
+    s.set("temperature", 0.5)
+    s.value("h[0].attn.q[:][1][:]")
+    fresh = sort_random.sheet("AABAC", temperature=0.5)
+    for tensor in ("h[0].ln_1.mean", "h[0].attn.q", "logit", "prob"):
+        np.testing.assert_array_equal(s.values(tensor), fresh.values(tensor))
