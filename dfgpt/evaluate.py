@@ -80,6 +80,7 @@ class Engine:
         # Per tensor, a revision at which every computed row is known valid: a row's effective
         # verified revision is max(verified[row], floor). It lets a read confirm a tensor whose
         # inputs did not change with scalar compares, instead of a pass over its rows.
+        self.computed_any = False  # until the first read: then every row is simply computed
         self.floor: dict[str, int] = dict.fromkeys(graph.computed, -1)
         self.full: dict[str, int] = dict.fromkeys(graph.computed, 0)  # rows 0..full-1 all hold values
         self.vmax: dict[str, int] = dict.fromkeys(graph.computed, -1)  # the highest verified revision
@@ -147,8 +148,30 @@ class Engine:
         # A pinned cell may be 0 where a formula divides by it: the result is inf or nan, shown
         # as such (like a spreadsheet's #DIV/0!), not an exception halfway through a read.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if not self.computed_any and not (self.pins or self.stale or self.pending or self.watch):
+                self._first_read(plan)
+                return
+            self.computed_any = True
             for name, rows, last_row in plan:
                 self._refresh(name, rows, last_row)
+
+    def _first_read(self, plan: list[tuple[str, Any, int]]) -> None:
+        """The first read of a sheet: nothing is cached, so every planned row simply runs."""
+        self.computed_any = True
+        rev = self.revision
+        for name, rows, last_row in plan:
+            self.graph.ops[name].forward(self, rows)
+            self.verified[name][rows] = rev
+            self.changed[name][rows] = rev
+            self.last_change[name] = rev
+            self.vmax[name] = rev
+            n = len(rows)
+            self.full[name] = n if last_row == n - 1 else 0  # rows 0..n-1, or a gap before the first
+            if n == self.T:
+                self.floor[name] = rev  # every computed row (all of them) verified now
+            cells = n * self._row_size(name)
+            self.counts[name] += cells
+            self.total_recomputed[name] += cells
 
     def _plan(self, need: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, int]]:
         """The rows of every tensor a read needs, in topological order.
