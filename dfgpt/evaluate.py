@@ -269,7 +269,8 @@ class Engine:
         if dep <= before.min():  # nothing any checked row reads has changed: all reused
             self._settle(name, checked, 0, 0)
             return
-        if before.max() < 0:  # never computed (the common first read): run them all
+        only_new = before.max() < 0
+        if only_new:  # never computed (new positions, or -2 rows that must rerun): run them all
             idx, fresh = checked, True
         else:
             idx = checked[self._dep_changed(name)[checked] > before]
@@ -310,6 +311,12 @@ class Engine:
                     last[name] = rev
                 cut = int((~moved).sum())
         self._settle(name, checked, idx.size, cut)
+        full = self.full[name]
+        if only_new and checked[0] == full and checked[-1] - full + 1 == len(checked):
+            # Rows appended right after the computed prefix, verified now: the prefix grows
+            # and the floor (a bound over earlier rows) still holds.
+            self.full[name] = full + len(checked)
+            return
         v = self.verified[name][: self.T]
         done = v[v >= 0]
         if done.size:  # the floor: a revision every computed row was verified at or after
