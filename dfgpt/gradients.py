@@ -4,7 +4,7 @@ The per-op forward and VJP math is written once, in numpy over arrays with a lea
 batch axis (parameters have none and collect the sum over the batch). `grad(sheet,
 target)` runs it with batch 1 on the engine's values (edits and pins included) and a
 reverse sweep over the ops in reverse topological order; training (dfgpt.train) runs
-the same functions on batches of sequences. Tokens and temperature get no gradient.
+the same functions on batches of sequences. Tokens get no gradient: they are discrete.
 
 >>> import dfgpt
 >>> s = dfgpt.load("sort-random").sheet("CABACA")
@@ -234,23 +234,35 @@ def _v_max(op: Op, V: Arrays, g: np.ndarray, G: Arrays) -> None:
     _acc(G, V, op.ins[0], onehot * g[..., None])
 
 
+def _acc_temperature(G: Arrays, name: str, e: np.ndarray, ge: np.ndarray, z: np.ndarray, tau: float) -> None:
+    """∂/∂τ of exp(z) with z = (s - max) / τ is exp(z) · (-z / τ); masked keys (e = 0) add nothing."""
+    d = float(np.sum(np.where(e > 0, ge * (-z / tau), 0.0)))
+    G[name] = np.asarray(G[name] + d if name in G else d, dtype=np.float64)
+
+
 def _v_sum(op: Op, V: Arrays, g: np.ndarray, G: Arrays) -> None:
     s, m = V[op.ins[0]], V[op.ins[1]]
     tau = _temp(op, V, 2)
-    e = np.exp((s - m[..., None]) / tau)
+    z = (s - m[..., None]) / tau
+    e = np.exp(z)
     ge = g[..., None] * e / tau
     _acc(G, V, op.ins[0], ge)
     _acc(G, V, op.ins[1], -ge.sum(axis=-1))
+    if len(op.ins) > 2:
+        _acc_temperature(G, op.ins[2], e, g[..., None] * e, z, tau)
 
 
 def _v_softmax(op: Op, V: Arrays, g: np.ndarray, G: Arrays) -> None:
     s, m, S = (V[n] for n in op.ins[:3])
     tau = _temp(op, V, 3)
-    a = np.exp((s - m[..., None]) / tau) / S[..., None]
+    z = (s - m[..., None]) / tau
+    a = np.exp(z) / S[..., None]
     ga = g * a
     _acc(G, V, op.ins[0], ga / tau)
     _acc(G, V, op.ins[1], -ga.sum(axis=-1) / tau)
     _acc(G, V, op.ins[2], -ga.sum(axis=-1) / S)
+    if len(op.ins) > 3:  # the sum is its own cell: only exp(z) in the numerator moves with τ here
+        _acc_temperature(G, op.ins[3], a, ga, z, tau)
 
 
 def _v_weighted(op: Op, V: Arrays, g: np.ndarray, G: Arrays) -> None:
@@ -399,7 +411,10 @@ def grad(sheet: Sheet, target: str) -> Gradient:
         if specs[tensor].kind == "parameter":
             arrays[tensor] = m.astype(np.float64)
     for name, g in G.items():
-        if name in ("tokens", "temperature"):
+        if name == "tokens":
+            continue
+        if name == "temperature":  # a scalar, summed over every cell that divides by it
+            arrays[name] = np.asarray(g, dtype=np.float64)
             continue
         full = np.zeros(eng.shape(name), np.float64)
         if specs[name].kind == "parameter":

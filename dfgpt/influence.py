@@ -269,7 +269,7 @@ class _Snapshot:
     too; parameter arrays are kept by reference (a written cell is put back by the caller).
     """
 
-    SHARED = ("graph", "specs")
+    SHARED = ("graph", "specs", "base")  # never written: the graph and the model's own arrays
 
     def __init__(self, e: Engine) -> None:
         self.attrs: dict[str, Any] = {}
@@ -293,6 +293,25 @@ class _Snapshot:
                 setattr(e, k, _copy(v))
 
 
+def _scratch(e: Engine) -> Engine:
+    """A private copy of an engine to ablate on: the sheet's own engine is never touched, so
+    its stale marks, pending cones and receipts' watches stay exactly as they were."""
+    c = object.__new__(type(e))
+    params = set(e.graph.parameters)
+    for k, v in vars(e).items():
+        if k in _Snapshot.SHARED:
+            setattr(c, k, v)
+        elif k == "values":  # parameters by reference: the scratch copies one on its first write
+            c.values = {n: (a if n in params else a.copy()) for n, a in v.items()}
+        elif k == "owned":
+            c.owned = {n for n in v if n not in params}
+        elif isinstance(v, list):
+            setattr(c, k, list(v))
+        else:
+            setattr(c, k, _copy(v))
+    return c
+
+
 def _copy(v: Any) -> Any:
     """A copy two levels deep: arrays, Counters, sets, and dicts of those."""
     if isinstance(v, np.ndarray):
@@ -308,8 +327,15 @@ def _copy(v: Any) -> Any:
 
 def _ablate(sheet: Sheet, target: str, cells: list[tuple[str, tuple[int, ...]]]) -> list[float]:
     """target − target with each cell set to 0 (a parameter written, a computed cell pinned)."""
-    e = sheet.engine
     masks = sheet.masks(target)
+    sheet.compute(masks)
+    e = _scratch(sheet.engine)
+    need = {}
+    for t, m in masks.items():
+        spec = sheet.graph.specs[t]
+        if spec.kind == "computed" and spec.row_axis is not None:
+            other = tuple(a for a in range(m.ndim) if a != spec.row_axis)
+            need[t] = m.any(axis=other) if other else m
     base = float(sum(e.view(t)[m].sum() for t, m in masks.items()))
     snap = _Snapshot(e)
     out = []
@@ -322,7 +348,7 @@ def _ablate(sheet: Sheet, target: str, cells: list[tuple[str, tuple[int, ...]]])
             else:
                 e.pin(tensor, idx, 0.0)
             with np.errstate(all="ignore"):  # a zeroed denominator gives inf or nan: a result, reported
-                sheet.compute(masks)
+                e.ensure(need)
             out.append(base - float(sum(e.view(t)[m].sum() for t, m in masks.items())))
             # The engine writes an array it already owns in place, so the snapshot's reference
             # alone would not undo it (a shared array was copied on write and is untouched).

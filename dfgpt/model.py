@@ -41,7 +41,9 @@ class Model:
     ) -> None:
         self.config = config
         self.graph = graph or build(config)
-        self.params = params
+        # Read-only views: sheets copy a parameter on their first edit, and a model written
+        # in place would leave every sheet's cached values silently out of date.
+        self.params = {n: _read_only(a) for n, a in params.items()}
         self.tokenizer: Tokenizer = tokenizer or CharTokenizer(config.vocab)
 
     @classmethod
@@ -128,3 +130,9 @@ class Model:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    v = a.view()
+    v.flags.writeable = False
+    return v

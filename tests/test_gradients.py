@@ -229,3 +229,16 @@ def test_torch_autograd_sort_model():
 
     for key, t in ts.items():
         np.testing.assert_allclose(g.arrays[to_dfgpt_key(key)], t.grad.numpy(), rtol=1e-9, atol=1e-13, err_msg=key)
+
+
+@pytest.mark.parametrize("target", ["prob[5][A]", "prob[2][C]", "exp_sum[3]", "logit_max[4]"])
+def test_temperature_gradient_matches_finite_differences(target):
+    model = dfgpt.load("sort")
+
+    def at(t: float) -> float:
+        return model.sheet("CABACA", temperature=t).value(target)
+
+    h, tau = 1e-4, 0.7
+    fd = (-at(tau + 2 * h) + 8 * at(tau + h) - 8 * at(tau - h) + at(tau - 2 * h)) / (12 * h)
+    got = model.sheet("CABACA", temperature=tau).grad(target)["temperature"]
+    assert got == pytest.approx(fd, rel=1e-6, abs=1e-10)  # logit_max does not read it: 0
