@@ -330,7 +330,7 @@ def _ablate(sheet: Sheet, target: str, cells: list[tuple[str, tuple[int, ...]]])
     masks = sheet.masks(target)
     sheet.compute(masks)
     e = _scratch(sheet.engine)
-    need = {}
+    need: dict[str, Any] = {}
     for t, m in masks.items():
         spec = sheet.graph.specs[t]
         if spec.kind == "computed" and spec.row_axis is not None:
