@@ -93,6 +93,31 @@ def load(name: str = "sort", dtype: str | None = None) -> Model:
     >>> dfgpt.load("sort-random").config.vocab
     ('A', 'B', 'C')
     """
+    if not isinstance(name, (str, Path)):
+        raise CheckpointError(
+            f"a model is named by text (one of {', '.join(shipped())}) or a path, got {type(name).__name__}."
+        )
+    if dtype is not None and dtype not in ("float64", "float32"):
+        raise CheckpointError(f"dtype must be 'float64' or 'float32' (or None), got {dtype!r}.")
+    name = str(name)
+    model = _shipped(name)
+    if model is not None:
+        if dtype is not None and dtype != model.config.dtype:
+            cfg = model.config.replace(dtype=dtype)
+            return Model(cfg, {k: v.astype(dtype) for k, v in model.params.items()}, model.tokenizer)
+        return model
+    path = Path(name)
+    if path.exists():
+        from .hub import load_path  # dfgpt folders, GPT-2 and nanoGPT checkpoints
+
+        return load_path(path, dtype=dtype)
+    raise CheckpointError(
+        f"no model named {name!r} and no such path; shipped models are {', '.join(shipped())}."
+        + suggest(name, shipped())
+    )
+
+
+def _shipped(name: str) -> Model | None:
     if name == "sort-random":
         return Model(SORT.replace(name="sort-random"), random_params(SORT, seed=0))
     if name == "sort-neat":
@@ -109,12 +134,4 @@ def load(name: str = "sort", dtype: str | None = None) -> Model:
             )
         cfg, state = read_model_dir(folder)
         return Model.from_state_dict(state, cfg)
-    path = Path(name)
-    if path.exists():
-        from .hub import load_path  # dfgpt folders, GPT-2 and nanoGPT checkpoints
-
-        return load_path(path, dtype=dtype)
-    raise CheckpointError(
-        f"no model named {name!r} and no such path; shipped models are {', '.join(shipped())}."
-        + suggest(name, shipped())
-    )
+    return None

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .catalog import load
-from .errors import DfgptError
+from .errors import DfgptError, QueryError
 
 __all__ = ["build_parser", "main"]
 
@@ -39,6 +39,8 @@ def model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise QueryError(f"--top must be at least 1 (tokens shown per position), got {args.top}.")
     model = load(args.model)
     sheet = model.sheet(args.text, temperature=args.temperature)
     logits = sheet.values("logit")

@@ -84,7 +84,10 @@ def _number(cell: str, value: Any, dtype: np.dtype) -> float:
             f"{cell}: expected a number, got {value!r} ({type(value).__name__}); "
             f"write e.g. sheet.set({cell!r}, 0.5)."
         )
-    v = float(np.asarray(value, dtype=dtype))
+    try:
+        v = float(np.asarray(value, dtype=dtype))
+    except OverflowError:
+        v = math.inf
     if not math.isfinite(v):
         raise EditError(
             f"{cell}: {value!r} is not a finite {dtype} number; cells hold finite values "
@@ -298,7 +301,7 @@ def _cli_set(args: argparse.Namespace) -> int:
     tensor, _ = sheet.cell(args.cell)
     value: Any = args.value
     if tensor == "tokens":
-        value = int(value) if value.isdigit() else value
+        value = int(value) if value.lstrip("-").isdigit() else value  # an id (negative: refused as out of range)
     else:
         try:
             value = float(value)

@@ -65,6 +65,7 @@ class Engine:
         self.base["temperature"] = self.values["temperature"].copy()
         tok = np.zeros(self.cap, dtype=np.int64)
         tok[: self.T] = tokens
+        self.base["tokens"] = np.array(tokens, dtype=np.int64)  # the input the sheet was made with
         self.values["tokens"] = tok
         self.verified: dict[str, np.ndarray] = {}
         self.changed: dict[str, np.ndarray] = {"tokens": np.zeros(self.cap, np.int64)}
@@ -587,8 +588,10 @@ class Engine:
         spec = self.specs[name]
         if spec.kind != "computed":
             base = self.base.get(name)
-            if name == "tokens" or base is None or self.values[name] is base:
+            if base is None or self.values[name] is base:
                 return "fresh"
+            if name == "tokens" and idx[0] >= len(base):
+                return "edited"  # appended after the sheet was made
             now, was = self.values[name][idx], base[idx]
             same = now == was and np.signbit(now) == np.signbit(was)
             return "fresh" if same else "edited"

@@ -109,7 +109,7 @@ def sample_dist(logits: np.ndarray, temperature: float, top_k: int | None, top_p
 def generate(
     model: Model,
     prompt: str | Sequence[int],
-    max_new_tokens: int = 5,
+    max_new_tokens: int | None = None,
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -119,10 +119,16 @@ def generate(
 ) -> Any:
     """The continuation of `prompt` (text, or ids for an id prompt); a Generation with `steps=True`.
 
+    max_new_tokens: None fills the context (for the sort model, 6 letters in, 6 sorted out),
+    at most CLI_NEW_TOKENS.
     crop: keep the last block_size tokens when the prompt and the fed-back tokens do not
     fit in the context (nanoGPT's behaviour); by default that is a SequenceLengthError.
     """
+    if max_new_tokens is None:
+        max_new_tokens = max(1, min(CLI_NEW_TOKENS, model.config.block_size + 1 - len(_encode(model, prompt))))
     _check(temperature, top_k, top_p, max_new_tokens)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise GenerateError(f"seed must be a whole number >= 0 or None, got {seed!r}.")
     if not isinstance(crop, bool):
         raise GenerateError(f"crop must be True or False, got {crop!r}.")
     ids = _encode(model, prompt)
@@ -184,9 +190,7 @@ def _generate_cmd(args: argparse.Namespace) -> int:
     from .catalog import load
 
     model = load(args.model)
-    n = args.max_new_tokens
-    if n is None:  # fill the context (a sort prompt of 6 gets its 6 letters), at most CLI_NEW_TOKENS
-        n = min(CLI_NEW_TOKENS, max(1, model.config.block_size + 1 - len(model.tokenizer.encode(args.prompt))))
+    n = args.max_new_tokens  # None: generate() fills the context, at most CLI_NEW_TOKENS
     res = generate(model, args.prompt, max_new_tokens=n, temperature=args.temperature, top_k=args.top_k,
                    top_p=args.top_p, seed=args.seed, steps=True, crop=args.crop)
     if args.steps:

@@ -105,6 +105,8 @@ def config_from_hf(d: dict[str, Any], dtype: str = "float32", name: str = "") ->
         )
     except KeyError as e:
         raise CheckpointError(f"config.json lacks {e.args[0]!r}, which a GPT-2 config has.") from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"config.json has a field of the wrong type: {e}.") from None
 
 
 def _torch_load(path: Path) -> Any:
@@ -181,10 +183,7 @@ def load_path(path: str | Path, dtype: str | None = None) -> Model:
     if path.is_dir():
         cfg_file = path / "config.json"
         if cfg_file.exists():
-            try:
-                d = json.loads(cfg_file.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise CheckpointError(f"cannot read {cfg_file}: {e}.") from None
+            d = _read_json(cfg_file)
             if "n_layer" in d and "block_size" in d:  # dfgpt's own folder
                 from .checkpoints import read_model_dir
 
@@ -208,7 +207,7 @@ def load_path(path: str | Path, dtype: str | None = None) -> Model:
                 f"{path} is a state dict without a config: put its config beside it as "
                 f"{path.with_suffix('.json').name} or config.json (dfgpt or Hugging Face GPT-2 keys)."
             )
-        d = json.loads(cfg_file.read_text())
+        d = _read_json(cfg_file)
         cfg = Config.from_dict(d) if "block_size" in d else config_from_hf(d, dt, name=path.stem)
         if dtype:
             cfg = cfg.replace(dtype=dtype)
@@ -217,6 +216,17 @@ def load_path(path: str | Path, dtype: str | None = None) -> Model:
     raise CheckpointError(
         f"cannot load {path}: expected a folder, a .safetensors or .npz state dict, or a nanoGPT .pt file."
     )
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    """A config file's fields, or a CheckpointError naming the file."""
+    try:
+        d = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {file}: {e}.") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{file} holds a JSON {type(d).__name__}; a config is a JSON object of fields.")
+    return d
 
 
 def _char(cfg: Config) -> Any:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .checkpoints import params_from_state_dict, to_nanogpt_key, write_model_dir
-from .config import Config
-from .errors import SequenceLengthError, TokenError
+from .config import Config, ConfigError
+from .errors import SequenceLengthError, StateDictError, TokenError
 from .graph import Graph, build
 from .tokenizer import CharTokenizer, Tokenizer
 
@@ -48,7 +48,7 @@ class Model:
 
     @classmethod
     def from_state_dict(
-        cls, state: dict[str, Any], config: Config, tokenizer: Tokenizer | None = None
+        cls, state: dict[str, Any], config: Config | dict[str, Any], tokenizer: Tokenizer | None = None
     ) -> Model:
         """A model from a nanoGPT / minGPT state dict (numpy arrays or torch tensors).
 
@@ -57,6 +57,12 @@ class Model:
         >>> dfgpt.Model.from_state_dict(m.state_dict(), m.config).n_params
         85728
         """
+        if isinstance(config, dict):
+            config = Config.from_dict(config)
+        if not isinstance(config, Config):
+            raise ConfigError(f"config must be a dfgpt.Config or a dict of its fields, got {type(config).__name__}.")
+        if not isinstance(state, dict):
+            raise StateDictError(f"a state dict maps tensor names to arrays, got {type(state).__name__}.")
         graph = build(config)
         return cls(config, params_from_state_dict(state, graph), tokenizer, graph)
 
@@ -80,12 +86,12 @@ class Model:
         """Token ids of a text (or ids checked against the vocabulary), within the context."""
         if isinstance(text, str):
             ids = self.tokenizer.encode(text)
+        elif isinstance(text, (list, tuple, np.ndarray)):
+            ids = [self._token(i) for i in text]
         else:
-            ids = [int(i) for i in text]
-            V = self.config.vocab_size
-            bad = [i for i in ids if not 0 <= i < V]
-            if bad:
-                raise TokenError(f"token ids {bad} are out of range: this vocabulary has ids 0..{V - 1}.")
+            raise TokenError(
+                f"an input is a text or a list of token ids (or token texts), got {type(text).__name__}: {text!r}."
+            )
         if not ids:
             raise SequenceLengthError("the input is empty: give at least one token.")
         if len(ids) > self.config.block_size:
@@ -94,6 +100,20 @@ class Model:
                 "shorten it (generate(..., crop=True) keeps the last block_size tokens)."
             )
         return ids
+
+    def _token(self, i: Any) -> int:
+        """One token of a list: an id in range, or a token's text."""
+        V = self.config.vocab_size
+        if isinstance(i, str):
+            got = self.token_ids.get(i)
+            if got is None:
+                raise TokenError(f"token {i!r} is not in the vocabulary; give a token text or an id 0..{V - 1}.")
+            return got
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TokenError(f"token ids are whole numbers 0..{V - 1}, got {i!r} ({type(i).__name__}).")
+        if not 0 <= int(i) < V:
+            raise TokenError(f"token id {int(i)} is out of range: this vocabulary has ids 0..{V - 1}.")
+        return int(i)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids)
@@ -106,7 +126,7 @@ class Model:
 
         return Sheet(self, self.encode(text), temperature=temperature, exact=exact)
 
-    def generate(self, prompt: str | Sequence[int], max_new_tokens: int = 5, **kw: Any) -> Any:
+    def generate(self, prompt: str | Sequence[int], max_new_tokens: int | None = None, **kw: Any) -> Any:
         """Continue a prompt: temperature, top_k, top_p, seed (see dfgpt.generate)."""
         from .generate import generate
 

@@ -142,6 +142,11 @@ def _bracket_matches(pattern: str, value: str) -> bool:
         m = _SLICE.fullmatch(pattern)
         if m:
             start, stop, step = (int(g) if g else None for g in m.groups())
+            if any(x is not None and x < 0 for x in (start, stop, step)):
+                raise NameError_(
+                    f"'[{pattern}]' in a path: path ranges count forward, e.g. h[0:2] or h[*]; "
+                    "negative bounds are for cell indices such as logit[-1]."
+                )
             return v in range(start or 0, stop if stop is not None else v + 1, step or 1)
     return False
 

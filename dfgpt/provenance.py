@@ -359,9 +359,9 @@ def _why(args: argparse.Namespace) -> int:
 
     sheet = load(args.model).sheet(args.text)
     prov = provenance(sheet, args.cell)
+    res = influence(sheet, args.cell, top=args.top, by=args.rank)  # bad arguments fail before printing
     print(prov.summary())
     print()
-    res = influence(sheet, args.cell, top=args.top, by=args.rank)
     if args.by is None:
         print(res.table())
         return 0

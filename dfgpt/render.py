@@ -383,6 +383,8 @@ def draw(
 def _guess_level(sheet: Sheet, target: str | None) -> str:
     if target in (None, "model"):
         return "model"
+    if not isinstance(target, str):
+        raise RenderError(f"a drawing target is a stage or cell name such as 'h[0]' or 'logit[5][A]', got {target!r}.")
     if target in stages(sheet.graph):
         return "head" if _HEAD.match(target) else "block"
     try:

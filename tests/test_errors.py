@@ -99,3 +99,48 @@ def test_saved_model_loads_back_identically(tmp_path):
     assert again.config == model.config
     for k, v in model.params.items():
         np.testing.assert_array_equal(again.params[k], v)
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda m: dfgpt.load(None), CheckpointError, "named by text"),
+        (lambda m: dfgpt.load("sort", dtype="float16"), CheckpointError, "dtype must be"),
+        (lambda m: m.sheet(None), TokenError, "a text or a list"),
+        (lambda m: m.sheet([0.9, 1]), TokenError, "whole numbers"),
+        (lambda m: m.sheet([True]), TokenError, "whole numbers"),
+        (lambda m: m.sheet(["A", "Q"]), TokenError, "'Q' is not in the vocabulary"),
+        (lambda m: m.generate("CAB", seed=-1), dfgpt.DfgptError, "seed must be"),
+        (lambda m: m.generate("CAB", seed="x"), dfgpt.DfgptError, "seed must be"),
+        (lambda m: m.sheet("CAB").set("wte[A][0]", 10**400), dfgpt.DfgptError, "not a finite"),
+        (lambda m: dfgpt.Model.from_state_dict(m.state_dict(), None), ConfigError, "dfgpt.Config"),
+        (lambda m: dfgpt.draw(m.sheet("CAB"), 5), dfgpt.DfgptError, "stage or cell name"),
+        (lambda m: m.sheet("CAB").value("h[-2:].attn.att"), dfgpt.DfgptError, "count forward"),
+    ],
+)
+def test_odd_inputs_get_typed_errors_and_change_nothing(call, error, words):
+    model = dfgpt.load("sort")
+    before = {k: v.copy() for k, v in model.params.items()}
+    with pytest.raises(error, match=words):
+        call(model)
+    assert all(np.array_equal(before[k], v) for k, v in model.params.items())
+
+
+def test_model_arrays_are_read_only_and_token_texts_are_accepted():
+    model = dfgpt.load("sort")
+    with pytest.raises(ValueError):
+        model.params["wte"][0, 0] = 5.0
+    assert model.sheet(["C", "A", "B"]).text == "CAB"
+    s = model.sheet("CABACA")
+    s.set("tokens[2]", "C")
+    assert (s.state("tokens[2]"), s.state("tokens[1]")) == ("edited", "fresh")
+    assert model.generate("CABACA") == "AAABCC"  # by default generation fills the context
+    assert dfgpt.load("sort", dtype="float32").sheet("CAB").values("logit").dtype == np.float32
+
+
+def test_a_config_json_that_is_not_an_object(tmp_path):
+    model = random_model(TINY, seed=0)[0]
+    dfgpt.checkpoints.write_weights(model.params, tmp_path / "w.npz")
+    (tmp_path / "w.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="JSON list"):
+        dfgpt.load(str(tmp_path / "w.npz"))

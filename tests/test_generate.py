@@ -84,7 +84,7 @@ def test_only_the_fed_back_tokens_must_fit_for_every_model(sort_model):
 
 def test_a_cropped_prompt_is_still_checked():
     tiny, _ = random_model(TINY, seed=4)
-    with pytest.raises(TokenError, match=r"\[7\] are out of range"):
+    with pytest.raises(TokenError, match=r"token id 7 is out of range"):
         tiny.generate([7, 0, 1, 2, 0, 1, 2, 0], max_new_tokens=1, crop=True)  # 7 would be cropped away
     with pytest.raises(GenerateError, match="crop must be True or False"):
         tiny.generate([0], max_new_tokens=1, crop=None)
