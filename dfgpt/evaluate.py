@@ -141,6 +141,16 @@ class Engine:
         self.cutoff.clear()
 
     # -- lazy evaluation --------------------------------------------------------------
+    def rows_of(self, masks: dict[str, Mask]) -> dict[str, Any]:
+        """{tensor: bool[T]}: the position rows the cells of computed tensors live in."""
+        need: dict[str, Any] = {}
+        for tensor, m in masks.items():
+            ra = self.graph.row_axis.get(tensor)
+            if self.specs[tensor].kind == "computed" and ra is not None:
+                other = tuple(a for a in range(m.ndim) if a != ra)
+                need[tensor] = m.any(axis=other) if other else m
+        return need
+
     def ensure(self, need: dict[str, np.ndarray]) -> None:
         """Make the given rows ({tensor: bool[T]}) of computed tensors current."""
         plan = self._plan({k: v for k, v in need.items() if self.specs[k].kind == "computed"})
@@ -517,9 +527,7 @@ class Engine:
         """Pin a computed cell to a constant (None: unpin, recompute its row on the next read)."""
         self.flush_stale()
         self.revision += 1
-        ra = self.specs[name].row_axis
-        assert ra is not None
-        row = idx[ra]
+        row = idx[self.graph.row_axis[name]]  # computed tensors always have a position axis
         if value is None:
             self.pins.get(name, {}).pop(idx, None)
             if self.verified[name][row] >= 0:
@@ -598,9 +606,7 @@ class Engine:
         if idx in self.pins.get(name, {}):
             return "pinned"
         self.flush_stale()
-        ra = spec.row_axis
-        assert ra is not None
-        v = self.verified[name][idx[ra]]
+        v = self.verified[name][idx[self.graph.row_axis[name]]]
         if v == -1:
             return "unset"
         st = self.stale.get(name)

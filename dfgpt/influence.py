@@ -330,12 +330,7 @@ def _ablate(sheet: Sheet, target: str, cells: list[tuple[str, tuple[int, ...]]])
     masks = sheet.masks(target)
     sheet.compute(masks)
     e = _scratch(sheet.engine)
-    need: dict[str, Any] = {}
-    for t, m in masks.items():
-        spec = sheet.graph.specs[t]
-        if spec.kind == "computed" and spec.row_axis is not None:
-            other = tuple(a for a in range(m.ndim) if a != spec.row_axis)
-            need[t] = m.any(axis=other) if other else m
+    need = e.rows_of(masks)
     base = float(sum(e.view(t)[m].sum() for t, m in masks.items()))
     snap = _Snapshot(e)
     out = []
@@ -419,7 +414,8 @@ def direct_attribution(sheet: Sheet, target: str) -> Attribution:
     row[t] = True
     e.ensure({"logit": row})
     head_op = graph.ops["logit"]
-    assert isinstance(head_op, Linear)  # the graph builds logit as a Linear
+    if not isinstance(head_op, Linear):  # graph.build makes logit a Linear: a broken graph otherwise
+        raise TypeError(f"logit is computed by {type(head_op).__name__}, expected a Linear")
     w = head_op.weight_t(e)[:, v]  # [C]
     bias_term = 0.0
     if cfg.layer_norm:
@@ -440,7 +436,8 @@ def direct_attribution(sheet: Sheet, target: str) -> Attribution:
     hs = cfg.head_size
     for layer in range(cfg.n_layer):
         proj = graph.ops[f"h[{layer}].attn.out"]
-        assert isinstance(proj, Linear)
+        if not isinstance(proj, Linear):  # graph.build makes the projection a Linear
+            raise TypeError(f"h[{layer}].attn.out is computed by {type(proj).__name__}, expected a Linear")
         W = proj.weight_t(e)  # [C, C] as [in, out]
         y = e.view(f"h[{layer}].attn.y")[t]
         for h in range(cfg.n_head):

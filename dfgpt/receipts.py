@@ -50,9 +50,8 @@ class Live:
             return {}
         if not isinstance(cone, dict):  # a deferred cone: materialise it now
             if cone.counts is None:
-                self.sheet.engine.flush_stale()
-            assert cone.counts is not None
-            self.cone = cone = cone.counts
+                self.sheet.engine.flush_stale()  # fills cone.counts
+            self.cone = cone = cone.counts or {}
         return cone
 
     def numbers(self) -> dict[str, Any]:

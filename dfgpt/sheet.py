@@ -181,13 +181,7 @@ class Sheet:
     # -- values -----------------------------------------------------------------------------
     def compute(self, masks: dict[str, Mask]) -> None:
         """Bring the rows these cells live in up to date."""
-        need: dict[str, Any] = {}
-        for tensor, m in masks.items():
-            spec = self.graph.specs[tensor]
-            if spec.kind == "computed" and spec.row_axis is not None:
-                other = tuple(a for a in range(m.ndim) if a != spec.row_axis)
-                need[tensor] = m.any(axis=other) if other else m
-        self.engine.ensure(need)
+        self.engine.ensure(self.engine.rows_of(masks))
 
     def value(self, text: str) -> Any:
         """A cell's value (float), a slice's values (ndarray), or {tensor: ndarray} for a wildcard."""
