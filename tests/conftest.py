@@ -68,25 +68,31 @@ def rng() -> np.random.Generator:
 CORPUS = ["the cat sat on the mat", "a dog ran after the cat", "cells compute the logits"] * 20
 
 
-@pytest.fixture(scope="session")
-def hf_dir(tmp_path_factory):
-    """A random small GPT-2 saved by transformers as safetensors, with a BPE tokenizer trained here."""
+def random_gpt2(noise: float, **config):
+    """A transformers GPT2LMHeadModel with seeded random weights, every one moved by N(0, noise):
+    its default init (zero biases, unit LayerNorm) would make agreement too easy."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
-    folder = tmp_path_factory.mktemp("gpt2")
-    bpe = tokenizers.ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS, vocab_size=300, min_frequency=1)
-    bpe.save(str(folder / "tokenizer.json"))
     cfg = transformers.GPT2Config(
-        n_layer=2, n_head=4, n_embd=16, n_positions=32, vocab_size=bpe.get_vocab_size(),
-        activation_function="gelu_new", resid_pdrop=0, embd_pdrop=0, attn_pdrop=0,
+        activation_function="gelu_new", resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, layer_norm_epsilon=1e-5, **config
     )
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
+            p.add_(noise * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(scope="session")
+def hf_dir(tmp_path_factory):
+    """A random small GPT-2 saved by transformers as safetensors, with a BPE tokenizer trained here."""
+    tokenizers = pytest.importorskip("tokenizers")
+    folder = tmp_path_factory.mktemp("gpt2")
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=300, min_frequency=1)
+    bpe.save(str(folder / "tokenizer.json"))
+    model = random_gpt2(n_layer=2, n_head=4, n_embd=16, n_positions=32, vocab_size=bpe.get_vocab_size(), noise=0.2)
     model.save_pretrained(folder, safe_serialization=True)
     return folder, model

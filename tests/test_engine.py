@@ -9,7 +9,7 @@ import networkx as nx
 import numpy as np
 import pytest
 import reference
-from conftest import TINY, random_model, ref_cfg
+from conftest import TINY, random_gpt2, random_model, ref_cfg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,17 +53,7 @@ def test_probabilities_are_softmax_of_logits_at_temperature(sort_random):
 
 def test_hugging_face_gpt2_agrees():
     torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    hf_cfg = transformers.GPT2Config(
-        n_layer=2, n_head=2, n_embd=8, n_positions=16, vocab_size=11, activation_function="gelu_new",
-        resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, layer_norm_epsilon=1e-5,
-    )
-    hf_cfg._attn_implementation = "eager"
-    torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+    hf = random_gpt2(n_layer=2, n_head=2, n_embd=8, n_positions=16, vocab_size=11, noise=0.3)
     state = reference.hf_to_nanogpt({k: v.detach().numpy() for k, v in hf.state_dict().items()})
     cfg = Config(n_layer=2, n_head=2, n_embd=8, block_size=16, vocab_size=11, tied=True, dtype="float32")
     model = dfgpt.Model.from_state_dict(state, cfg)
