@@ -16,10 +16,11 @@ import time
 import numpy as np
 
 import dfgpt
-from dfgpt.catalog import random_params
-from dfgpt.config import Config
-from dfgpt.gradients import forward
-from dfgpt.train import one_blas_thread, train_sort
+from dfgpt.analysis.gradients import forward
+from dfgpt.core.blas import one_blas_thread
+from dfgpt.core.config import Config
+from dfgpt.models.catalog import random_params
+from dfgpt.training.train import train_sort
 
 
 def recompute_loop(model: dfgpt.Model, ids: list[int], n: int) -> list[int]:

@@ -16,8 +16,9 @@ import numpy as np
 
 import dfgpt
 from dfgpt import Config, Model
-from dfgpt.catalog import random_params
-from dfgpt.provenance import influence, provenance
+from dfgpt.analysis.influence import influence
+from dfgpt.analysis.provenance import provenance
+from dfgpt.models.catalog import random_params
 
 
 def _ms(fn: Callable[[], object], reps: int) -> tuple[float, float]:

@@ -6,12 +6,11 @@
 'logit[5][A]'
 """
 
-from .catalog import load
-from .config import Config
+from .core.config import Config
 from .errors import DfgptError
-from .model import Model
-from .render import draw
+from .model import Model, load
 from .sheet import Sheet
+from .views.render import draw
 
 __all__ = ["Config", "DfgptError", "Model", "Sheet", "draw", "load"]
 __version__ = "0.1.0"

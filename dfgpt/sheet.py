@@ -1,4 +1,8 @@
-"""A sheet: every cell of one input run through one model, read by name, evaluated lazily.
+"""A sheet: every cell of one input, read by name, and every verb of the layers below it.
+
+`Sheet` is the façade: `Cells` holds the engine and resolves names; the analysis, edit and
+export layers are functions of a `Cells`; this class only forwards to them, so data flows
+one way (those layers never import the sheet).
 
 >>> import dfgpt
 >>> s = dfgpt.load("sort-random").sheet("CABACA")
@@ -10,226 +14,28 @@ True
 
 from __future__ import annotations
 
-import math
-import re
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+import sympy
 
-from .errors import EditError, IndexError_, TokenError, UnknownNameError, suggest
-from .evaluate import Engine, Mask
-from .names import ALL, Index, parse, path_matches
+from .analysis import formula as _formula
+from .analysis import gradients, influence, provenance, symbolic
+from .analysis.gradients import Gradient
+from .analysis.provenance import Provenance
+from .analysis.task import TaskScore
+from .cells import Cells
+from .edits import edits
+from .edits.receipts import Receipt
+from .export import writers
+from .export.writers import ExportResult
+from .models.weights import Weights
 
-if TYPE_CHECKING:
-    from .model import Model
-
-__all__ = ["ALIASES", "Sheet"]
-
-ALIASES = {"logits": "logit", "probs": "prob", "probabilities": "prob"}
-_PLAIN_TOKEN = re.compile(r"[^\[\]\s:*.]+")
+__all__ = ["Sheet"]
 
 
-class Sheet:
-    """Cells of one input: values, formulas, precedents and dependents, by name."""
-
-    def __init__(
-        self, model: Model, ids: list[int], temperature: float = 1.0, exact: bool | None = None
-    ) -> None:
-        self.model = model
-        self.config = model.config
-        self.graph = model.graph
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise EditError(f"temperature must be a finite number > 0, got {temperature!r}.")
-        exact = model.config.dtype == "float64" if exact is None else exact
-        self.engine = Engine(self.graph, model.params, np.array(ids), float(temperature), exact)
-
-    # -- names ----------------------------------------------------------------------------
-    @property
-    def T(self) -> int:
-        return self.engine.T
-
-    @property
-    def tokens(self) -> list[int]:
-        return [int(t) for t in self.engine.tokens]
-
-    @property
-    def text(self) -> str:
-        return self.model.decode(self.tokens)
-
-    def token_label(self, i: int) -> str:
-        """How a vocabulary index prints in a cell name: the token text when it reads back, else the id."""
-        vocab = self.model.vocab
-        t = vocab[i] if i < len(vocab) else ""
-        plain = _PLAIN_TOKEN.fullmatch(t) and not re.fullmatch(r"-?[0-9]+", t)
-        return t if plain and self.model.token_ids.get(t) == i else str(i)
-
-    _token_label = token_label
-
-    def name(self, tensor: str, idx: tuple[int, ...]) -> str:
-        """The printed name of one cell: `logit[5][A]`."""
-        axes = self.graph.specs[tensor].axes
-        parts = [self._token_label(int(i)) if a == "vocab" else str(int(i)) for a, i in zip(axes, idx)]
-        return tensor + "".join(f"[{p}]" for p in parts)
-
-    def names(self, masks: dict[str, Mask], limit: int | None = None) -> list[str]:
-        """Cell names of boolean masks, in graph order then index order."""
-        out: list[str] = []
-        for tensor in self.graph.order:
-            m = masks.get(tensor)
-            if m is None:
-                continue
-            for idx in np.argwhere(m):
-                out.append(self.name(tensor, tuple(int(i) for i in idx)))
-                if limit is not None and len(out) >= limit:
-                    return out
-        return out
-
-    def _index_one(self, tensor: str, axis: int, i: Index, n: int) -> Any:
-        spec = self.graph.specs[tensor]
-        aname = spec.axes[axis]
-        if i is ALL:
-            return slice(None)
-        if isinstance(i, slice):
-            return i
-        if isinstance(i, str):
-            if aname != "vocab":
-                raise IndexError_(
-                    f"axis {axis} ({aname}) of {tensor} takes a number 0..{n - 1}, got {i!r}."
-                )
-            vocab = self.model.vocab
-            got = self.model.token_ids.get(i)
-            if got is None:
-                raise TokenError(
-                    f"token {i!r} is not in the vocabulary ({' '.join(vocab[:20])}"
-                    f"{' ...' if len(vocab) > 20 else ''}); write a token or an id 0..{n - 1}."
-                    + suggest(i, vocab[:5000])
-                )
-            return got
-        if not isinstance(i, int):  # parse gives int, str, slice or ALL: only int is left
-            raise IndexError_(f"cannot index axis {axis} of {tensor} with {i!r}.")
-        if not -n <= i < n:
-            raise IndexError_(
-                f"index {i} is out of range for axis {axis} ({aname}) of {tensor}, which has "
-                f"size {n} (0..{n - 1})."
-                + (" Positions past the input do not exist yet." if aname in ("pos", "key") else "")
-            )
-        return i % n
-
-    def select(self, text: str) -> list[tuple[str, tuple[Any, ...]]]:
-        """Resolve a name, slice or wildcard to [(tensor, numpy index)]."""
-        sel = parse(text)
-        specs = self.graph.specs
-        path = ALIASES.get(sel.path, sel.path)
-        index = sel.index
-        if path in specs:
-            tensors = [path]
-        else:
-            tensors = [n for n in specs if path_matches(path, n)]
-            if not tensors and index:  # a stage such as 'h[0]' parses as path 'h', index [0]
-                stage = str(sel)
-                tensors = [n for n in specs if path_matches(stage, n)]
-                index = ()
-            if not tensors:
-                raise UnknownNameError(
-                    f"{text!r} names no tensor of this model." + (suggest(path, specs) or
-                    " Tensors are named like 'logit', 'h[0].attn.att', 'wte'; see sheet.tensors().")
-                )
-        out = []
-        for tensor in tensors:
-            spec = specs[tensor]
-            shape = spec.shape(self.T)
-            if len(index) > len(shape):
-                raise IndexError_(
-                    f"{tensor} has {len(shape)} axes ({', '.join(spec.axes) or 'scalar'}) but "
-                    f"{text!r} gives {len(index)} indices."
-                )
-            idx = tuple(self._index_one(tensor, a, i, shape[a]) for a, i in enumerate(index))
-            out.append((tensor, idx + (slice(None),) * (len(shape) - len(idx))))
-        return out
-
-    def cell(self, text: str) -> tuple[str, tuple[int, ...]]:
-        """Resolve a name that must be exactly one cell."""
-        sel = self.select(text)
-        tensor, idx = sel[0]
-        if len(sel) != 1 or not all(isinstance(i, int) for i in idx):
-            spec = self.graph.specs[tensor]
-            raise IndexError_(
-                f"{text!r} selects more than one cell; name one cell with {len(spec.axes)} "
-                f"indices ({', '.join(spec.axes)}), e.g. {self.name(tensor, (0,) * len(spec.axes))!r}."
-            )
-        return tensor, idx  # type: ignore[return-value]
-
-    def masks(self, text: str) -> dict[str, Mask]:
-        """The selected cells as {tensor: bool mask}."""
-        out: dict[str, Mask] = {}
-        for tensor, idx in self.select(text):
-            m = np.zeros(self.engine.shape(tensor), bool)
-            m[idx] = True
-            out[tensor] = m
-        return out
-
-    def tensors(self, pattern: str = "*") -> list[str]:
-        """Tensor names matching a pattern (all of them by default)."""
-        if pattern == "*":
-            return list(self.graph.order)
-        return [n for n in self.graph.order if path_matches(pattern, n)]
-
-    def cells(self, pattern: str) -> list[str]:
-        """Every cell name a pattern selects."""
-        return self.names(self.masks(pattern))
-
-    # -- values -----------------------------------------------------------------------------
-    def compute(self, masks: dict[str, Mask]) -> None:
-        """Bring the rows these cells live in up to date."""
-        self.engine.ensure(self.engine.rows_of(masks))
-
-    def value(self, text: str) -> Any:
-        """A cell's value (float), a slice's values (ndarray), or {tensor: ndarray} for a wildcard."""
-        sel = self.select(text)
-        need: dict[str, Any] = {}
-        for tensor, idx in sel:  # the rows alone: no full-size mask for one logit of 50k
-            ra = self.graph.specs[tensor].row_axis
-            if self.graph.specs[tensor].kind == "computed" and ra is not None:
-                rows = np.zeros(self.T, bool)
-                rows[idx[ra]] = True
-                need[tensor] = rows
-        self.engine.ensure(need)
-        out = {}
-        for tensor, idx in sel:
-            v = self.engine.view(tensor)[idx]
-            out[tensor] = (int(v) if tensor == "tokens" else float(v)) if np.ndim(v) == 0 else np.array(v)
-        return out[sel[0][0]] if len(sel) == 1 else out
-
-    def values(self, tensor: str) -> np.ndarray:
-        """The whole current value of one tensor (computed as needed)."""
-        return np.asarray(self.value(tensor))
-
-    # -- structure --------------------------------------------------------------------------
-    def precedents(self, text: str) -> list[str]:
-        """The cells the selected cells read directly."""
-        out: dict[str, Mask] = {}
-        for tensor, m in self.masks(text).items():
-            if self.graph.specs[tensor].kind == "computed":
-                for k, v in self.engine.precedents(tensor, self._unpinned(tensor, m)).items():
-                    out[k] = out[k] | v if k in out else v
-        return self.names(out)
-
-    def dependents(self, text: str) -> list[str]:
-        """The cells that read the selected cells directly."""
-        out: dict[str, Mask] = {}
-        for tensor, m in self.masks(text).items():
-            for k, v in self.engine.dependents(tensor, m).items():
-                v = self._unpinned(k, v)
-                out[k] = out[k] | v if k in out else v
-        return self.names(out)
-
-    def _unpinned(self, tensor: str, m: Mask) -> Mask:
-        pins = self.engine.pins.get(tensor)
-        if pins:
-            m = m.copy()
-            for idx in pins:
-                m[idx] = False
-        return m
+class Sheet(Cells):
+    """Cells of one input: values, formulas, precedents and dependents, by name; edits and queries."""
 
     def formula(self, text: str) -> str:
         """Readable formula text of one cell over named cells.
@@ -238,117 +44,67 @@ class Sheet:
         >>> dfgpt.load("sort-random").sheet("CABACA").formula("logit[5][A]")
         'logit[5][A] = Σ_{i=0..47} ln_f.out[5][i] · lm_head.w[A][i]'
         """
-        from .formula import formula
-
         tensor, idx = self.cell(text)
-        return formula(self, tensor, idx)
+        return _formula.formula(self, tensor, idx)
 
-    def state(self, text: str) -> str:
-        """'fresh', 'stale', 'unset', 'pinned' (computed cells) or 'fresh' / 'edited' (parameters)."""
-        tensor, idx = self.cell(text)
-        return self.engine.state(tensor, idx)
+    # -- questions (dfgpt.analysis) ---------------------------------------------------------
+    def grad(self, target: str, **kw: Any) -> Gradient:
+        """∂target/∂cell for every cell in the target's cone (see dfgpt.analysis.gradients)."""
+        return gradients.grad(self, target, **kw)
 
-    def kind(self, text: str) -> str:
-        """'parameter', 'input' or 'computed'."""
-        return self.graph.specs[self.select(text)[0][0]].kind
+    def provenance(self, cells: str | list[str], **kw: Any) -> Provenance:
+        """The exact cone of cells that the selected cells read (see dfgpt.analysis.provenance)."""
+        return provenance.provenance(self, cells, **kw)
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """nanoGPT keys, with the sheet's current (possibly edited) weights."""
-        from .checkpoints import to_nanogpt_key
+    def impact(self, cells: str | list[str], **kw: Any) -> Provenance:
+        """Everything the selected cells can affect (see dfgpt.analysis.provenance)."""
+        return provenance.impact(self, cells, **kw)
 
-        return {to_nanogpt_key(n): self.engine.values[n].copy() for n in self.graph.parameters}
+    def influence(self, target: str, top: int = 20, by: str = "grad*value", **kw: Any) -> influence.Influence:
+        """Cells ranked by how much they matter to the target (see dfgpt.analysis.influence)."""
+        return influence.influence(self, target, top=top, by=by, **kw)
 
-    # -- the rest of the surface lives with its concept ----------------------------------------
-    def grad(self, target: str, **kw: Any) -> Any:
-        """∂target/∂cell for every cell in the target's cone (see dfgpt.gradients)."""
-        from .gradients import grad
-
-        return grad(self, target, **kw)
-
-    def provenance(self, cells: str | list[str], **kw: Any) -> Any:
-        """The exact cone of cells that the selected cells read (see dfgpt.provenance)."""
-        from .provenance import provenance
-
-        return provenance(self, cells, **kw)
-
-    def impact(self, cells: str | list[str], **kw: Any) -> Any:
-        """Everything the selected cells can affect (see dfgpt.provenance)."""
-        from .provenance import impact
-
-        return impact(self, cells, **kw)
-
-    def influence(self, target: str, top: int = 20, by: str = "grad*value", **kw: Any) -> Any:
-        """Cells ranked by how much they matter to the target (see dfgpt.provenance)."""
-        from .provenance import influence
-
-        return influence(self, target, top=top, by=by, **kw)
-
-    def set(self, cell: str, value: Any) -> Any:
-        """What-if edit of a parameter, token or (pinned) computed cell -> Receipt (dfgpt.edits)."""
-        from .edits import set_many
-
-        return set_many(self, {cell: value})
-
-    def set_many(self, edits: dict[str, Any]) -> Any:
-        """Several edits as one atomic edit -> Receipt."""
-        from .edits import set_many
-
-        return set_many(self, edits)
-
-    def unpin(self, cell: str) -> Any:
-        from .edits import unpin
-
-        return unpin(self, cell)
-
-    def undo(self) -> Any:
-        from .edits import undo
-
-        return undo(self)
-
-    def redo(self) -> Any:
-        from .edits import redo
-
-        return redo(self)
-
-    def append(self, token: str | int) -> Any:
-        """Add one position; earlier rows stay valid -> Receipt."""
-        from .edits import append
-
-        return append(self, token)
-
-    def task_score(self, **kw: Any) -> Any:
-        """Re-score the sort task under this sheet's weights (dfgpt.edits)."""
-        from .edits import task_score
-
-        return task_score(self, **kw)
-
-    def to_model(self) -> Model:
-        """A model with this sheet's current weights."""
-        from .edits import to_model
-
-        return to_model(self)
-
-    def expr(self, cell: str, depth: int = 1, free: list[str] | None = None, **kw: Any) -> Any:
-        """A sympy.Expr of the cell over named cells (see dfgpt.symbolic)."""
-        from .symbolic import expr
-
-        return expr(self, cell, depth=depth, free=free, **kw)
+    def expr(self, cell: str, depth: int = 1, free: list[str] | None = None, **kw: Any) -> sympy.Expr:
+        """A sympy.Expr of the cell over named cells (see dfgpt.analysis.symbolic)."""
+        return symbolic.expr(self, cell, depth=depth, free=free, **kw)
 
     def latex(self, cell: str, **kw: Any) -> str:
-        from .symbolic import latex
+        return symbolic.latex(self, cell, **kw)
 
-        return latex(self, cell, **kw)
+    # -- what-ifs (dfgpt.edits.edits) -------------------------------------------------------------
+    def set(self, cell: str, value: Any) -> Receipt:
+        """What-if edit of a parameter, token or (pinned) computed cell -> Receipt (dfgpt.edits.edits)."""
+        return edits.set_many(self, {cell: value})
 
-    def to_xlsx(self, path: Any, **kw: Any) -> Any:
-        """A workbook with live formulas (see dfgpt.export)."""
-        from .export import to_xlsx
+    def set_many(self, changes: dict[str, Any]) -> Receipt:
+        """Several edits as one atomic edit -> Receipt."""
+        return edits.set_many(self, changes)
 
-        return to_xlsx(self, path, **kw)
+    def unpin(self, cell: str) -> Receipt:
+        return edits.unpin(self, cell)
 
-    def to_npz(self, path: Any, **kw: Any) -> Any:
-        from .export import to_npz
+    def undo(self) -> Receipt:
+        return edits.undo(self)
 
-        return to_npz(self, path, **kw)
+    def redo(self) -> Receipt:
+        return edits.redo(self)
 
-    def __repr__(self) -> str:
-        return f"Sheet({self.text!r}, T={self.T}, model={self.config.name or 'gpt'})"
+    def append(self, token: str | int) -> Receipt:
+        """Add one position; earlier rows stay valid -> Receipt."""
+        return edits.append(self, token)
+
+    def task_score(self, **kw: Any) -> TaskScore:
+        """Re-score the sort task under this sheet's weights (dfgpt.analysis.task)."""
+        return edits.task_score(self, **kw)
+
+    def to_model(self) -> Weights:
+        """A model with this sheet's current weights (a `dfgpt.Model` when the sheet came from one)."""
+        return edits.to_model(self)
+
+    # -- files (dfgpt.export.writers) ---------------------------------------------------------------
+    def to_xlsx(self, path: str | Path, **kw: Any) -> ExportResult:
+        """A workbook with live formulas (see dfgpt.export.writers)."""
+        return writers.to_xlsx(self, path, **kw)
+
+    def to_npz(self, path: str | Path, **kw: Any) -> ExportResult:
+        return writers.to_npz(self, path, **kw)

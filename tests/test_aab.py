@@ -13,8 +13,9 @@ import sympy
 from conftest import ref_cfg
 
 import dfgpt
-from dfgpt.catalog import graphs_dir
-from dfgpt.handmade import AAB, aab_flip, aab_model, aab_params, aab_symbolic, greedy_next
+from dfgpt.analysis.aab import aab_flip, aab_symbolic, greedy_next
+from dfgpt.models.catalog import graphs_dir
+from dfgpt.models.handmade import AAB, aab_model, aab_params
 
 STREAM = "aab" * 10
 PREFIXES = range(2, 29)  # the 27 prefixes of length 2..28
@@ -70,7 +71,7 @@ def test_lg_as_a_symbol_matches_models_built_with_each_value() -> None:
     c = sympy.exp(sympy.sqrt(2) * Lg / 4)
     for lg in (0.5, 3.0, 5.055, 40.0, 1024.0):
         got = float(e.subs(Lg, lg))
-        want = aab_model(lg).sheet("aabaa").value("logit[4][b]")
+        want = dfgpt.Model.of(aab_model(lg)).sheet("aabaa").value("logit[4][b]")
         assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
         assert got == pytest.approx(float((Lg * c / (c + 4)).subs(Lg, lg)), rel=1e-12)
 

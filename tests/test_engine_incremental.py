@@ -5,8 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dfgpt
-from dfgpt.catalog import random_params
-from dfgpt.config import Config
+from dfgpt.core.config import Config
+from dfgpt.models.catalog import random_params
 
 TINY = Config(n_layer=2, n_head=2, n_embd=8, block_size=7, vocab=("a", "b", "c", "d"), n_inner=12, name="tiny")
 MODELS = {"tiny": dfgpt.Model(TINY, random_params(TINY, seed=3)), "sort-random": dfgpt.load("sort-random")}

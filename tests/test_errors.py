@@ -7,7 +7,7 @@ import pytest
 from conftest import TINY, random_model
 
 import dfgpt
-from dfgpt.config import ConfigError
+from dfgpt.core.config import ConfigError
 from dfgpt.errors import CheckpointError, SequenceLengthError, StateDictError, TokenError
 
 
@@ -140,7 +140,7 @@ def test_model_arrays_are_read_only_and_token_texts_are_accepted():
 
 def test_a_config_json_that_is_not_an_object(tmp_path):
     model = random_model(TINY, seed=0)[0]
-    dfgpt.checkpoints.write_weights(model.params, tmp_path / "w.npz")
+    dfgpt.models.checkpoints.write_weights(model.params, tmp_path / "w.npz")
     (tmp_path / "w.json").write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="JSON list"):
         dfgpt.load(str(tmp_path / "w.npz"))

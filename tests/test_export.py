@@ -18,7 +18,7 @@ from conftest import random_model, ref_cfg
 import dfgpt
 from dfgpt import Config
 from dfgpt.cli import main
-from dfgpt.export import ExportError
+from dfgpt.export.writers import ExportError
 
 openpyxl = pytest.importorskip("openpyxl")
 formulas = pytest.importorskip("formulas")
@@ -66,7 +66,8 @@ class Book:
         c0, r0, c1, r1 = range_boundaries(ref.replace("$", ""))
         return sheet, r0, c0, r1, c1
 
-    def tensor(self, values: dict[str, object], name: str, spec: dfgpt.graph.TensorSpec, shape: tuple) -> np.ndarray:
+    def tensor(self, values: dict[str, object], name: str, spec: dfgpt.core.graph.TensorSpec,
+               shape: tuple) -> np.ndarray:
         """A tensor read through its defined name and the documented layout."""
         sheet, r0, c0, r1, c1 = self.where(name)
         grid = np.array([[self.cell(values, sheet, r, c) for c in range(c0, c1 + 1)] for r in range(r0, r1 + 1)])
@@ -226,7 +227,7 @@ def test_bad_paths_and_too_large_models(tmp_path, monkeypatch, capsys, sort_rand
     (tmp_path / "file").write_text("")
     with pytest.raises(ExportError, match="does not exist"):
         sheet.to_xlsx(tmp_path / "file" / "x.xlsx")
-    monkeypatch.setattr("dfgpt.export.MAX_CELLS", 50_000)
+    monkeypatch.setattr("dfgpt.export.writers.MAX_CELLS", 50_000)
     with pytest.raises(ExportError, match=r"94,078 cells.*limit is 50,000"):
         sheet.to_xlsx(tmp_path / "big.xlsx", progress=False)
     assert not (tmp_path / "big.xlsx").exists()

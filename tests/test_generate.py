@@ -10,9 +10,10 @@ import reference
 from conftest import TINY, random_model, ref_cfg
 
 import dfgpt
+import dfgpt.generation.generate as generation
 from dfgpt.cli import main
 from dfgpt.errors import DfgptError, SequenceLengthError, TokenError
-from dfgpt.generate import GenerateError, Generation, generate, sample_dist
+from dfgpt.generation.generate import GenerateError, Generation, generate, sample_dist
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +172,13 @@ def test_cli(capsys):
 
 def test_each_new_token_computes_one_new_row_per_tensor(sort_model, monkeypatch):
     made = []
-    original = dfgpt.Model.sheet
+    original = generation.Cells
 
-    def spy(self, *a, **kw):
-        made.append(original(self, *a, **kw))
+    def spy(*a, **kw):
+        made.append(original(*a, **kw))
         return made[-1]
 
-    monkeypatch.setattr(dfgpt.Model, "sheet", spy)
+    monkeypatch.setattr(generation, "Cells", spy)
     assert sort_model.generate("CBABBC", max_new_tokens=6) == "ABBBCC"
     (sheet,) = made  # one sheet, grown by appends
     rec = sheet.engine.total_recomputed

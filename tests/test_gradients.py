@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import dfgpt
 from dfgpt import Config
-from dfgpt.gradients import backward, forward
+from dfgpt.analysis.gradients import backward, forward
 
 SWITCHES = list(itertools.product(
     ("out_in", "in_out"), ("tanh", "erf"), (True, False), (True, False), (True, False), (True, False)
@@ -212,7 +212,7 @@ def test_matches_torch_autograd(switches):
     (logits[3, 1] + 0.5 * logits[2, 0]).backward()
     s = model.sheet("cabb")
     g1, g2 = s.grad("logit[3][b]"), s.grad("logit[2][a]")
-    from dfgpt.checkpoints import to_dfgpt_key
+    from dfgpt.models.checkpoints import to_dfgpt_key
 
     for key, t in ts.items():
         mine = g1.arrays.get(to_dfgpt_key(key), 0) + 0.5 * g2.arrays.get(to_dfgpt_key(key), 0)
@@ -225,7 +225,7 @@ def test_torch_autograd_sort_model():
     ts = {k: torch.tensor(v, requires_grad=True) for k, v in model.state_dict().items()}
     _torch_logits(torch, ts, model.config, model.encode("CABACA"))[5, 0].backward()
     g = model.sheet("CABACA").grad("logit[5][A]")
-    from dfgpt.checkpoints import to_dfgpt_key
+    from dfgpt.models.checkpoints import to_dfgpt_key
 
     for key, t in ts.items():
         np.testing.assert_allclose(g.arrays[to_dfgpt_key(key)], t.grad.numpy(), rtol=1e-9, atol=1e-13, err_msg=key)

@@ -49,7 +49,7 @@ def test_nanogpt_checkpoint_loads_to_the_same_values(hf_dir, tmp_path):
     gpt2 = dfgpt.load(str(folder), dtype="float64")
     state = {}
     for name, arr in gpt2.params.items():
-        key = dfgpt.checkpoints.to_nanogpt_key(name)
+        key = dfgpt.models.checkpoints.to_nanogpt_key(name)
         # nanoGPT keeps Linear weights [out, in]: transpose GPT-2's Conv1D weights
         t = torch.tensor(arr.T.copy() if arr.ndim == 2 and name.startswith("h[") else arr)
         state[key] = t
@@ -67,7 +67,7 @@ def test_nanogpt_checkpoint_loads_to_the_same_values(hf_dir, tmp_path):
 
 def test_state_dict_file_with_config_beside_it(tmp_path):
     model = dfgpt.load("sort-random")
-    dfgpt.checkpoints.write_weights(model.params, tmp_path / "w.npz")
+    dfgpt.models.checkpoints.write_weights(model.params, tmp_path / "w.npz")
     (tmp_path / "w.json").write_text(model.config.to_json())
     again = dfgpt.load(str(tmp_path / "w.npz"))
     assert again.sheet("CAB").value("logit[2][A]") == model.sheet("CAB").value("logit[2][A]")

@@ -10,9 +10,9 @@ import pytest
 
 import dfgpt
 from dfgpt import Config, Model
-from dfgpt.catalog import random_params
+from dfgpt.analysis.influence import direct_attribution, influence
 from dfgpt.errors import QueryError, UnknownNameError
-from dfgpt.influence import direct_attribution, influence
+from dfgpt.models.catalog import random_params
 from tests.reference import forward
 
 TEXT = "CABACA"

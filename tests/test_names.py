@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dfgpt
+from dfgpt.core.names import ALL, format_index, parse, path_matches
 from dfgpt.errors import IndexError_, NameError_, TokenError, UnknownNameError
-from dfgpt.names import ALL, format_index, parse, path_matches
 
 ident = st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True)
 token = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,4}", fullmatch=True)

@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 import dfgpt
 from dfgpt import Config, Model
-from dfgpt.catalog import random_params
+from dfgpt.analysis.provenance import impact, provenance
 from dfgpt.cli import main
 from dfgpt.errors import DfgptError, IndexError_, QueryError, UnknownNameError
-from dfgpt.provenance import impact, provenance
+from dfgpt.models.catalog import random_params
 
 TEXT = "CABACABCABC"  # 11 tokens: the whole context
 TARGET = "logit[5][A]"

@@ -1,4 +1,5 @@
-"""dfgpt.symbolic: expressions evaluate to the engine's values, derivatives to its gradients, bad input is refused."""
+"""dfgpt.analysis.symbolic: expressions evaluate to the engine's values, derivatives to its gradients;
+bad input is refused."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from hypothesis import strategies as st
 
 import dfgpt
 from dfgpt import Config
-from dfgpt.compiled import lambdify
-from dfgpt.symbolic import ExpansionError, expr, latex
+from dfgpt.analysis.compiled import lambdify
+from dfgpt.analysis.symbolic import ExpansionError, expr, latex
 
 TINY = Config(n_layer=2, n_head=2, n_embd=4, block_size=5, vocab=("x", "y", "z"), n_inner=6, name="tiny")
 TINY_ERF = TINY.replace(n_layer=1, gelu="erf", layout="in_out", bias=False, tied=True, name="tiny-erf")

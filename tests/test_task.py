@@ -12,9 +12,9 @@ from conftest import random_model, ref_cfg
 
 import dfgpt
 from dfgpt import Config
+from dfgpt.analysis.gradients import forward
+from dfgpt.analysis.task import all_inputs, greedy_sort, sort_ids, task_score
 from dfgpt.errors import QueryError
-from dfgpt.gradients import forward
-from dfgpt.task import all_inputs, greedy_sort, sort_ids, task_score
 
 # Sort-shaped models that exercise every switch of the forward: bias, LayerNorm, MLP, tied
 # head, erf GELU, in_out layout; the last has a larger vocabulary with A/B/C in it.

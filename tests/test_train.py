@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import dfgpt
-from dfgpt.catalog import SORT, graphs_dir
+from dfgpt.analysis.task import all_inputs, greedy_sort, sort_batch
 from dfgpt.cli import main
-from dfgpt.task import all_inputs, greedy_sort, sort_batch
-from dfgpt.train import TrainError, _loss_grad, init_params, one_blas_thread, train_sort
+from dfgpt.models.catalog import SORT, graphs_dir
+from dfgpt.training.train import TrainError, _loss_grad, init_params, one_blas_thread, train_sort
 
 
 def test_sort_batch_is_six_letters_then_five_sorted():

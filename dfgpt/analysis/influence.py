@@ -1,0 +1,475 @@
+"""Ranked influence: which cells of a target's cone matter, by value, and which head writes a logit.
+
+`influence` scores every parameter and computed cell of the cone by gradient, gradient ×
+value (the first-order change if the cell were zeroed) or by ablation (the exact change
+when it is zeroed, measured by recomputing). `direct_attribution` splits a logit into the
+direct contributions of the embeddings, every attention head, every MLP and the biases
+through the residual stream, with the final LayerNorm's mean and variance held at their
+actual values; the parts sum to the logit exactly (centring is linear, so each part is
+centred by its own mean and the centring terms cancel in the sum).
+
+>>> import dfgpt
+>>> s = dfgpt.load("sort-random").sheet("CABACA")
+>>> res = s.influence("logit[5][A]", top=3)
+>>> len(res), abs(res[0].score) >= abs(res[1].score)
+(3, True)
+>>> parts = direct_attribution(s, "logit[5][A]")
+>>> abs(parts.total - s.value("logit[5][A]")) < 1e-12
+True
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, overload
+
+import numpy as np
+
+from ..core.ops import Linear
+from ..errors import QueryError
+from .gradients import grad
+from .provenance import provenance
+
+if TYPE_CHECKING:
+    from ..cells import Cells
+    from ..core.evaluate import Engine, Mask
+
+__all__ = [
+    "RANKS", "Attribution", "Component", "Group", "Influence", "Item", "direct_attribution", "influence", "top_indices",
+]
+
+RANKS = ("grad*value", "grad", "ablation")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One cell of the cone: its value, ∂target/∂cell, and its score under the chosen ranking."""
+
+    cell: str
+    value: float
+    grad: float
+    score: float
+    tensor: str
+    index: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Scores summed over a group of cells (a tensor, a position, a head or a block)."""
+
+    key: str
+    cells: int
+    score: float
+    abs_score: float
+
+
+class Influence(Sequence[Item]):
+    """The top cells, best first by |score|, and sums of the scores over every scored cell."""
+
+    def __init__(self, sheet: Cells, target: str, by: str, items: list[Item], flat: dict[str, np.ndarray],
+                 cells: dict[str, Mask], scored: dict[str, Mask], target_value: float) -> None:
+        self.sheet, self.target, self.by, self.items = sheet, target, by, items
+        self._flat, self._cells = flat, cells  # scores of the cone cells, in mask order
+        self.scored = scored  # {tensor: bool mask} of the cells that carry a score
+        self.target_value = target_value
+        self.provenance: Any = None  # the structural cone the ranking was taken over
+
+    @cached_property
+    def scores(self) -> dict[str, np.ndarray]:
+        """{tensor: score array} in the tensor's shape, 0 outside the scored cells."""
+        out = {}
+        for t, m in self._cells.items():
+            full = np.zeros(m.shape)
+            full[m] = self._flat[t]
+            out[t] = full
+        return out
+
+    @overload
+    def __getitem__(self, i: int) -> Item: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Item]: ...
+    def __getitem__(self, i: int | slice) -> Item | list[Item]:
+        return self.items[i]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self.items)
+
+    def __repr__(self) -> str:
+        return f"Influence({self.target!r}, by={self.by!r}, top {len(self.items)})"
+
+    def _groups(self, key_of: Any) -> list[Group]:
+        """key_of(tensor, mask) -> [(key, bool mask of the cells in that group)]."""
+        acc: dict[str, list[float]] = {}
+        for tensor, m in self.scored.items():
+            sc = self.scores[tensor]
+            for key, sel in key_of(tensor, m):
+                got = acc.setdefault(key, [0, 0.0, 0.0])
+                got[0] += int(sel.sum())
+                got[1] += float(sc[sel].sum())
+                got[2] += float(np.abs(sc[sel]).sum())
+        rows = [Group(k, int(v[0]), v[1], v[2]) for k, v in acc.items() if v[0]]
+        return sorted(rows, key=lambda g: -g.abs_score)
+
+    def by_tensor(self) -> list[Group]:
+        return self._groups(lambda t, m: [(t, m)])
+
+    def by_block(self) -> list[Group]:
+        """Grouped by stage: 'embedding', 'h[1].attn', 'h[1].mlp', 'ln_f', 'output'."""
+        specs = self.sheet.graph.specs
+
+        def key(t: str, m: Mask) -> list[tuple[str, Mask]]:
+            stage = specs[t].stage
+            if stage.startswith("h[") and "." in stage and stage.split(".")[1].startswith("ln"):
+                stage = stage.split(".")[0] + "." + stage.split(".")[1]
+            return [(stage, m)]
+
+        return self._groups(key)
+
+    def by_position(self) -> list[Group]:
+        """Cells with a position axis (or wpe rows), grouped by position; parameters elsewhere."""
+        specs = self.sheet.graph.specs
+
+        def key(t: str, m: Mask) -> list[tuple[str, Mask]]:
+            axes = specs[t].axes
+            a = axes.index("pos") if "pos" in axes else axes.index("position") if t == "wpe" else None
+            if a is None:
+                return [("parameters (no position)", m)]
+            out = []
+            for p in range(m.shape[a]):
+                sel = np.zeros_like(m)
+                sl = [slice(None)] * m.ndim
+                sl[a] = p  # type: ignore[call-overload]
+                sel[tuple(sl)] = m[tuple(sl)]
+                out.append((f"position {p}", sel))
+            return out
+
+        return self._groups(key)
+
+    def by_head(self) -> list[Group]:
+        """Cells of each attention head: q, k, v, scores, attention and its columns of y."""
+        specs, hs = self.sheet.graph.specs, self.sheet.config.head_size
+
+        def key(t: str, m: Mask) -> list[tuple[str, Mask]]:
+            layer = t.split(".")[0]
+            axes = specs[t].axes
+            out = []
+            if "head" in axes:
+                for h in range(m.shape[0]):
+                    sel = np.zeros_like(m)
+                    sel[h] = m[h]
+                    out.append((f"{layer}.head[{h}]", sel))
+            elif t.endswith(".attn.y"):
+                for h in range(m.shape[1] // hs):
+                    sel = np.zeros_like(m)
+                    sel[:, h * hs:(h + 1) * hs] = m[:, h * hs:(h + 1) * hs]
+                    out.append((f"{layer}.head[{h}]", sel))
+            return out
+
+        return self._groups(key)
+
+    def table(self) -> str:
+        lines = [f"top {len(self.items)} cells for {self.target} = {self.target_value:+.6g}, by {self.by}"
+                 + (" (score = target − target with the cell set to 0)" if self.by == "ablation" else ""),
+                 f"  {'cell':<34} {'value':>12} {'gradient':>12} {'score':>12}"]
+        for it in self.items:
+            lines.append(f"  {it.cell:<34} {it.value:>+12.5g} {it.grad:>+12.5g} {it.score:>+12.5g}")
+        return "\n".join(lines)
+
+
+def _rankable(sheet: Cells, cone: dict[str, Mask], seeds: dict[str, Mask]) -> dict[str, Mask]:
+    """Parameters and computed cells of the cone, the target cells themselves left out."""
+    specs = sheet.graph.specs
+    out = {}
+    for t, m in cone.items():
+        if specs[t].kind == "input":
+            continue  # tokens are discrete; the temperature is a setting, not a cell of the model
+        if t in seeds:
+            m = m & ~seeds[t]
+        if m.any():
+            out[t] = m
+    return out
+
+
+def _top(flat: dict[str, np.ndarray], k: int) -> list[tuple[str, int]]:
+    """The k largest |score| over every tensor: [(tensor, flat index into its cone cells)]."""
+    names = list(flat)
+    if not names:
+        return []
+    allv = np.nan_to_num(np.concatenate([np.abs(flat[n]) for n in names]), nan=np.inf)  # nan: target undefined
+    idx = top_indices(allv, k)
+    bounds = np.cumsum([0] + [flat[n].size for n in names])
+    which = np.searchsorted(bounds, idx, side="right") - 1
+    return [(names[w], int(i - bounds[w])) for w, i in zip(which, idx)]
+
+
+def top_indices(v: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, largest first, equal values by index: one total order.
+
+    argpartition alone leaves the order of equal values (and which of them make the cut) to
+    the CPU's SIMD kernel, so the cut is taken at the k-th value and ties are settled by index.
+
+    >>> top_indices(np.array([1.0, 3.0, 3.0, 2.0, 3.0]), 2).tolist()
+    [1, 2]
+    """
+    k = min(k, v.size)
+    if k <= 0:
+        return np.zeros(0, np.intp)
+    kth = v[np.argpartition(-v, k - 1)[k - 1]] if k < v.size else v.min()
+    idx = np.flatnonzero(v >= kth)  # every value at the cut: which of them win is settled below
+    order = np.lexsort((idx, -v[idx]))  # [n] -> [n]: by value descending, then by index
+    return idx[order[:k]]
+
+
+def influence(sheet: Cells, target: str, top: int = 20, by: str = "grad*value",
+              candidates: int | None = None) -> Influence:
+    """The cells of the target's cone ranked by |score|, best first.
+
+    by="grad": ∂target/∂cell. by="grad*value": ∂target/∂cell · cell, the first-order change
+    of the target if the cell were 0. by="ablation": the exact change target − target(cell=0),
+    recomputed for the `candidates` best cells by gradient × value (default 2·top); the sheet is
+    left exactly as it was.
+    """
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise QueryError(f"top must be a whole number ≥ 1 (how many cells to list), got {top!r}.")
+    if by not in RANKS:
+        raise QueryError(f"by must be one of {', '.join(RANKS)}, got {by!r}.")
+    prov = provenance(sheet, target)
+    g = grad(sheet, target)
+    engine = sheet.engine
+    sheet.compute(prov.seeds)  # the seeds' rows pull in every row of the cone
+    cells = _rankable(sheet, prov.masks, prov.seeds)
+    vals, grads, flat = {}, {}, {}
+    for t, m in cells.items():
+        vals[t] = engine.view(t)[m]
+        ga = g.arrays.get(t)
+        grads[t] = ga[m] if ga is not None else np.zeros(vals[t].shape)
+        flat[t] = grads[t] if by == "grad" else grads[t] * vals[t]
+    scored = cells
+    if by == "ablation":
+        n = candidates if candidates is not None else 2 * top
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise QueryError(f"candidates must be a whole number ≥ 1, got {candidates!r}.")
+        picks = _top(flat, n)
+        exact = _ablate(sheet, target, [(t, _index(cells[t], i)) for t, i in picks])
+        flat = {t: np.zeros(v.shape) for t, v in flat.items()}
+        scored = {t: np.zeros_like(m) for t, m in cells.items()}
+        for (t, i), d in zip(picks, exact):
+            flat[t][i] = d
+            scored[t][_index(cells[t], i)] = True
+        scored = {t: m for t, m in scored.items() if m.any()}
+    items = []
+    for t, i in _top({t: flat[t] for t in scored}, top) if by == "ablation" else _top(flat, top):
+        idx = _index(cells[t], i)
+        items.append(Item(sheet.name(t, idx), float(vals[t][i]), float(grads[t][i]), float(flat[t][i]), t, idx))
+    res = Influence(sheet, target, by, items, flat, cells, scored, g.value)
+    res.provenance = prov
+    return res
+
+
+def _index(m: Mask, i: int) -> tuple[int, ...]:
+    """The index of the i-th True cell of a mask (row-major, as boolean indexing orders them)."""
+    flat = np.flatnonzero(m)[i]
+    return tuple(int(j) for j in np.unravel_index(flat, m.shape))
+
+
+# -- ablation: zero one cell, recompute, restore everything ---------------------------------------
+class _Snapshot:
+    """Every mutable attribute of an engine, to put back exactly after an ablation.
+
+    Generic over the engine's attributes, so bookkeeping added to the engine later is restored
+    too; parameter arrays are kept by reference (a written cell is put back by the caller).
+    """
+
+    SHARED = ("graph", "specs", "base")  # never written: the graph and the model's own arrays
+
+    def __init__(self, e: Engine) -> None:
+        self.attrs: dict[str, Any] = {}
+        for k, v in vars(e).items():
+            if k in self.SHARED:
+                continue
+            if k == "values":
+                self.attrs[k] = {n: (a if n in e.graph.parameters else a.copy()) for n, a in v.items()}
+            else:
+                self.attrs[k] = _copy(v)
+
+    def restore(self, e: Engine) -> None:
+        for k, v in self.attrs.items():
+            if k == "values":
+                for n, a in v.items():
+                    if n in e.graph.parameters:
+                        e.values[n] = a
+                    else:
+                        e.values[n][...] = a  # in place: views handed out stay valid
+            else:
+                setattr(e, k, _copy(v))
+
+
+def _scratch(e: Engine) -> Engine:
+    """A private copy of an engine to ablate on: the sheet's own engine is never touched, so
+    its stale marks, pending cones and receipts' watches stay exactly as they were."""
+    c = object.__new__(type(e))
+    params = set(e.graph.parameters)
+    for k, v in vars(e).items():
+        if k in _Snapshot.SHARED:
+            setattr(c, k, v)
+        elif k == "values":  # parameters by reference: the scratch copies one on its first write
+            c.values = {n: (a if n in params else a.copy()) for n, a in v.items()}
+        elif k == "owned":
+            c.owned = {n for n in v if n not in params}
+        elif isinstance(v, list):
+            setattr(c, k, list(v))
+        else:
+            setattr(c, k, _copy(v))
+    return c
+
+
+def _copy(v: Any) -> Any:
+    """A copy two levels deep: arrays, Counters, sets, and dicts of those."""
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    if isinstance(v, Counter):
+        return Counter(v)
+    if isinstance(v, set):
+        return set(v)
+    if isinstance(v, dict):
+        return {k: _copy(x) if isinstance(x, (np.ndarray, set, dict)) else x for k, x in v.items()}
+    return v
+
+
+def _ablate(sheet: Cells, target: str, cells: list[tuple[str, tuple[int, ...]]]) -> list[float]:
+    """target − target with each cell set to 0 (a parameter written, a computed cell pinned)."""
+    masks = sheet.masks(target)
+    sheet.compute(masks)
+    e = _scratch(sheet.engine)
+    need = e.rows_of(masks)
+    base = float(sum(e.view(t)[m].sum() for t, m in masks.items()))
+    snap = _Snapshot(e)
+    out = []
+    try:
+        for tensor, idx in cells:
+            arr = e.values[tensor]
+            old = arr[idx].copy()  # a numpy scalar: dtype and the sign of zero survive
+            if sheet.graph.specs[tensor].kind == "parameter":
+                e.write(tensor, idx, 0.0)
+            else:
+                e.pin(tensor, idx, 0.0)
+            with np.errstate(all="ignore"):  # a zeroed denominator gives inf or nan: a result, reported
+                e.ensure(need)
+            out.append(base - float(sum(e.view(t)[m].sum() for t, m in masks.items())))
+            # The engine writes an array it already owns in place, so the snapshot's reference
+            # alone would not undo it (a shared array was copied on write and is untouched).
+            if sheet.graph.specs[tensor].kind == "parameter" and e.values[tensor] is arr:
+                arr[idx] = old
+            snap.restore(e)
+    finally:
+        snap.restore(e)
+    return out
+
+
+# -- direct logit attribution ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Component:
+    """One direct contribution to a logit through the residual stream."""
+
+    name: str
+    kind: str  # embedding, head, attn_bias, mlp, mlp_bias, ln_f_bias
+    layer: int | None
+    head: int | None
+    value: float
+
+
+class Attribution(Sequence[Component]):
+    """A logit split into direct contributions; `total` equals the logit up to rounding."""
+
+    def __init__(self, target: str, logit: float, parts: list[Component]) -> None:
+        self.target, self.logit, self.parts = target, logit, parts
+        self.total = float(sum(p.value for p in parts))
+
+    @overload
+    def __getitem__(self, i: int) -> Component: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Component]: ...
+    def __getitem__(self, i: int | slice) -> Component | list[Component]:
+        return self.parts[i]
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def by_head(self) -> dict[tuple[int, int], float]:
+        """(layer, head) -> direct contribution of that head to the logit."""
+        return {(p.layer, p.head): p.value for p in self.parts if p.kind == "head"}  # type: ignore[misc]
+
+    def table(self) -> str:
+        lines = [f"direct attribution of {self.target} = {self.logit:+.6g} through the residual stream "
+                 "(ln_f mean and variance held at their values; the parts sum to the logit):"]
+        for p in sorted(self.parts, key=lambda p: -abs(p.value)):
+            lines.append(f"  {p.name:<28} {p.value:>+12.6g}")
+        lines.append(f"  {'sum':<28} {self.total:>+12.6g}")
+        return "\n".join(lines)
+
+
+def direct_attribution(sheet: Cells, target: str) -> Attribution:
+    """Split logit[t][v] into embeddings, each attention head, each MLP and the biases.
+
+    With x the final residual stream row, logit = ((x − mean) / √(var + eps) · g + b) · W_U[v].
+    x is a sum of parts (embeddings, heads through c_proj, c_proj biases, MLPs), each centred
+    by its own mean, so part_i = (r_i − mean(r_i)) / √(var + eps) · g · W_U[v] and
+    Σ part_i + b · W_U[v] = logit exactly (up to float rounding).
+    """
+    tensor, idx = sheet.cell(target)
+    if tensor != "logit":
+        raise QueryError(f"direct attribution splits a logit; give a cell like 'logit[5][A]', got {target!r}.")
+    t, v = idx
+    e, cfg, graph = sheet.engine, sheet.config, sheet.graph
+    row = np.zeros(sheet.T, bool)
+    row[t] = True
+    e.ensure({"logit": row})
+    head_op = graph.ops["logit"]
+    if not isinstance(head_op, Linear):  # graph.build makes logit a Linear: a broken graph otherwise
+        raise TypeError(f"logit is computed by {type(head_op).__name__}, expected a Linear")
+    w = head_op.weight_t(e)[:, v]  # [C]
+    bias_term = 0.0
+    if cfg.layer_norm:
+        scale = 1.0 / np.sqrt(float(e.view("ln_f.var")[t]) + cfg.ln_eps)
+        u = e.values["ln_f.g"] * w * scale
+        if "ln_f.b" in e.values:
+            bias_term = float(e.values["ln_f.b"] @ w)
+    else:
+        u = w
+
+    def part(r: np.ndarray) -> float:  # [C] -> the direct contribution of a residual part
+        return float(((r - r.mean()) if cfg.layer_norm else r) @ u)
+
+    tok = int(e.tokens[t])
+    parts = [Component(sheet.name("wte", (tok, 0)).rsplit("[", 1)[0], "embedding", None, None,
+                       part(e.values["wte"][tok])),
+             Component(f"wpe[{t}]", "embedding", None, None, part(e.values["wpe"][t]))]
+    hs = cfg.head_size
+    for layer in range(cfg.n_layer):
+        proj = graph.ops[f"h[{layer}].attn.out"]
+        if not isinstance(proj, Linear):  # graph.build makes the projection a Linear
+            raise TypeError(f"h[{layer}].attn.out is computed by {type(proj).__name__}, expected a Linear")
+        W = proj.weight_t(e)  # [C, C] as [in, out]
+        y = e.view(f"h[{layer}].attn.y")[t]
+        for h in range(cfg.n_head):
+            sl = slice(h * hs, (h + 1) * hs)
+            parts.append(Component(f"h[{layer}].attn head {h}", "head", layer, h, part(y[sl] @ W[sl])))
+        if len(proj.ins) > 2:
+            parts.append(Component(f"h[{layer}].attn.c_proj.b", "attn_bias", layer, None,
+                                   part(e.values[proj.ins[2]])))
+        if cfg.mlp:
+            mop = graph.ops[f"h[{layer}].mlp.out"]
+            r = e.view(f"h[{layer}].mlp.out")[t]
+            b = e.values[mop.ins[2]] if len(mop.ins) > 2 else np.zeros_like(r)
+            parts.append(Component(f"h[{layer}].mlp", "mlp", layer, None, part(r - b)))
+            if len(mop.ins) > 2:
+                parts.append(Component(f"h[{layer}].mlp.c_proj.b", "mlp_bias", layer, None, part(b)))
+    if bias_term:
+        parts.append(Component("ln_f.b", "ln_f_bias", None, None, bias_term))
+    return Attribution(target, float(e.view("logit")[t, v]), parts)

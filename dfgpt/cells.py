@@ -1,0 +1,253 @@
+"""The cells of one input run through one model, read by name, evaluated lazily.
+
+>>> import dfgpt
+>>> s = dfgpt.load("sort-random").sheet("CABACA")
+>>> round(s.value("logit[5][A]"), 6) == round(float(s.value("logit")[5, 0]), 6)
+True
+>>> s.precedents("h[0].ln_1.mean[2]")[:2]
+['emb[2][0]', 'emb[2][1]']
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .core.evaluate import Engine, Mask
+from .core.names import ALL, Index, parse, path_matches
+from .errors import EditError, IndexError_, TokenError, UnknownNameError, suggest
+from .models.checkpoints import to_nanogpt_key
+
+if TYPE_CHECKING:
+    from .models.weights import Weights
+
+__all__ = ["ALIASES", "Cells"]
+
+ALIASES = {"logits": "logit", "probs": "prob", "probabilities": "prob"}
+_PLAIN_TOKEN = re.compile(r"[^\[\]\s:*.]+")
+
+
+class Cells:
+    """Cells of one input: values, precedents and dependents, by name (the analysis layers' view).
+
+    `dfgpt.Sheet` is this plus the verbs of the layers above (formula, provenance, set, ...);
+    the analysis, edit and export layers take a `Cells`, so they never need the façade.
+    """
+
+    def __init__(
+        self, model: Weights, ids: list[int], temperature: float = 1.0, exact: bool | None = None
+    ) -> None:
+        self.model = model
+        self.config = model.config
+        self.graph = model.graph
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise EditError(f"temperature must be a finite number > 0, got {temperature!r}.")
+        exact = model.config.dtype == "float64" if exact is None else exact
+        self.engine = Engine(self.graph, model.params, np.array(ids), float(temperature), exact)
+
+    # -- names ----------------------------------------------------------------------------
+    @property
+    def T(self) -> int:
+        return self.engine.T
+
+    @property
+    def tokens(self) -> list[int]:
+        return [int(t) for t in self.engine.tokens]
+
+    @property
+    def text(self) -> str:
+        return self.model.decode(self.tokens)
+
+    def token_label(self, i: int) -> str:
+        """How a vocabulary index prints in a cell name: the token text when it reads back, else the id."""
+        vocab = self.model.vocab
+        t = vocab[i] if i < len(vocab) else ""
+        plain = _PLAIN_TOKEN.fullmatch(t) and not re.fullmatch(r"-?[0-9]+", t)
+        return t if plain and self.model.token_ids.get(t) == i else str(i)
+
+    _token_label = token_label
+
+    def name(self, tensor: str, idx: tuple[int, ...]) -> str:
+        """The printed name of one cell: `logit[5][A]`."""
+        axes = self.graph.specs[tensor].axes
+        parts = [self._token_label(int(i)) if a == "vocab" else str(int(i)) for a, i in zip(axes, idx)]
+        return tensor + "".join(f"[{p}]" for p in parts)
+
+    def names(self, masks: dict[str, Mask], limit: int | None = None) -> list[str]:
+        """Cell names of boolean masks, in graph order then index order."""
+        out: list[str] = []
+        for tensor in self.graph.order:
+            m = masks.get(tensor)
+            if m is None:
+                continue
+            for idx in np.argwhere(m):
+                out.append(self.name(tensor, tuple(int(i) for i in idx)))
+                if limit is not None and len(out) >= limit:
+                    return out
+        return out
+
+    def _index_one(self, tensor: str, axis: int, i: Index, n: int) -> Any:
+        spec = self.graph.specs[tensor]
+        aname = spec.axes[axis]
+        if i is ALL:
+            return slice(None)
+        if isinstance(i, slice):
+            return i
+        if isinstance(i, str):
+            if aname != "vocab":
+                raise IndexError_(
+                    f"axis {axis} ({aname}) of {tensor} takes a number 0..{n - 1}, got {i!r}."
+                )
+            vocab = self.model.vocab
+            got = self.model.token_ids.get(i)
+            if got is None:
+                raise TokenError(
+                    f"token {i!r} is not in the vocabulary ({' '.join(vocab[:20])}"
+                    f"{' ...' if len(vocab) > 20 else ''}); write a token or an id 0..{n - 1}."
+                    + suggest(i, vocab[:5000])
+                )
+            return got
+        if not isinstance(i, int):  # parse gives int, str, slice or ALL: only int is left
+            raise IndexError_(f"cannot index axis {axis} of {tensor} with {i!r}.")
+        if not -n <= i < n:
+            raise IndexError_(
+                f"index {i} is out of range for axis {axis} ({aname}) of {tensor}, which has "
+                f"size {n} (0..{n - 1})."
+                + (" Positions past the input do not exist yet." if aname in ("pos", "key") else "")
+            )
+        return i % n
+
+    def select(self, text: str) -> list[tuple[str, tuple[Any, ...]]]:
+        """Resolve a name, slice or wildcard to [(tensor, numpy index)]."""
+        sel = parse(text)
+        specs = self.graph.specs
+        path = ALIASES.get(sel.path, sel.path)
+        index = sel.index
+        if path in specs:
+            tensors = [path]
+        else:
+            tensors = [n for n in specs if path_matches(path, n)]
+            if not tensors and index:  # a stage such as 'h[0]' parses as path 'h', index [0]
+                stage = str(sel)
+                tensors = [n for n in specs if path_matches(stage, n)]
+                index = ()
+            if not tensors:
+                raise UnknownNameError(
+                    f"{text!r} names no tensor of this model." + (suggest(path, specs) or
+                    " Tensors are named like 'logit', 'h[0].attn.att', 'wte'; see sheet.tensors().")
+                )
+        out = []
+        for tensor in tensors:
+            spec = specs[tensor]
+            shape = spec.shape(self.T)
+            if len(index) > len(shape):
+                raise IndexError_(
+                    f"{tensor} has {len(shape)} axes ({', '.join(spec.axes) or 'scalar'}) but "
+                    f"{text!r} gives {len(index)} indices."
+                )
+            idx = tuple(self._index_one(tensor, a, i, shape[a]) for a, i in enumerate(index))
+            out.append((tensor, idx + (slice(None),) * (len(shape) - len(idx))))
+        return out
+
+    def cell(self, text: str) -> tuple[str, tuple[int, ...]]:
+        """Resolve a name that must be exactly one cell."""
+        sel = self.select(text)
+        tensor, idx = sel[0]
+        if len(sel) != 1 or not all(isinstance(i, int) for i in idx):
+            spec = self.graph.specs[tensor]
+            raise IndexError_(
+                f"{text!r} selects more than one cell; name one cell with {len(spec.axes)} "
+                f"indices ({', '.join(spec.axes)}), e.g. {self.name(tensor, (0,) * len(spec.axes))!r}."
+            )
+        return tensor, idx  # type: ignore[return-value]
+
+    def masks(self, text: str) -> dict[str, Mask]:
+        """The selected cells as {tensor: bool mask}."""
+        out: dict[str, Mask] = {}
+        for tensor, idx in self.select(text):
+            m = np.zeros(self.engine.shape(tensor), bool)
+            m[idx] = True
+            out[tensor] = m
+        return out
+
+    def tensors(self, pattern: str = "*") -> list[str]:
+        """Tensor names matching a pattern (all of them by default)."""
+        if pattern == "*":
+            return list(self.graph.order)
+        return [n for n in self.graph.order if path_matches(pattern, n)]
+
+    def cells(self, pattern: str) -> list[str]:
+        """Every cell name a pattern selects."""
+        return self.names(self.masks(pattern))
+
+    # -- values -----------------------------------------------------------------------------
+    def compute(self, masks: dict[str, Mask]) -> None:
+        """Bring the rows these cells live in up to date."""
+        self.engine.ensure(self.engine.rows_of(masks))
+
+    def value(self, text: str) -> Any:
+        """A cell's value (float), a slice's values (ndarray), or {tensor: ndarray} for a wildcard."""
+        sel = self.select(text)
+        need: dict[str, Any] = {}
+        for tensor, idx in sel:  # the rows alone: no full-size mask for one logit of 50k
+            ra = self.graph.specs[tensor].row_axis
+            if self.graph.specs[tensor].kind == "computed" and ra is not None:
+                rows = np.zeros(self.T, bool)
+                rows[idx[ra]] = True
+                need[tensor] = rows
+        self.engine.ensure(need)
+        out = {}
+        for tensor, idx in sel:
+            v = self.engine.view(tensor)[idx]
+            out[tensor] = (int(v) if tensor == "tokens" else float(v)) if np.ndim(v) == 0 else np.array(v)
+        return out[sel[0][0]] if len(sel) == 1 else out
+
+    def values(self, tensor: str) -> np.ndarray:
+        """The whole current value of one tensor (computed as needed)."""
+        return np.asarray(self.value(tensor))
+
+    # -- structure --------------------------------------------------------------------------
+    def precedents(self, text: str) -> list[str]:
+        """The cells the selected cells read directly."""
+        out: dict[str, Mask] = {}
+        for tensor, m in self.masks(text).items():
+            if self.graph.specs[tensor].kind == "computed":
+                for k, v in self.engine.precedents(tensor, self._unpinned(tensor, m)).items():
+                    out[k] = out[k] | v if k in out else v
+        return self.names(out)
+
+    def dependents(self, text: str) -> list[str]:
+        """The cells that read the selected cells directly."""
+        out: dict[str, Mask] = {}
+        for tensor, m in self.masks(text).items():
+            for k, v in self.engine.dependents(tensor, m).items():
+                v = self._unpinned(k, v)
+                out[k] = out[k] | v if k in out else v
+        return self.names(out)
+
+    def _unpinned(self, tensor: str, m: Mask) -> Mask:
+        pins = self.engine.pins.get(tensor)
+        if pins:
+            m = m.copy()
+            for idx in pins:
+                m[idx] = False
+        return m
+
+    def state(self, text: str) -> str:
+        """'fresh', 'stale', 'unset', 'pinned' (computed cells) or 'fresh' / 'edited' (parameters)."""
+        tensor, idx = self.cell(text)
+        return self.engine.state(tensor, idx)
+
+    def kind(self, text: str) -> str:
+        """'parameter', 'input' or 'computed'."""
+        return self.graph.specs[self.select(text)[0][0]].kind
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """nanoGPT keys, with the sheet's current (possibly edited) weights."""
+        return {to_nanogpt_key(n): self.engine.values[n].copy() for n in self.graph.parameters}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.text!r}, T={self.T}, model={self.config.name or 'gpt'})"

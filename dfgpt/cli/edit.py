@@ -1,0 +1,43 @@
+"""`dfgpt set CELL VALUE`: a what-if edit and its receipt."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import EditError
+from ..model import load
+from .options import model_arg
+
+__all__ = ["register"]
+
+def _cli_set(args: argparse.Namespace) -> int:
+    sheet = load(args.model).sheet(args.text)
+    tensor, _ = sheet.cell(args.cell)
+    value: Any = args.value
+    if tensor == "tokens":
+        value = int(value) if value.lstrip("-").isdigit() else value  # an id (negative: refused as out of range)
+    else:
+        try:
+            value = float(value)
+        except ValueError:
+            raise EditError(f"{args.cell}: expected a number, got {args.value!r}.") from None
+    before = sheet.task_score() if args.score else None
+    sheet.values("prob")  # computed before the edit, so the receipt shows what changed
+    receipt = sheet.set(args.cell, value).settle()
+    print(receipt)
+    if args.score:
+        after = sheet.task_score()
+        print(f"before: {before}")
+        print(f"after:  {after}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("set", help="edit a weight, token or cell; print what was recomputed")
+    p.add_argument("cell", help="e.g. 'h[2].mlp.c_proj.w[0][0]', 'tokens[2]', 'h[0].attn.att[0][5][3]'")
+    p.add_argument("value", help="a number, or a token for tokens[t]")
+    p.add_argument("--text", default="CABACA", help="the input (default CABACA)")
+    p.add_argument("--score", action="store_true", help="re-score the sort task before and after")
+    model_arg(p)
+    p.set_defaults(func=_cli_set)

@@ -1,0 +1,260 @@
+"""Lazy, incremental evaluation of a tensor graph, with validity tracked per position row.
+
+Every computed tensor keeps a value cache and, per position row, the revision at which it
+was last verified and the revision at which its value last changed (the red-green scheme
+of incremental build systems). A read computes only the rows its cone needs; a row whose
+inputs did not change since it was verified is reused; a recomputed row whose value came
+out the same stops the change from propagating (cut-off).
+
+>>> import dfgpt
+>>> s = dfgpt.load("sort-random").sheet("CABACA")
+>>> _ = s.value("logit[2][A]")
+>>> s.engine.rows_computed("logit"), s.engine.rows_computed("h[2].attn.k")  # keys 0..2, no row past 2
+(1, 3)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .cones import Mask, Pending
+from .store import Store
+
+__all__ = ["Engine", "Mask", "Pending"]
+
+
+class Engine(Store):
+    """A store that evaluates lazily: a read computes only the rows its cone needs."""
+
+    # -- lazy evaluation --------------------------------------------------------------
+    def rows_of(self, masks: dict[str, Mask]) -> dict[str, Any]:
+        """{tensor: bool[T]}: the position rows the cells of computed tensors live in."""
+        need: dict[str, Any] = {}
+        for tensor, m in masks.items():
+            ra = self.graph.row_axis.get(tensor)
+            if self.specs[tensor].kind == "computed" and ra is not None:
+                other = tuple(a for a in range(m.ndim) if a != ra)
+                need[tensor] = m.any(axis=other) if other else m
+        return need
+
+    def ensure(self, need: dict[str, np.ndarray]) -> None:
+        """Make the given rows ({tensor: bool[T]}) of computed tensors current."""
+        plan = self._plan({k: v for k, v in need.items() if self.specs[k].kind == "computed"})
+        if not plan:
+            return
+        # A pinned cell may be 0 where a formula divides by it: the result is inf or nan, shown
+        # as such (like a spreadsheet's #DIV/0!), not an exception halfway through a read.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if not self.computed_any and not (self.pins or self.stale or self.pending or self.watch):
+                self._first_read(plan)
+                return
+            self.computed_any = True
+            for name, rows, last_row in plan:
+                self._refresh(name, rows, last_row)
+
+    def _first_read(self, plan: list[tuple[str, Any, int]]) -> None:
+        """The first read of a sheet: nothing is cached, so every planned row simply runs."""
+        self.computed_any = True
+        rev = self.revision
+        for name, rows, last_row in plan:
+            self.graph.ops[name].forward(self, rows)
+            self.verified[name][rows] = rev
+            self.changed[name][rows] = rev
+            self.last_change[name] = rev
+            self.vmax[name] = rev
+            n = len(rows)
+            self.full[name] = n if last_row == n - 1 else 0  # rows 0..n-1, or a gap before the first
+            if n == self.T:
+                self.floor[name] = rev  # every computed row (all of them) verified now
+            cells = n * self._row_size(name)
+            self.counts[name] += cells
+            self.total_recomputed[name] += cells
+
+    def _plan(self, need: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, int]]:
+        """The rows of every tensor a read needs, in topological order.
+
+        Depends only on the graph, T and the request, so it is memoised on the graph and
+        shared by every sheet of a model (a read of `logit[5]` plans once).
+        """
+        if not need:
+            return []
+        key = (self.T, *sorted((k, v.tobytes()) for k, v in need.items()))
+        cache = self.graph.plans
+        got = cache.get(key)
+        if got is not None:
+            return got
+        rows_of = {k: v.copy() for k, v in need.items()}
+        reads = self.graph.row_reads
+        for name in reversed(self.graph.computed):
+            rows = rows_of.get(name)
+            if rows is None or not rows.any():
+                continue
+            for inp, how, computed in reads[name]:
+                if not computed or how == "whole":
+                    continue
+                got_rows = rows_of.get(inp)
+                if got_rows is None:
+                    got_rows = rows_of[inp] = np.zeros(self.T, bool)
+                if how == "row":
+                    got_rows |= rows
+                else:
+                    got_rows[: int(rows.nonzero()[0][-1]) + 1] = True
+        # Row indices, not masks: a read that finds a tensor current costs one gather and a min.
+        plan: list[tuple[str, Any, int]] = []
+        for n in self.graph.computed:
+            if n in rows_of and rows_of[n].any():
+                idx = rows_of[n].nonzero()[0]
+                plan.append((n, idx, int(idx[-1])))
+        if len(cache) > 4096:
+            cache.clear()
+        cache[key] = plan
+        return plan
+
+    def _dep_changed(self, name: str) -> np.ndarray:
+        """[T]: the latest revision at which anything a row reads changed."""
+        dep = np.zeros(self.T, np.int64)
+        for inp, how, computed in self.graph.row_reads[name]:
+            if not computed and inp in self.param_changed:
+                np.maximum(dep, self.param_changed[inp], out=dep)
+            elif how == "prefix":
+                np.maximum(dep, np.maximum.accumulate(self.changed[inp][: self.T]), out=dep)
+            else:
+                np.maximum(dep, self.changed[inp][: self.T], out=dep)
+        return dep
+
+    def verified_at(self, name: str) -> np.ndarray:
+        """[T]: the revision each row was last verified at (-1 never computed, -2 must rerun)."""
+        v = self.verified[name][: self.T]
+        fl = self.floor[name]
+        return np.where(v >= 0, np.maximum(v, fl), v) if fl >= 0 else v.copy()
+
+    def _refresh(self, name: str, rows: np.ndarray, last_row: int) -> None:
+        """Bring rows (sorted indices, the last one given) of one tensor up to date:
+        reuse, recompute, cut off."""
+        rev = self.revision
+        fl = self.floor[name]
+        if last_row < self.full[name]:  # every requested row holds a value: scalar checks only
+            if fl >= rev:
+                return
+            changed = self.param_changed
+            last = self.last_change
+            dep = max(changed[i] if i in changed else last[i] for i, _, _ in self.graph.row_reads[name])
+            if dep <= fl:  # nothing these rows read changed since they were last known valid
+                fresh_rows = rows if self.vmax[name] < rev else rows[self.verified[name][rows] < rev]
+                # Only the requested rows' inputs were refreshed by this read, so the floor (a
+                # claim about every computed row) moves only when the read covers every row.
+                whole = len(rows) == self.full[name] == self.T
+                if whole:
+                    self.floor[name] = rev
+                self._settle(name, fresh_rows, 0, 0, mark=not whole)
+                return
+        verified = self.verified[name][: self.T]
+        before = verified[rows]
+        if fl >= 0:
+            before = np.where(before >= 0, np.maximum(before, fl), before)
+        low = before.min()
+        if low >= rev:  # every row already verified at this revision
+            return
+        if before.max() >= rev:
+            keep = before < rev
+            checked, before = rows[keep], before[keep]
+        else:
+            checked = rows
+        last = self.last_change
+        changed = self.param_changed
+        dep = max(changed[i] if i in changed else last[i] for i, _, _ in self.graph.row_reads[name])
+        if dep <= before.min():  # nothing any checked row reads has changed: all reused
+            self._settle(name, checked, 0, 0)
+            return
+        only_new = before.max() < 0
+        if only_new:  # never computed (new positions, or -2 rows that must rerun): run them all
+            idx, fresh = checked, True
+        else:
+            idx = checked[self._dep_changed(name)[checked] > before]
+            fresh = bool((verified[idx] < 0).all())
+        cut = 0
+        if idx.size:
+            op = self.graph.ops[name]
+            arr = self.values[name]
+            if fresh:  # nothing to compare against
+                op.forward(self, idx)
+                if name in self.pins:
+                    self._apply_pins(name, idx)
+                self.changed[name][idx] = rev
+                last[name] = rev
+                w = self.watch.get(name)
+                if w is not None:
+                    for r in idx.tolist():
+                        w.setdefault(r, None)
+            else:
+                ra = self.graph.row_axis[name]
+                old = np.take(arr, idx, axis=ra)
+                first = verified[idx] < 0
+                op.forward(self, idx)
+                if name in self.pins:
+                    self._apply_pins(name, idx)
+                new = np.take(arr, idx, axis=ra)
+                w = self.watch.get(name)
+                if w is not None:  # keep each row's value from before its first recompute
+                    for j, r in enumerate(idx.tolist()):
+                        if r not in w:  # None: the row had no value before
+                            w[r] = None if first[j] else np.take(old, j, axis=ra)
+                # Bitwise: -0.0 and 0.0 differ downstream (1/x, signs), so cut-off must not merge them.
+                neq = (new != old) | (np.signbit(new) != np.signbit(old))
+                diff = np.moveaxis(neq, ra, 0).reshape(idx.size, -1).any(axis=1)
+                moved = diff | first
+                if moved.any():
+                    self.changed[name][idx[moved]] = rev
+                    last[name] = rev
+                cut = int((~moved).sum())
+        self._settle(name, checked, idx.size, cut)
+        full = self.full[name]
+        if only_new and checked[0] == full and checked[-1] - full + 1 == len(checked):
+            # Rows appended right after the computed prefix, verified now: the prefix grows
+            # and the floor (a bound over earlier rows) still holds.
+            self.full[name] = full + len(checked)
+            return
+        v = self.verified[name][: self.T]
+        done = v[v >= 0]
+        if done.size:  # the floor: a revision every computed row was verified at or after
+            self.floor[name] = max(self.floor[name], int(done.min()))
+        holes = (v < 0).nonzero()[0]
+        self.full[name] = int(holes[0]) if holes.size else self.T  # rows 0..full-1 hold values
+
+    def _settle(self, name: str, checked: np.ndarray, ran: int, cut: int, mark: bool = True) -> None:
+        """Count what a refresh did, and mark the checked rows verified (and not stale).
+
+        `mark=False`: the tensor's floor already says every computed row is verified.
+        """
+        size = self._row_size(name)
+        if ran:
+            self.counts[name] += ran * size
+            self.total_recomputed[name] += ran * size
+        if cut:
+            self.cutoff[name] += cut * size
+            self.total_cutoff[name] += cut * size
+        kept = (checked.size - ran) * size
+        if kept:
+            self.reused[name] += kept
+            self.total_reused[name] += kept
+        if mark:
+            self.verified[name][checked] = self.revision
+            self.vmax[name] = self.revision
+        st = self.stale.get(name) if self.stale else None
+        if st is not None:
+            sel: list[Any] = [slice(None)] * st.ndim
+            sel[self.graph.row_axis[name]] = checked
+            st[tuple(sel)] = False
+
+    def _apply_pins(self, name: str, rows: np.ndarray) -> None:
+        pins = self.pins.get(name)
+        if not pins:
+            return
+        ra = self.specs[name].row_axis
+        arr = self.values[name]
+        rowset = set(rows.tolist())
+        for idx, v in pins.items():
+            if ra is not None and idx[ra] in rowset:
+                arr[idx] = v

@@ -1,0 +1,239 @@
+"""What an engine holds for one input: value caches, revisions, pins; and how writes land.
+
+Every computed tensor keeps a value cache and, per position row, the revision at which it
+was last verified and the revision at which its value last changed. A write (a weight, a
+token, a pin, an appended position) bumps the revision and marks its cone stale; reading
+is the subclass `Engine` (dfgpt.core.evaluate).
+
+>>> import dfgpt
+>>> s = dfgpt.load("sort-random").sheet("CAB")
+>>> s.engine.shape("h[0].attn.att"), s.engine.cap
+((3, 3, 3), 11)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from .cones import Cones, Mask, Pending
+from .graph import Graph, TensorSpec
+
+__all__ = ["Store"]
+
+
+class Store(Cones):
+    """The values, caches, revisions and pins of one input run through one graph."""
+
+
+    def __init__(
+        self,
+        graph: Graph,
+        params: dict[str, np.ndarray],
+        tokens: np.ndarray,
+        temperature: float = 1.0,
+        exact: bool = True,
+    ) -> None:
+        cfg = graph.config
+        self.graph = graph
+        self.specs: dict[str, TensorSpec] = graph.specs
+        self.exact = exact
+        self.dtype = np.dtype(cfg.dtype)
+        self.T = len(tokens)
+        # Exact mode fixes the capacity, so every row is computed with the same shapes.
+        self.cap = cfg.block_size if exact else max(self.T, min(cfg.block_size, 16))
+        self.revision = 0
+        self.values: dict[str, np.ndarray] = dict(params)
+        self.base: dict[str, np.ndarray] = dict(params)  # the model's arrays, never written
+        self.owned: set[str] = set()  # parameters copied on first write (the model keeps its own)
+        self.param_changed: dict[str, int] = {n: 0 for n in graph.parameters}
+        self.param_changed["temperature"] = 0
+        self.values["temperature"] = np.array(temperature, dtype=self.dtype)
+        self.owned.add("temperature")
+        self.base["temperature"] = self.values["temperature"].copy()
+        tok = np.zeros(self.cap, dtype=np.int64)
+        tok[: self.T] = tokens
+        self.base["tokens"] = np.array(tokens, dtype=np.int64)  # the input the sheet was made with
+        self.values["tokens"] = tok
+        self.verified: dict[str, np.ndarray] = {}
+        self.changed: dict[str, np.ndarray] = {"tokens": np.zeros(self.cap, np.int64)}
+        for name in graph.computed:
+            self.values[name] = np.zeros(self._cap_shape(name), self.dtype)
+            self.verified[name] = np.full(self.cap, -1, np.int64)
+            self.changed[name] = np.zeros(self.cap, np.int64)
+        self.stale: dict[str, Mask] = {}  # read through state(); deferred cones land here on flush
+        self._sizes: dict[str, tuple[int, int]] = {}
+        # The latest revision at which any row of a tensor changed: lets a read skip, with
+        # one comparison, every tensor whose inputs did not change since it was verified.
+        self.last_change: dict[str, int] = dict.fromkeys(self.changed, 0)
+        # Per tensor, a revision at which every computed row is known valid: a row's effective
+        # verified revision is max(verified[row], floor). It lets a read confirm a tensor whose
+        # inputs did not change with scalar compares, instead of a pass over its rows.
+        self.computed_any = False  # until the first read: then every row is simply computed
+        self.floor: dict[str, int] = dict.fromkeys(graph.computed, -1)
+        self.full: dict[str, int] = dict.fromkeys(graph.computed, 0)  # rows 0..full-1 all hold values
+        self.vmax: dict[str, int] = dict.fromkeys(graph.computed, -1)  # the highest verified revision
+        self.pending: list[Pending] = []  # stale cones not yet materialised (see defer_stale)
+        self.watch: dict[str, dict[int, np.ndarray | None]] = {}  # {tensor: {row: value before recompute}}
+        self.pins: dict[str, dict[tuple[int, ...], float]] = {}
+        self.counts: Counter[str] = Counter()  # cells recomputed per tensor, since reset_counts
+        self.reused: Counter[str] = Counter()  # cells verified without recomputing
+        self.cutoff: Counter[str] = Counter()  # cells recomputed whose row came out unchanged
+        self.total_recomputed: Counter[str] = Counter()  # never reset (receipts diff these)
+        self.total_reused: Counter[str] = Counter()
+        self.total_cutoff: Counter[str] = Counter()
+
+    # -- shapes -----------------------------------------------------------------------
+    def _cap_shape(self, name: str) -> tuple[int, ...]:
+        return self.specs[name].shape(self.cap)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The logical shape of a tensor at the current length T."""
+        return self.specs[name].shape(self.T)
+
+    def view(self, name: str) -> np.ndarray:
+        """The current values of a tensor, cut to length T (no computation)."""
+        v = self.values[name]
+        spec = self.specs[name]
+        if name == "tokens":
+            return v[: self.T]
+        idx = tuple(slice(0, self.T) if a in ("pos", "key") else slice(None) for a in spec.axes)
+        return v[idx]
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return self.values["tokens"][: self.T]
+
+    def _row_size(self, name: str) -> int:
+        """Cells per position row: fixed, times T for a key axis (cached: reads call it per tensor)."""
+        got = self._sizes.get(name)
+        if got is None:
+            spec = self.specs[name]
+            base, per_key = 1, 0
+            for k, (axis, n) in enumerate(zip(spec.axes, spec.dims)):
+                if axis == "key":
+                    per_key += 1
+                elif k != spec.row_axis:
+                    base *= n
+            got = self._sizes[name] = (base, per_key)
+        base, per_key = got
+        return base * self.T**per_key
+
+    def rows_computed(self, name: str) -> int:
+        """How many position rows of a computed tensor hold a value (for tests)."""
+        return int((self.verified[name][: self.T] >= 0).sum())
+
+    def reset_counts(self) -> None:
+        self.counts.clear()
+        self.reused.clear()
+        self.cutoff.clear()
+
+    # -- writes -------------------------------------------------------------------------
+    def write(self, name: str, idx: tuple[int, ...], value: Any) -> None:
+        """Write one cell of a parameter or input, in place (copying a shared parameter once)."""
+        if name == "tokens":
+            self.flush_stale()  # a token changes which wte rows the cones go through
+        if name not in self.owned and self.specs[name].kind == "parameter":
+            self.values[name] = self.values[name].copy()
+            self.owned.add(name)
+        self.revision += 1
+        self.values[name][idx] = value
+        if name == "tokens":
+            self.changed["tokens"][idx[0]] = self.revision
+            self.last_change["tokens"] = self.revision
+        else:
+            self.param_changed[name] = self.revision
+
+    def pin(self, name: str, idx: tuple[int, ...], value: float | None) -> None:
+        """Pin a computed cell to a constant (None: unpin, recompute its row on the next read)."""
+        self.flush_stale()
+        self.revision += 1
+        row = idx[self.graph.row_axis[name]]  # computed tensors always have a position axis
+        if value is None:
+            self.pins.get(name, {}).pop(idx, None)
+            if self.verified[name][row] >= 0:
+                self.verified[name][row] = -2  # computed once, must run again: -2 forces a recompute
+                self.full[name] = min(self.full[name], row)
+            return
+        self.pins.setdefault(name, {})[idx] = float(value)
+        if self.verified[name][row] != -1:
+            self.values[name][idx] = value
+            self.changed[name][row] = self.revision
+            self.last_change[name] = self.revision
+
+    def append(self, token: int) -> None:
+        """Add one position; earlier rows stay valid (the causal mask)."""
+        self.flush_stale()
+        if self.T + 1 > self.cap:
+            self._grow(min(self.graph.config.block_size, 2 * self.cap))
+        self.revision += 1
+        self.values["tokens"][self.T] = token
+        self.changed["tokens"][self.T] = self.revision
+        self.last_change["tokens"] = self.revision
+        self.T += 1
+
+    def pop(self) -> None:
+        """Remove the last position (the inverse of `append`); earlier rows stay valid."""
+        if self.T <= 1:
+            raise ValueError("cannot remove the only position")
+        self.flush_stale()
+        self.revision += 1
+        self.T -= 1
+        t = self.T
+        self.values["tokens"][t] = 0
+        self.changed["tokens"][t] = self.revision
+        self.last_change["tokens"] = self.revision
+        for name in self.verified:
+            self.verified[name][t] = -1
+            self.full[name] = min(self.full[name], t)
+        for name, st in self.stale.items():
+            ra = self.specs[name].row_axis
+            sel: list[Any] = [slice(None)] * st.ndim
+            sel[ra] = t  # type: ignore[index]
+            st[tuple(sel)] = False
+            if "key" in self.specs[name].axes:
+                st[..., t] = False
+
+    def _grow(self, cap: int) -> None:
+        old_cap, self.cap = self.cap, cap
+        for name, arr in list(self.values.items()):
+            spec = self.specs[name]
+            if spec.kind == "parameter" or name == "temperature":
+                continue
+            new = np.zeros(spec.shape(cap), arr.dtype)
+            new[tuple(slice(0, old_cap) if a in ("pos", "key") else slice(None) for a in spec.axes)] = arr
+            self.values[name] = new
+        for table in (self.verified, self.changed):
+            for name, arr in table.items():
+                fill = -1 if table is self.verified else 0
+                table[name] = np.concatenate([arr, np.full(cap - old_cap, fill, np.int64)])
+        for name, st in list(self.stale.items()):
+            new = np.zeros(self._cap_shape(name), bool)
+            new[tuple(slice(0, n) for n in st.shape)] = st
+            self.stale[name] = new
+
+    def state(self, name: str, idx: tuple[int, ...]) -> str:
+        """'pinned', 'unset' (never computed), 'stale' or 'fresh' for a computed cell; kind otherwise."""
+        spec = self.specs[name]
+        if spec.kind != "computed":
+            base = self.base.get(name)
+            if base is None or self.values[name] is base:
+                return "fresh"
+            if name == "tokens" and idx[0] >= len(base):
+                return "edited"  # appended after the sheet was made
+            now, was = self.values[name][idx], base[idx]
+            same = now == was and np.signbit(now) == np.signbit(was)
+            return "fresh" if same else "edited"
+        if idx in self.pins.get(name, {}):
+            return "pinned"
+        self.flush_stale()
+        v = self.verified[name][idx[self.graph.row_axis[name]]]
+        if v == -1:
+            return "unset"
+        st = self.stale.get(name)
+        return "stale" if v == -2 or (st is not None and st[idx]) else "fresh"
+
+    def info(self) -> dict[str, Any]:
+        return {"T": self.T, "cap": self.cap, "revision": self.revision, "exact": self.exact}

@@ -1,0 +1,169 @@
+"""State dicts and weight files: nanoGPT / minGPT keys to dfgpt names and back, read without pickle.
+
+>>> from dfgpt.models.checkpoints import to_dfgpt_key, to_nanogpt_key
+>>> to_dfgpt_key("transformer.h.1.attn.c_attn.weight")
+'h[1].attn.c_attn.w'
+>>> to_nanogpt_key("h[0].ln_1.g")
+'transformer.h.0.ln_1.weight'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.config import Config
+from ..core.graph import Graph
+from ..errors import CheckpointError, StateDictError
+
+__all__ = [
+    "params_from_state_dict",
+    "read_model_dir",
+    "read_weights",
+    "to_dfgpt_key",
+    "to_nanogpt_key",
+    "write_model_dir",
+    "write_weights",
+]
+
+_LN = ("ln_1", "ln_2", "ln_f")
+IGNORED = re.compile(r".*\.attn\.(bias|masked_bias)$")
+
+
+def to_dfgpt_key(key: str) -> str:
+    """'transformer.h.0.ln_1.weight' -> 'h[0].ln_1.g' (nanoGPT, minGPT and HF GPT-2 keys)."""
+    key = key.removeprefix("_orig_mod.").removeprefix("transformer.")
+    key = re.sub(r"^h\.(\d+)\.", r"h[\1].", key)
+    if key == "lm_head.weight":
+        return "lm_head.w"
+    if key in ("wte.weight", "wpe.weight"):
+        return key.split(".")[0]
+    stem, _, leaf = key.rpartition(".")
+    is_ln = stem.rsplit(".", 1)[-1] in _LN
+    leaf = {"weight": "g" if is_ln else "w", "bias": "b"}.get(leaf, leaf)
+    return f"{stem}.{leaf}"
+
+
+def to_nanogpt_key(name: str) -> str:
+    """'h[0].ln_1.g' -> 'transformer.h.0.ln_1.weight'."""
+    if name == "lm_head.w":
+        return "lm_head.weight"
+    if name in ("wte", "wpe"):
+        return f"transformer.{name}.weight"
+    stem, _, leaf = name.rpartition(".")
+    stem = re.sub(r"^h\[(\d+)\]", r"h.\1", stem)
+    leaf = {"g": "weight", "w": "weight", "b": "bias"}[leaf]
+    return f"transformer.{stem}.{leaf}"
+
+
+def params_from_state_dict(state: dict[str, Any], graph: Graph) -> dict[str, np.ndarray]:
+    """Map a nanoGPT/minGPT state dict onto the graph's parameters, checking every key and shape.
+
+    Raises StateDictError naming each missing, extra and wrong-shaped tensor; returns
+    fresh arrays in the config's dtype (the input is never modified).
+    """
+    cfg = graph.config
+    dtype = np.dtype(cfg.dtype)
+    wanted = {n: graph.specs[n].dims for n in graph.parameters}
+    got: dict[str, np.ndarray] = {}
+    extra: list[str] = []
+    for key, value in state.items():
+        if IGNORED.match(key):
+            continue
+        name = to_dfgpt_key(key)
+        if name == "lm_head.w" and cfg.tied:
+            continue  # nanoGPT saves the tied head too; it is wte
+        if name not in wanted:
+            extra.append(key)
+            continue
+        arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+        got[name] = arr
+    missing = [to_nanogpt_key(n) for n in wanted if n not in got]
+    shapes = [
+        f"{to_nanogpt_key(n)}: got {tuple(a.shape)}, expected {wanted[n]}"
+        for n, a in got.items()
+        if tuple(a.shape) != wanted[n]
+    ]
+    nonfinite = [to_nanogpt_key(n) for n, a in got.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected tensors: {', '.join(sorted(extra))}")
+    if shapes:
+        problems.append(f"wrong shapes: {'; '.join(shapes)}")
+    if nonfinite:
+        problems.append(f"non-finite values in: {', '.join(nonfinite)}")
+    if problems:
+        hint = (
+            "Check the config against the checkpoint (n_layer, n_head, n_embd, block_size, "
+            f"vocab_size, bias={cfg.bias}, tied={cfg.tied}, layout={cfg.layout!r})."
+        )
+        raise StateDictError("state dict does not fit the config: " + "; ".join(problems) + ". " + hint)
+    return {n: np.ascontiguousarray(got[n], dtype=dtype) for n in wanted}
+
+
+def read_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """Arrays from a .safetensors or .npz file, by key; never unpickles."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no weights file at {path}: give the path of a .safetensors or .npz file.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            return dict(load_file(str(path)))
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise CheckpointError(
+            f"cannot read {path}: {e}. The file may be truncated or not a {path.suffix} file; "
+            "re-save it from the source model."
+        ) from None
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"cannot read {path}: {type(e).__name__}: {e}.") from None
+    raise CheckpointError(
+        f"{path.name}: unknown weights format {path.suffix!r}; dfgpt reads .safetensors and .npz "
+        "(and nanoGPT's ckpt.pt with torch installed)."
+    )
+
+
+def write_weights(params: dict[str, np.ndarray], path: str | Path) -> None:
+    """Save arrays under nanoGPT keys as .safetensors or .npz."""
+    path = Path(path)
+    state = {to_nanogpt_key(n): np.ascontiguousarray(a) for n, a in params.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        save_file(state, str(path))
+    elif path.suffix == ".npz":
+        np.savez(path, **state)  # type: ignore[arg-type]
+    else:
+        raise CheckpointError(f"cannot write {path.name}: use a .safetensors or .npz file name.")
+
+
+def read_model_dir(path: str | Path) -> tuple[Config, dict[str, np.ndarray]]:
+    """A dfgpt model folder: config.json and model.safetensors (or model.npz)."""
+    path = Path(path)
+    cfg_file = path / "config.json"
+    try:
+        cfg = Config.from_dict(json.loads(cfg_file.read_text()))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {cfg_file}: {e}.") from None
+    for name in ("model.safetensors", "model.npz"):
+        if (path / name).exists():
+            return cfg, read_weights(path / name)
+    raise CheckpointError(f"{path} has a config.json but no model.safetensors or model.npz.")
+
+
+def write_model_dir(cfg: Config, params: dict[str, np.ndarray], path: str | Path) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(cfg.to_json())
+    write_weights(params, path / "model.safetensors")

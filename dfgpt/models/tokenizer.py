@@ -1,0 +1,44 @@
+"""Tokenizers: characters for the small models; a BPE tokenizer file for GPT-2 checkpoints.
+
+>>> from dfgpt.models.tokenizer import CharTokenizer
+>>> tok = CharTokenizer(("A", "B", "C"))
+>>> tok.encode("CAB"), tok.decode([2, 0, 1])
+([2, 0, 1], 'CAB')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..errors import TokenError
+
+__all__ = ["CharTokenizer", "Tokenizer"]
+
+
+class Tokenizer(Protocol):
+    vocab: tuple[str, ...]
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class CharTokenizer:
+    """One token per character of the vocabulary."""
+
+    def __init__(self, vocab: Sequence[str]) -> None:
+        self.vocab = tuple(vocab)
+        self.ids = {t: i for i, t in enumerate(self.vocab)}
+
+    def encode(self, text: str) -> list[int]:
+        bad = sorted({ch for ch in text if ch not in self.ids})
+        if bad:
+            raise TokenError(
+                f"{''.join(bad)!r} in {text!r} is not in the vocabulary; "
+                f"this model reads only {' '.join(self.vocab)}."
+            )
+        return [self.ids[ch] for ch in text]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.vocab[int(i)] for i in ids)

@@ -1,0 +1,145 @@
+"""Weights: a config, its tensor graph, its parameters and a tokenizer (what a checkpoint holds).
+
+>>> from dfgpt.models.catalog import load_weights
+>>> w = load_weights("sort-random")
+>>> w.config.n_layer, w.n_params
+(3, 85728)
+>>> w.encode("CAB")
+[2, 0, 1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.config import Config, ConfigError
+from ..core.graph import Graph, build
+from ..errors import SequenceLengthError, StateDictError, TokenError
+from .checkpoints import params_from_state_dict, to_nanogpt_key, write_model_dir
+from .tokenizer import CharTokenizer, Tokenizer
+
+__all__ = ["Weights"]
+
+
+class Weights:
+    """A config, its tensor graph, its parameters and a tokenizer; immutable in use (edits belong to sheets).
+
+    Everything a checkpoint holds. `dfgpt.Model` is this plus the verbs that run it
+    (`sheet`, `generate`); the loaders of this layer return `Weights`.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        params: dict[str, np.ndarray],
+        tokenizer: Tokenizer | None = None,
+        graph: Graph | None = None,
+    ) -> None:
+        self.config = config
+        self.graph = graph or build(config)
+        # Read-only views: sheets copy a parameter on their first edit, and a model written
+        # in place would leave every sheet's cached values silently out of date.
+        self.params = {n: _read_only(a) for n, a in params.items()}
+        self.tokenizer: Tokenizer = tokenizer or CharTokenizer(config.vocab)
+
+    @classmethod
+    def from_state_dict(
+        cls, state: dict[str, Any], config: Config | dict[str, Any], tokenizer: Tokenizer | None = None
+    ) -> Weights:
+        """A model from a nanoGPT / minGPT state dict (numpy arrays or torch tensors).
+
+        >>> import dfgpt
+        >>> m = dfgpt.load("sort-random")
+        >>> Weights.from_state_dict(m.state_dict(), m.config).n_params
+        85728
+        """
+        if isinstance(config, dict):
+            config = Config.from_dict(config)
+        if not isinstance(config, Config):
+            raise ConfigError(f"config must be a dfgpt.Config or a dict of its fields, got {type(config).__name__}.")
+        if not isinstance(state, dict):
+            raise StateDictError(f"a state dict maps tensor names to arrays, got {type(state).__name__}.")
+        graph = build(config)
+        return cls(config, params_from_state_dict(state, graph), tokenizer, graph)
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(a.size for a in self.params.values()))
+
+    @property
+    def vocab(self) -> tuple[str, ...]:
+        return self.config.vocab or tuple(self.tokenizer.vocab)
+
+    @property
+    def token_ids(self) -> dict[str, int]:
+        """Token text -> id, built once (a 50k vocabulary is searched often)."""
+        ids = self.__dict__.get("_token_ids")
+        if ids is None:
+            ids = self.__dict__["_token_ids"] = {t: i for i, t in enumerate(self.vocab)}
+        return ids
+
+    def encode(self, text: str | Sequence[int]) -> list[int]:
+        """Token ids of a text (or ids checked against the vocabulary), within the context."""
+        if isinstance(text, str):
+            ids = self.tokenizer.encode(text)
+        elif isinstance(text, (list, tuple, np.ndarray)):
+            ids = [self._token(i) for i in text]
+        else:
+            raise TokenError(
+                f"an input is a text or a list of token ids (or token texts), got {type(text).__name__}: {text!r}."
+            )
+        if not ids:
+            raise SequenceLengthError("the input is empty: give at least one token.")
+        if len(ids) > self.config.block_size:
+            raise SequenceLengthError(
+                f"the input has {len(ids)} tokens but the context holds {self.config.block_size}; "
+                "shorten it (generate(..., crop=True) keeps the last block_size tokens)."
+            )
+        return ids
+
+    def _token(self, i: Any) -> int:
+        """One token of a list: an id in range, or a token's text."""
+        V = self.config.vocab_size
+        if isinstance(i, str):
+            got = self.token_ids.get(i)
+            if got is None:
+                raise TokenError(f"token {i!r} is not in the vocabulary; give a token text or an id 0..{V - 1}.")
+            return got
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TokenError(f"token ids are whole numbers 0..{V - 1}, got {i!r} ({type(i).__name__}).")
+        if not 0 <= int(i) < V:
+            raise TokenError(f"token id {int(i)} is out of range: this vocabulary has ids 0..{V - 1}.")
+        return int(i)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """nanoGPT keys; the tied head is not repeated."""
+        return {to_nanogpt_key(n): a for n, a in self.params.items()}
+
+    def save(self, path: str | Path) -> None:
+        """A folder with config.json and model.safetensors, loadable by `dfgpt.load(path)`."""
+        write_model_dir(self.config, self.params, path)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"{type(self).__name__}({c.name or 'gpt'}: {_count(c.n_layer, 'layer')}, {_count(c.n_head, 'head')}, "
+            f"n_embd {c.n_embd}, "
+            f"vocab {c.vocab_size}, context {c.block_size}, {self.n_params:,} parameters)"
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    v = a.view()
+    v.flags.writeable = False
+    return v
