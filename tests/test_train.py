@@ -10,8 +10,9 @@ import pytest
 import dfgpt
 from dfgpt.analysis.task import all_inputs, greedy_sort, sort_batch
 from dfgpt.cli import main
+from dfgpt.core.blas import one_blas_thread
 from dfgpt.models.catalog import SORT, graphs_dir
-from dfgpt.training.train import TrainError, _loss_grad, init_params, one_blas_thread, train_sort
+from dfgpt.training.train import TrainError, _loss_grad, init_params, train_sort
 
 
 def test_sort_batch_is_six_letters_then_five_sorted():
@@ -91,12 +92,27 @@ def test_cli_train_writes_a_loadable_folder(tmp_path, capsys):
         assert np.array_equal(m.params[k], v)
 
 
-def test_retraining_with_the_shipped_seed_gives_the_shipped_weights():
-    """The one slow test (~1 min): the whole training run, compared bit for bit."""
-    notes = (graphs_dir() / "sort" / "TRAINING.md").read_text()
-    steps = int(notes.split(" AdamW steps")[0].rsplit(" ", 1)[-1])
+def test_the_same_seed_gives_the_same_weights_bit_for_bit_on_one_machine():
+    a = train_sort(seed=5, max_steps=30, progress=False)
+    b = train_sort(seed=5, max_steps=30, progress=False)
+    assert a.steps == b.steps == 30 and a.loss == b.loss
+    for k, v in a.model.params.items():
+        assert np.array_equal(b.model.params[k], v), k
+    other = train_sort(seed=6, max_steps=30, progress=False)
+    assert not np.array_equal(other.model.params["wte"], a.model.params["wte"])
+
+
+def test_a_full_run_sorts_all_729_inputs_on_any_machine():
+    """The one slow test (~1 min). Weights are bit for bit only per CPU kernel (machine() says which);
+    on every kernel tried (SkylakeX, Haswell, Sandybridge, Katmai) the run sorts all 729 in 300-500 steps."""
     res = train_sort(seed=0, progress=False)
-    assert res.accuracy == 1.0 and res.steps == steps
-    shipped = dfgpt.load("sort")
-    for k, v in res.model.params.items():
-        assert np.array_equal(shipped.params[k], v), k
+    assert res.accuracy == 1.0 and 100 <= res.steps <= 2000
+    got = greedy_sort(res.model.graph, res.model.params, all_inputs())
+    assert (got == np.sort(all_inputs(), axis=1)).all()
+    assert "BLAS" in res.machine and "numpy" in res.machine
+
+
+def test_training_notes_name_the_machine_and_the_claim():
+    notes = (graphs_dir() / "sort" / "TRAINING.md").read_text()
+    assert "--seed 0" in notes and "729/729" in notes
+    assert "kernel" in notes and "bit for bit" in notes and "same CPU" in notes

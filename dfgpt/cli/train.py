@@ -18,17 +18,7 @@ def _train_cmd(args: argparse.Namespace) -> int:
     )
     if out is not None:
         res.model.save(out)
-        (out / "TRAINING.md").write_text(
-            "# The trained sort model\n\n"
-            f"Made by `dfgpt train sort --seed {res.seed} --max-steps {args.max_steps}` "
-            f"(dfgpt.training.train.train_sort): {res.steps} AdamW steps, batch 64, "
-            f"greedy decoding sorts {round(res.accuracy * 729)}/729 inputs.\n\n"
-            "Hyperparameters: lr 2e-3 after a linear warmup of 100 steps, betas (0.9, 0.95), weight decay "
-            "0.1 on matrices only, gradient clip 1.0, nanoGPT init; loss on positions 5..10; greedy "
-            "accuracy on all 729 inputs checked every 100 steps.\n"
-            f"Training took {res.seconds:.1f} s on this machine. Retraining with the same seed "
-            "gives the same weights bit for bit (tests/test_train.py checks it).\n"
-        )
+        (out / "TRAINING.md").write_text(res.notes(args.max_steps))
         print(f"wrote {out}/config.json, model.safetensors, TRAINING.md")
     return 0 if res.accuracy == 1.0 else 1
 
