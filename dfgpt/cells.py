@@ -18,7 +18,7 @@ import numpy as np
 
 from .core.evaluate import Engine, Mask
 from .core.names import ALL, Index, parse, path_matches
-from .errors import EditError, IndexError_, TokenError, UnknownNameError, suggest
+from .errors import EditError, IndexError_, TokenError, UnknownNameError, show, suggest
 from .models.checkpoints import to_nanogpt_key
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class Cells:
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise EditError(f"temperature must be a finite number > 0, got {temperature!r}.")
         exact = model.config.dtype == "float64" if exact is None else exact
+        ids = model.encode(ids)  # ids in range and within the context, checked (a -1 must not wrap)
         self.engine = Engine(self.graph, model.params, np.array(ids), float(temperature), exact)
 
     # -- names ----------------------------------------------------------------------------
@@ -72,7 +73,16 @@ class Cells:
 
     def name(self, tensor: str, idx: tuple[int, ...]) -> str:
         """The printed name of one cell: `logit[5][A]`."""
-        axes = self.graph.specs[tensor].axes
+        spec = self.graph.specs.get(tensor) if isinstance(tensor, str) else None
+        if spec is None:
+            raise UnknownNameError(
+                f"{show(tensor)} is not a tensor of this model; name(tensor, index) takes a tensor name "
+                "such as 'logit' (sheet.tensors() lists them)." + (suggest(tensor, self.graph.specs)
+                                                                     if isinstance(tensor, str) else "")
+            )
+        if not isinstance(idx, tuple) or len(idx) != len(spec.axes):
+            raise IndexError_(f"{tensor} takes {len(spec.axes)} indices ({', '.join(spec.axes)}), got {show(idx)}.")
+        axes = spec.axes
         parts = [self._token_label(int(i)) if a == "vocab" else str(int(i)) for a, i in zip(axes, idx)]
         return tensor + "".join(f"[{p}]" for p in parts)
 
@@ -185,7 +195,30 @@ class Cells:
 
     # -- values -----------------------------------------------------------------------------
     def compute(self, masks: dict[str, Mask]) -> None:
-        """Bring the rows these cells live in up to date."""
+        """Bring the rows these cells live in up to date.
+
+        `masks` maps tensor names to boolean arrays of the tensor's current shape
+        (`sheet.masks(text)` gives them).
+        """
+        if not isinstance(masks, dict):
+            raise IndexError_(
+                f"compute takes {{tensor name: boolean mask}}, got {type(masks).__name__}; "
+                "build one with sheet.masks('logit[5]')."
+            )
+        for tensor, m in masks.items():
+            if not isinstance(tensor, str) or tensor not in self.graph.specs:
+                shown = repr(tensor)[:100]
+                raise UnknownNameError(
+                    f"compute: {shown} is not a tensor of this model; expected one of the names "
+                    "sheet.graph.order lists." + (suggest(tensor, self.graph.specs) if isinstance(tensor, str) else "")
+                )
+            shape = tuple(self.engine.shape(tensor))
+            if not isinstance(m, (np.ndarray, np.generic)) or m.dtype != bool or m.shape != shape:
+                got = f"{m.dtype} array of shape {m.shape}" if isinstance(m, np.ndarray) else type(m).__name__
+                raise IndexError_(
+                    f"compute: the mask of {tensor} must be a boolean array of shape {shape} (the tensor's "
+                    f"shape), got a {got}; build it with sheet.masks({tensor!r})."
+                )
         self.engine.ensure(self.engine.rows_of(masks))
 
     def value(self, text: str) -> Any:

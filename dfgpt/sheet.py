@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sympy
 
 from .analysis import formula as _formula
@@ -29,6 +30,7 @@ from .edits import edits
 from .edits.receipts import Receipt
 from .export import writers
 from .export.writers import ExportResult
+from .html import table
 from .models.weights import Weights
 
 __all__ = ["Sheet"]
@@ -36,6 +38,17 @@ __all__ = ["Sheet"]
 
 class Sheet(Cells):
     """Cells of one input: values, formulas, precedents and dependents, by name; edits and queries."""
+
+    def _repr_html_(self) -> str:
+        """The input and each position's most likely next tokens, as `dfgpt run` prints them."""
+        logits, probs = self.values("logit"), self.values("prob")
+        vocab = self.model.vocab
+        rows = []
+        for t in range(self.T):
+            top = np.argsort(-logits[t], kind="stable")[:3]  # ties by token id
+            rows.append([t, self.token_label(self.tokens[t]),
+                         "  ".join(f"{vocab[v]} {probs[t, v]:.3f}" for v in top)])
+        return table(repr(self), ["position", "token", "next (p)"], rows)
 
     def formula(self, text: str) -> str:
         """Readable formula text of one cell over named cells.

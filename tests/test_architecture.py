@@ -18,7 +18,7 @@ PKG = ROOT / "dfgpt"
 
 # Lowest first. A module may import modules of its own layer or of layers below it.
 LAYERS = (
-    "errors",
+    "errors html",
     "core",
     "models",
     "cells",

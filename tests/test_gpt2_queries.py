@@ -75,3 +75,12 @@ def test_cell_level_slice_within_budget(gpt2):
     s = gpt2.sheet("the cat sat")
     dot = dfgpt.draw(s, f"logit[{s.T - 1}][0]", level="cell", depth=3, max_nodes=25)
     assert dot.source.count("label=") <= 25 + 5  # nodes plus graph/cluster labels
+
+
+def test_bpe_tokens_display_with_visible_spaces(gpt2):
+    s = gpt2.sheet("the cat sat")
+    shown = [gpt2.token_text(t) for t in s.tokens]
+    assert "".join(shown).replace("␣", " ") == "the cat sat"  # nothing lost, nothing run together
+    assert any(t.startswith("␣") for t in shown[1:])
+    summary = s.provenance(f"logit[{s.T - 1}][0]").summary()
+    assert f"(tokens {' '.join(shown)})" in summary and "  " not in summary.split("(tokens ")[1].split(")")[0]

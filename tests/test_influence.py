@@ -10,7 +10,8 @@ import pytest
 
 import dfgpt
 from dfgpt import Config, Model
-from dfgpt.analysis.influence import direct_attribution, influence
+from dfgpt.analysis.attribution import direct_attribution
+from dfgpt.analysis.influence import influence
 from dfgpt.errors import QueryError, UnknownNameError
 from dfgpt.models.catalog import random_params
 from tests.reference import forward

@@ -46,13 +46,18 @@ def sort_model():
 
 
 def node_ids(source: str) -> list[str]:
-    """Node statements of DOT source (not edges, not graph/node/edge defaults)."""
+    """Node statements of DOT source (not edges, not graph/node/edge defaults, not the legend)."""
     out = []
     for line in source.splitlines():
         m = re.match(r'^\s*("(?:[^"\\]|\\.)*"|[A-Za-z_][\w.]*) \[', line)
-        if m and "->" not in line and m.group(1) not in ("graph", "node", "edge"):
+        if m and "->" not in line and m.group(1) not in ("graph", "node", "edge", "legend"):
             out.append(m.group(1).strip('"'))
     return out
+
+
+def drawn_ids(source: str) -> list[str]:
+    """Node ids and the ids of table rows (a block drawn as a table names each tensor's row)."""
+    return node_ids(source) + [i for i in re.findall(r'<TD ID="([^"]+)"', source)]
 
 
 def label_of(source: str, nid: str) -> str:
@@ -108,9 +113,10 @@ def test_model_architecture_collapses_blocks_and_shows_shapes(sort_model):
     assert 'label="block h[0..2]  × 3"' in src
     assert "T×48 · embed" in label_of(src, "emb") and label_of(src, "wte") == "wte\\n3×48"
     assert 'label="next block"' in src  # block l reads block l-1: drawn as one loop edge
-    expanded = node_ids(draw(sort_model, expand=True).source)
-    assert len(expanded) == len(sort_model.graph.specs)  # every tensor, once
-    assert set(expanded) == set(sort_model.graph.specs)
+    expanded = drawn_ids(draw(sort_model, expand=True).source)
+    blocks = ["h[0]", "h[1]", "h[2]"]  # one table node per block, a row per tensor
+    assert len(expanded) == len(sort_model.graph.specs) + 3  # every tensor once: a node or a row
+    assert set(expanded) == set(sort_model.graph.specs) | set(blocks)
 
 
 def test_block_values_are_summaries_of_the_reference_forward():
@@ -132,7 +138,7 @@ def test_head_level_has_one_cluster_per_head_with_reference_values():
         assert f'subgraph "cluster_h[0].attn.head[{h}]"' in src
         for t in ("q", "k", "v", "score", "score_max", "exp_sum", "att"):
             assert f"h[0].attn.{t}[{h}]" in node_ids(src)
-        assert summary(ref["q"][0][h]) in label_of(src, f"h[0].attn.q[{h}]")
+        assert summary(ref["q"][0][h]).replace(" mean", "\\nmean") in label_of(src, f"h[0].attn.q[{h}]")
         # each row of att sums to 1, so the mean over the T×T map is 1/T
         assert f"mean {fmt(1 / sheet.T)}" in label_of(src, f"h[0].attn.att[{h}]")
         assert f'"h[0].attn.att[{h}]" -> "h[0].attn.y"' in src
@@ -252,7 +258,8 @@ def test_attention_map_values_and_png(tmp_path):
     cells = re.findall(r"<FONT COLOR=\"#[0-9a-f]+\">([0-9.]+)</FONT>", dot.source)
     want = [f"{ref['att'][1][h][t, s]:.2f}" for h in range(2) for t in range(4) for s in range(t + 1)]
     assert cells == want
-    assert dot.source.count(f'BGCOLOR="{COLORS["outside"]}"') == 2 * 6  # masked future keys
+    maps = dot.source.split('legend [')[0]
+    assert maps.count(f'BGCOLOR="{COLORS["outside"]}"') == 2 * 6  # masked future keys
 
 
 def test_text_view_one_line_per_tensor(sort_model):
@@ -277,6 +284,110 @@ def test_every_sort_diagram_renders_to_svg_and_png(sort_model):
         titles = {t.text for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}title")}
         assert set(node_ids(dot.source)) <= titles
         assert dot.pipe(format="png")[:4] == b"\x89PNG"
+
+
+# -- every level fits a 16:9 screen or slide at its default settings -----------------------------
+GPT12 = dfgpt.Config(n_layer=12, n_head=12, n_embd=48, block_size=8, vocab=tuple("abcdefgh"), name="gpt12")
+
+
+def png_size(dot) -> tuple[int, int]:
+    """Width and height of the PNG Graphviz draws at its default 96 dpi (read from the IHDR chunk)."""
+    data = dot.pipe(format="png")
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def every_level(model, text, cell):
+    sheet, edited = model.sheet(text), model.sheet(text)
+    edited.values("prob")
+    receipt = edited.set("wpe[1][0]", 0.5).settle()
+    return {
+        "model": draw(model),
+        "model expanded": draw(model, expand=True),
+        "block": draw(sheet, "h[0]", level="block"),
+        "head": draw(sheet, "h[0].attn", level="head"),
+        "cell": draw(sheet, cell, level="cell", depth=2),
+        "cone": draw(sheet.provenance(cell)),
+        "receipt": draw(receipt, sheet=edited),
+        "attention maps": attention_map(sheet),
+    }
+
+
+@pytest.mark.parametrize("which", ["sort", "gpt12"])
+def test_every_level_fits_a_screen(which, sort_model):
+    if which == "sort":
+        model, text, cell = sort_model, "CABACA", "logit[5][A]"
+    else:  # 12 layers and 12 heads like GPT-2 small, tiny widths: a few MB
+        model, text, cell = dfgpt.Model(GPT12, random_params(GPT12, seed=0)), "abcdefgh", "logit[7][a]"
+    for level, dot in every_level(model, text, cell).items():
+        w, h = png_size(dot)
+        assert max(w, h) <= 2500, f"{which} {level}: {w}×{h} px"
+        assert 1 / 3 <= w / h <= 3, f"{which} {level}: {w}×{h} px"
+        assert min(w, h) >= 400, f"{which} {level}: {w}×{h} px"  # drawn at full size, not shrunk
+        assert not re.search(r"[\s\[](size|ratio)=", dot.source)  # laid out to fit, not scaled down
+
+
+def test_model_flows_top_to_bottom_and_a_cell_cone_turns_to_fit(sort_model):
+    sheet = sort_model.sheet("CABACA")
+    assert "rankdir=TB" in draw(sort_model).source and "rankdir=TB" in draw(sheet, "h[0]").source
+    assert "rankdir=LR" in draw(sheet, "logit[5][A]", depth=2).source  # many nodes on a level: a column each
+    assert "rankdir=TB" in draw(sheet, "h[0].attn.y[5][16]", depth=1).source  # two long labels: a row
+    label = label_of(draw(sheet, "h[0].mlp.gelu[5][0]", depth=1).source, "h[0].mlp.gelu[5][0]")
+    assert max(len(line) for line in label.split("\\n")) <= 48  # a long formula wraps
+
+
+def test_heads_are_drawn_in_order_left_to_right(sort_model):
+    sheet = sort_model.sheet("CABACA")
+    src = draw(sheet, "h[0].attn", level="head").source
+    assert '{rank=same; "h[0].attn.q[0]" "h[0].attn.q[1]" "h[0].attn.q[2]"}' in src
+    assert '"h[0].attn.q[0]" -> "h[0].attn.q[1]" [style=invis]' in src
+    svg = ET.fromstring(draw(sheet, "h[0].attn", level="head").pipe(format="svg"))
+    ns = "{http://www.w3.org/2000/svg}"
+    x = {}
+    for g in svg.iter(f"{ns}g"):
+        title = g.find(f"{ns}title")
+        if title is not None and re.fullmatch(r"h\[0\]\.attn\.q\[\d\]", title.text or ""):
+            x[title.text] = float(g.find(f"{ns}text").get("x"))
+    assert x["h[0].attn.q[0]"] < x["h[0].attn.q[1]"] < x["h[0].attn.q[2]"]
+
+
+def test_many_heads_are_tables_in_rows_of_three():
+    sheet = dfgpt.Model(GPT12, random_params(GPT12, seed=0)).sheet("abcdefgh")
+    src = draw(sheet, "h[3].attn", level="head").source
+    assert '{rank=same; "h[3].attn.head[0]" "h[3].attn.head[1]" "h[3].attn.head[2]"}' in src
+    assert '"h[3].attn.head[2]" -> "h[3].attn.head[5]" [style=invis]' in src
+    assert src.count('<TD ID="h[3].attn.att[') == 12  # every head's att names its row
+    assert f"mean {fmt(1 / 8)}" in src  # each row of att sums to 1
+
+
+def test_cone_summarises_per_block_and_collapses_alike_blocks(sort_model):
+    sheet = sort_model.sheet("CABACA")
+    src = draw(sheet.provenance("logit[5][A]")).source
+    assert "h[0..1]" in node_ids(src) and "h[2]" in node_ids(src)  # blocks 0 and 1 read alike
+    assert "h[0..1]  × 2, alike" in src
+    assert "48/288 cells in the cone · positions 5 of 6" in src  # h[2].out: only the last position
+    gpt = dfgpt.Model(GPT12, random_params(GPT12, seed=0)).sheet("abcdefgh")
+    ids = node_ids(draw(gpt.provenance("logit[7][a]")).source)
+    assert [i for i in ids if i.startswith("h[")] == ["h[0..10]", "h[11]"]
+
+
+def test_blocks_are_in_order_in_rows_of_six():
+    src = draw(dfgpt.Model(GPT12, random_params(GPT12, seed=0)), expand=True).source
+    assert '{rank=same; "h[0]" "h[1]" "h[2]" "h[3]" "h[4]" "h[5]"}' in src
+    assert '{rank=same; "h[6]" "h[7]" "h[8]" "h[9]" "h[10]" "h[11]"}' in src
+    assert '"h[5]" -> "h[6]" [constraint=false]' in src  # the data flows on; the row wraps
+
+
+def test_pictures_carry_a_legend_of_the_shared_colours(sort_model):
+    sheet = sort_model.sheet("CABACA")
+    for dot, keys in [(draw(sort_model), ("parameter", "input", "computed")),
+                      (draw(sheet.provenance("logit[5][A]")), ("outside", "cone")),
+                      (draw(sheet, "logit[5][A]", depth=1), ("parameter", "computed")),
+                      (attention_map(sheet), ())]:
+        legend = dot.source.split("\tlegend [", 1)[1]
+        for k in keys:
+            assert f'"{COLORS[k]}"' in legend
+    assert "attention weight 0 → 1" in attention_map(sheet).source
 
 
 # -- bad input ---------------------------------------------------------------------------------

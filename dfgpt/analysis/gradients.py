@@ -25,6 +25,7 @@ import numpy as np
 
 from ..core.graph import Graph
 from ..core.ops import GELU_C, Op, gelu
+from ..html import table
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -51,6 +52,14 @@ class Gradient:
     def tensors(self) -> list[str]:
         """The tensors the target depends on (nonzero gradient somewhere)."""
         return [n for n, a in self.arrays.items() if np.any(a)]
+
+    def __repr__(self) -> str:
+        return f"Gradient(∂{self.target} = {self.value:+.6g} by the cells of {len(self.tensors())} tensors)"
+
+    def _repr_html_(self) -> str:
+        rows = [[n, f"{int(np.count_nonzero(a)):,}", f"{float(np.abs(a).max()):.5g}"]
+                for n, a in self.arrays.items() if np.any(a)]
+        return table(f"∂{self.target} (= {self.value:+.6g}) by tensor", ["tensor", "nonzero cells", "max |∂|"], rows)
 
 
 # -- forward, batched: computed arrays are [B, ...], parameters are unbatched ----------------
@@ -388,11 +397,16 @@ def grad(sheet: Cells, target: str) -> Gradient:
         else:
             V[name] = cut(name, eng.view(name))[None]
     seeds: Arrays = {}
-    value = 0.0
+    parts: list[np.ndarray] = []
     for tensor, m in masks.items():
         if specs[tensor].kind == "computed":
             seeds[tensor] = cut(tensor, m).astype(np.float64)[None]
-        value += float(np.sum(np.where(m, eng.view(tensor), 0.0))) if tensor != "tokens" else 0.0
+        if tensor != "tokens":
+            parts.append(np.asarray(eng.view(tensor))[m])
+    picked = np.concatenate(parts) if parts else np.zeros(0)
+    value = sum((float(np.sum(p)) for p in parts), 0.0)
+    if value == 0 and picked.size and np.all(np.signbit(picked)):
+        value = -0.0  # a sum of -0.0 cells is -0.0 (IEEE), which np.sum's +0.0 start would lose
     pins = eng.pins
 
     def stop(name: str) -> np.ndarray | None:

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..core.evaluate import Mask
 from ..core.ops import Softmax
-from ..errors import IndexError_, QueryError
+from ..errors import IndexError_, QueryError, show
+from ..html import preformatted
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -93,7 +94,13 @@ def _pins(engine: Engine) -> dict[str, Mask]:
 
 def _constants(engine: Engine) -> dict[str, Mask]:
     """Computed cells whose value cannot depend on their inputs: a softmax over one unmasked
-    key (att[h][0][0]; a vocabulary of one) is exp(0) / exp(0) = 1 whatever the score."""
+    key (att[h][0][0]; a vocabulary of one) is exp(0) / exp(0) = 1 whatever the score.
+
+    Exactly when the row's max and sum are computed from that score: a pinned score_max or
+    exp_sum breaks the relation (exp(710 - 0) overflows), so such a row is not constant.
+    The softmax takes score == max as exp(0) even for an infinite score, so an overflowing
+    score cannot break it either.
+    """
     out: dict[str, Mask] = {}
     for name, op in engine.graph.ops.items():
         if not isinstance(op, Softmax):
@@ -104,6 +111,9 @@ def _constants(engine: Engine) -> dict[str, Mask]:
             m[:, 0, 0] = True
         elif shape[-1] == 1:
             m[...] = True
+        for dep in op.ins[1:3]:  # score_max, exp_sum: [H, T] or [T]
+            for idx in engine.pins.get(dep, {}):
+                m[idx] = False
         out[name] = m
     return out
 
@@ -151,6 +161,9 @@ class Provenance(_CellSet):
     def __repr__(self) -> str:
         kind = "Provenance" if self.direction == "ancestors" else "Impact"
         return f"{kind}({self.label!r}: {len(self):,} cells in {len(self.masks)} tensors)"
+
+    def _repr_html_(self) -> str:
+        return preformatted(self.summary())
 
     def by_tensor(self) -> dict[str, TensorCone]:
         """tensor -> (cells in the cone, total cells, index ranges such as 'rows 0–5 of 11')."""
@@ -223,7 +236,7 @@ class Provenance(_CellSet):
                     pos |= m.any(axis=tuple(i for i in range(m.ndim) if i != a))
         inv, out = np.flatnonzero(pos), np.flatnonzero(~pos)
         if inv.size:
-            toks = " ".join(s.model.decode([s.tokens[i]]) for i in inv)
+            toks = " ".join(s.model.token_text(s.tokens[i]) for i in inv)
             lines.append(f"Positions {_ranges(inv)} of {s.T} are involved (tokens {toks}).")
         if not inv.size:
             lines.append("No position is involved: the selection is no cell of a position row.")
@@ -320,13 +333,18 @@ class Provenance(_CellSet):
 
 
 def _seeds(sheet: Cells, cells: str | list[str]) -> tuple[str, dict[str, Mask]]:
+    if not isinstance(cells, (str, list, tuple)):
+        raise QueryError(
+            f"a selection is a cell name such as 'logit[5][A]' or a list of them, got {show(cells)} "
+            f"({type(cells).__name__})."
+        )
     names = [cells] if isinstance(cells, str) else list(cells)
     if not names:
         raise QueryError("the selection is empty: give a cell name such as 'logit[5][A]' or a list of them.")
     seeds: dict[str, Mask] = {}
     for text in names:
         if not isinstance(text, str):
-            raise QueryError(f"cell names are text such as 'logit[5][A]', got {text!r}.")
+            raise QueryError(f"cell names are text such as 'logit[5][A]', got {show(text)}.")
         for tensor, m in sheet.masks(text).items():
             seeds[tensor] = seeds[tensor] | m if tensor in seeds else m
     if not any(m.any() for m in seeds.values()):

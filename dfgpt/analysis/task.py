@@ -25,6 +25,7 @@ import numpy as np
 
 from ..core.graph import Graph
 from ..errors import QueryError
+from ..html import table
 from .gradients import FORWARD
 
 if TYPE_CHECKING:
@@ -130,6 +131,14 @@ class TaskScore:
     @property
     def accuracy(self) -> float:
         return self.correct / self.total
+
+    def __repr__(self) -> str:
+        return f"TaskScore({self.correct}/{self.total} sorted, {len(self.newly_broken)} broken by the edits)"
+
+    def _repr_html_(self) -> str:
+        rows = [[*b.split(" -> "), "yes" if b in self.newly_broken else "no"] for b in self.broken[:20]]
+        more = f"{len(self.broken) - 20:,} more not sorted" if len(self.broken) > 20 else ""
+        return table(str(self), ["input", "output", "broken by the edits"], rows, more)
 
     def __str__(self) -> str:
         s = f"sort task: {self.correct}/{self.total} inputs sorted ({self.accuracy:.1%})"

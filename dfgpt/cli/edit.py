@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import EditError
+from ..errors import EditError, TokenError
 from ..model import load
 from .options import model_arg
 
@@ -16,12 +16,19 @@ def _cli_set(args: argparse.Namespace) -> int:
     tensor, _ = sheet.cell(args.cell)
     value: Any = args.value
     if tensor == "tokens":
-        value = int(value) if value.lstrip("-").isdigit() else value  # an id (negative: refused as out of range)
+        digits = value.lstrip("-")
+        if digits.isdigit() and len(digits) > 18:  # int() of thousands of digits is refused by Python itself
+            raise TokenError(
+                f"{args.cell}: token id of {len(digits)} digits is out of range; this vocabulary has ids "
+                f"0..{sheet.config.vocab_size - 1}."
+            )
+        value = int(value) if digits.isdigit() else value  # an id (negative: refused as out of range)
     else:
         try:
             value = float(value)
         except ValueError:
-            raise EditError(f"{args.cell}: expected a number, got {args.value!r}.") from None
+            shown = args.value if len(args.value) <= 60 else args.value[:40] + f"... ({len(args.value)} characters)"
+            raise EditError(f"{args.cell}: expected a number, got {shown!r}.") from None
     before = sheet.task_score() if args.score else None
     sheet.values("prob")  # computed before the edit, so the receipt shows what changed
     receipt = sheet.set(args.cell, value).settle()

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..export.writers import to_npz, to_xlsx
 from ..model import load
-from .options import model_arg
+from .options import OneLineParser, model_arg
 
 __all__ = ["register"]
 
@@ -21,7 +21,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Intermixed(argparse.ArgumentParser):
+class _Intermixed(OneLineParser):
     """Accepts `PATH --model NAME TEXT`: positionals before and after options."""
 
     _inner = False

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import DfgptError, QueryError
 from ..model import load
 from . import draw, edit, export, expr, generate, train, why
-from .options import model_arg
+from .options import OneLineParser, model_arg
 
 __all__ = ["build_parser", "main"]
 
@@ -63,7 +63,7 @@ def _precedents(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dfgpt", description="A GPT as a spreadsheet of named cells.")
+    parser = OneLineParser(prog="dfgpt", description="A GPT as a spreadsheet of named cells.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     p = sub.add_parser("run", help="run the model on a text: logits and probabilities per position")
     p.add_argument("text", nargs="?", default="CABACA")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..analysis.influence import direct_attribution, influence
+from ..analysis.attribution import direct_attribution
+from ..analysis.influence import influence
 from ..analysis.provenance import provenance
 from ..model import load
 from .options import model_arg

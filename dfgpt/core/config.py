@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..errors import DfgptError
+from ..errors import DfgptError, show
 
-__all__ = ["Config", "ConfigError"]
+__all__ = ["MAX_LAYERS", "Config", "ConfigError", "physical_memory"]
+
+
+MAX_LAYERS = 1024  # a graph node per tensor per layer: far past any real GPT, short of a hang
 
 
 class ConfigError(DfgptError):
@@ -50,21 +55,37 @@ class Config:
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.vocab, (list, tuple)):
+            raise ConfigError(
+                f"vocab must be a sequence of token texts, got {show(self.vocab)} ({type(self.vocab).__name__})."
+            )
         vocab = tuple(self.vocab)
         object.__setattr__(self, "vocab", vocab)
         if vocab and self.vocab_size and self.vocab_size != len(vocab):
             raise ConfigError(
-                f"vocab has {len(vocab)} tokens but vocab_size is {self.vocab_size}; "
+                f"vocab has {len(vocab)} tokens but vocab_size is {show(self.vocab_size)}; "
                 "give one of them, or make them agree."
             )
         if vocab and not self.vocab_size:
             object.__setattr__(self, "vocab_size", len(vocab))
-        if not self.n_inner:
-            object.__setattr__(self, "n_inner", 4 * self.n_embd)
         for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "n_inner"):
             v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {v!r}.")
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key in ("n_inner", "vocab_size") else 1):
+                raise ConfigError(f"{key} must be a positive integer, got {show(v)} ({type(v).__name__}).")
+        if not self.n_inner:
+            object.__setattr__(self, "n_inner", 4 * self.n_embd)
+        if self.vocab_size < 1:
+            raise ConfigError("vocab_size must be a positive integer, got 0; give vocab (token texts) or vocab_size.")
+        for key in ("layer_norm", "mlp", "bias", "tied"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key} must be true or false, got {show(getattr(self, key))}.")
+        if not isinstance(self.name, str):
+            raise ConfigError(f"name must be text, got {show(self.name)}.")
+        if not all(isinstance(t, str) for t in vocab):
+            bad = next(t for t in vocab if not isinstance(t, str))
+            raise ConfigError(f"vocab holds token texts (strings), got {show(bad)} ({type(bad).__name__}).")
+        if isinstance(self.ln_eps, bool) or not isinstance(self.ln_eps, (int, float)) or not 0 < self.ln_eps < 1e300:
+            raise ConfigError(f"ln_eps must be a finite positive number (1e-5 in GPT-2), got {show(self.ln_eps)}.")
         if self.n_embd % self.n_head:
             raise ConfigError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
@@ -80,8 +101,23 @@ class Config:
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}.")
-        if not self.ln_eps > 0:
-            raise ConfigError(f"ln_eps must be positive, got {self.ln_eps!r}.")
+        _check_memory(self)
+        if self.n_layer > MAX_LAYERS:
+            raise ConfigError(
+                f"n_layer={show(self.n_layer)} is more layers than dfgpt builds (at most {MAX_LAYERS}; "
+                "the largest GPTs have about 100); check config.json."
+            )
+
+    @property
+    def n_params(self) -> int:
+        """How many parameters a model of this config holds (what its weights allocate)."""
+        C, n, V, B = self.n_embd, self.n_inner, self.vocab_size, self.block_size
+        ln = (2 * C if self.bias else C) if self.layer_norm else 0
+        b = 1 if self.bias else 0
+        layer = ln + 3 * C * C + 3 * C * b + C * C + C * b
+        if self.mlp:
+            layer += ln + C * n + n * b + n * C + C * b
+        return V * C + B * C + self.n_layer * layer + ln + (0 if self.tied else V * C)
 
     @property
     def head_size(self) -> int:
@@ -97,6 +133,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config is a dict (JSON object) of fields, got {type(d).__name__}.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -105,6 +143,10 @@ class Config:
             )
         d = dict(d)
         if "vocab" in d:
+            if not isinstance(d["vocab"], (list, tuple)):
+                raise ConfigError(
+                    f"vocab must be a list of token texts, got {show(d['vocab'])} ({type(d['vocab']).__name__})."
+                )
             d["vocab"] = tuple(d["vocab"])
         try:
             return cls(**d)
@@ -113,3 +155,34 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory on this machine, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _sci(n: int | float) -> str:
+    """A possibly astronomically large count, in 3 digits (a float cannot hold 10**400)."""
+    return f"{n:.3g}" if n < 1e300 else f"about 10^{int(math.log10(n))}"
+
+
+def _gb(n: int | float) -> str:
+    return f"{_sci(n // 10**9 if isinstance(n, int) and n > 10**300 else n / 1e9)} GB"
+
+
+def _check_memory(cfg: Config) -> None:
+    """Refuse a config whose parameters alone cannot fit in this machine's memory, before allocating."""
+    total = physical_memory()
+    n = cfg.n_params
+    need = n * (8 if cfg.dtype == "float64" else 4)
+    if total is not None and need > total:
+        raise ConfigError(
+            f"this config needs {_sci(n)} parameters, {_gb(need)} as {cfg.dtype}, but this machine has "
+            f"{_gb(total)} of memory (n_layer={show(cfg.n_layer)}, n_embd={show(cfg.n_embd)}, "
+            f"n_inner={show(cfg.n_inner)}, vocab_size={show(cfg.vocab_size)}, "
+            f"block_size={show(cfg.block_size)}); check the sizes in the config."
+        )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import NameError_
+from ..errors import IndexError_, NameError_, show
 
 __all__ = ["ALL", "Index", "Selector", "format_index", "parse", "path_matches", "split_path"]
 
@@ -70,14 +70,31 @@ def format_index(i: Index) -> str:
     return str(i)
 
 
+_DIGITS = 18  # more digits than any tensor's size has; Python refuses int() past 4,300
+
+
+def _int(raw: str, text: str, clamp: bool) -> int:
+    """An index or slice bound; a bound of absurdly many digits clamps (a slice past the end is
+    the whole axis), an index of absurdly many digits is out of range of every tensor."""
+    digits = raw.lstrip("-")
+    if len(digits) <= _DIGITS:
+        return int(raw)
+    if clamp:
+        return -(10**_DIGITS) if raw.startswith("-") else 10**_DIGITS
+    raise IndexError_(
+        f"index {raw[:12]}... ({len(digits)} digits) in {show(text)} is out of range of every tensor; "
+        "indices count from 0 (from the end when negative) and are far smaller."
+    )
+
+
 def _parse_index(raw: str, text: str) -> Index:
     if raw in ("*", ":"):
         return ALL
     if _INT.fullmatch(raw):
-        return int(raw)
+        return _int(raw, text, clamp=False)
     m = _SLICE.fullmatch(raw)
     if m:
-        start, stop, step = (int(g) if g else None for g in m.groups())
+        start, stop, step = (_int(g, text, clamp=True) if g else None for g in m.groups())
         if step == 0:
             raise NameError_(f"slice step 0 in {text!r}: a step must be non-zero, e.g. [0:6:2].")
         return slice(start, stop, step)
@@ -138,10 +155,10 @@ def _bracket_matches(pattern: str, value: str) -> bool:
     if pattern in ("*", ":") or pattern == value:
         return True
     if _INT.fullmatch(value):
-        v = int(value)
+        v = _int(value, value, clamp=True)
         m = _SLICE.fullmatch(pattern)
         if m:
-            start, stop, step = (int(g) if g else None for g in m.groups())
+            start, stop, step = (_int(g, pattern, clamp=True) if g else None for g in m.groups())
             if any(x is not None and x < 0 for x in (start, stop, step)):
                 raise NameError_(
                     f"'[{pattern}]' in a path: path ranges count forward, e.g. h[0:2] or h[*]; "

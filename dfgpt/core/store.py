@@ -21,7 +21,16 @@ import numpy as np
 from .cones import Cones, Mask, Pending
 from .graph import Graph, TensorSpec
 
-__all__ = ["Store"]
+__all__ = ["Store", "capacity"]
+
+
+def capacity(T: int, block_size: int) -> int:
+    """The exact mode's capacity for T positions: the next power of two (at least 16), within the context.
+
+    >>> capacity(6, 11), capacity(17, 1024), capacity(2, 200_000)
+    (11, 32, 16)
+    """
+    return min(block_size, max(16, 1 << (T - 1).bit_length()))
 
 
 class Store(Cones):
@@ -42,8 +51,10 @@ class Store(Cones):
         self.exact = exact
         self.dtype = np.dtype(cfg.dtype)
         self.T = len(tokens)
-        # Exact mode fixes the capacity, so every row is computed with the same shapes.
-        self.cap = cfg.block_size if exact else max(self.T, min(cfg.block_size, 16))
+        # Exact mode computes every row with shapes set by the capacity alone, and the capacity
+        # by the length alone (capacity()), so any row equals a from-scratch sheet's row of the
+        # same length bit for bit; memory follows the input, not the model's context.
+        self.cap = capacity(self.T, cfg.block_size) if exact else max(self.T, min(cfg.block_size, 16))
         self.revision = 0
         self.values: dict[str, np.ndarray] = dict(params)
         self.base: dict[str, np.ndarray] = dict(params)  # the model's arrays, never written
@@ -167,7 +178,8 @@ class Store(Cones):
         """Add one position; earlier rows stay valid (the causal mask)."""
         self.flush_stale()
         if self.T + 1 > self.cap:
-            self._grow(min(self.graph.config.block_size, 2 * self.cap))
+            self._grow(capacity(self.T + 1, self.graph.config.block_size) if self.exact
+                       else min(self.graph.config.block_size, 2 * self.cap))
         self.revision += 1
         self.values["tokens"][self.T] = token
         self.changed["tokens"][self.T] = self.revision
@@ -195,24 +207,40 @@ class Store(Cones):
             st[tuple(sel)] = False
             if "key" in self.specs[name].axes:
                 st[..., t] = False
+        if self.exact and capacity(self.T, self.graph.config.block_size) < self.cap:
+            self._grow(capacity(self.T, self.graph.config.block_size))
 
     def _grow(self, cap: int) -> None:
+        """Resize every position axis to `cap` (larger, or smaller down to T)."""
         old_cap, self.cap = self.cap, cap
+        keep = min(old_cap, cap)
         for name, arr in list(self.values.items()):
             spec = self.specs[name]
             if spec.kind == "parameter" or name == "temperature":
                 continue
-            new = np.zeros(spec.shape(cap), arr.dtype)
-            new[tuple(slice(0, old_cap) if a in ("pos", "key") else slice(None) for a in spec.axes)] = arr
+            # Keys past every existing query are masked: they hold the op's masked value (-inf
+            # for a score), as a sheet made at the new length would.
+            fill = self.graph.ops[name].masked if "key" in spec.axes else 0
+            new = np.full(spec.shape(cap), fill, arr.dtype)
+            cut = tuple(slice(0, keep) if a in ("pos", "key") else slice(None) for a in spec.axes)
+            new[cut] = arr[cut]
             self.values[name] = new
         for table in (self.verified, self.changed):
             for name, arr in table.items():
                 fill = -1 if table is self.verified else 0
-                table[name] = np.concatenate([arr, np.full(cap - old_cap, fill, np.int64)])
+                table[name] = np.concatenate([arr[:keep], np.full(cap - keep, fill, np.int64)])
         for name, st in list(self.stale.items()):
             new = np.zeros(self._cap_shape(name), bool)
-            new[tuple(slice(0, n) for n in st.shape)] = st
+            cut = tuple(slice(0, min(n, m)) for n, m in zip(st.shape, new.shape))
+            new[cut] = st[cut]
             self.stale[name] = new
+        if self.exact:
+            # Rows computed at the old capacity may differ in the last bit from the same rows at
+            # the new one (BLAS kernels block the key axis by its length): every row runs again.
+            for name, v in self.verified.items():
+                v[v >= 0] = -2
+                self.full[name] = 0
+                self.floor[name] = -1
 
     def state(self, name: str, idx: tuple[int, ...]) -> str:
         """'pinned', 'unset' (never computed), 'stale' or 'fresh' for a computed cell; kind otherwise."""

@@ -20,14 +20,15 @@ True
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..analysis.task import TaskScore, task_score  # re-exported: Cells.task_score delegates here
-from ..errors import DfgptError, EditError, SequenceLengthError, TokenError, suggest
-from .receipts import Live, Receipt
+from ..errors import DfgptError, EditError, SequenceLengthError, TokenError, show, suggest
+from .receipts import OUTPUTS, Live, Receipt
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -77,18 +78,18 @@ def _log(sheet: Cells) -> _Log:
 def _number(cell: str, value: Any, dtype: np.dtype) -> float:
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise EditError(
-            f"{cell}: expected a number, got {value!r} ({type(value).__name__}); "
+            f"{cell}: expected a number, got {show(value)} ({type(value).__name__}); "
             f"write e.g. sheet.set({cell!r}, 0.5)."
         )
     try:
-        v = float(np.asarray(value, dtype=dtype))
+        v = float(np.asarray(float(value), dtype=dtype))
     except OverflowError:
         v = math.inf
     if not math.isfinite(v):
         raise EditError(
-            f"{cell}: {value!r} is not a finite {dtype} number; cells hold finite values "
+            f"{cell}: {show(value)} is not a finite {dtype} number; cells hold finite values "
             "(pin a large finite number instead of inf)."
         )
     return v
@@ -106,14 +107,14 @@ def _token_id(sheet: Cells, cell: str, value: Any) -> int:
         if len(ids) == 1:
             return int(ids[0])
         raise TokenError(
-            f"{cell}: {value!r} is not one token of the vocabulary"
+            f"{cell}: {show(value)} is not one token of the vocabulary"
             + (f" ({' '.join(vocab[:20])})" if len(vocab) <= 20 else "")
             + f"; give a token text or an id 0..{V - 1}." + suggest(value, vocab[:5000])
         )
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TokenError(f"{cell}: expected a token text or an integer id 0..{V - 1}, got {value!r}.")
+        raise TokenError(f"{cell}: expected a token text or an integer id 0..{V - 1}, got {show(value)}.")
     if not 0 <= int(value) < V:
-        raise TokenError(f"{cell}: token id {int(value)} is out of range; this vocabulary has ids 0..{V - 1}.")
+        raise TokenError(f"{cell}: token id {show(int(value))} is out of range; this vocabulary has ids 0..{V - 1}.")
     return int(value)
 
 
@@ -157,6 +158,14 @@ def _apply(sheet: Cells, action: str, changes: list[_Change], forward: bool) -> 
     seeds: dict[str, Mask] = {}
     exclude: dict[str, Mask] = {}
     appended = False
+    # A pin on an output row changes it without a recompute: keep the row as it was, so the
+    # receipt compares it like any recomputed row.
+    pinned_outputs: dict[str, dict[int, np.ndarray]] = {}
+    for ch in changes:
+        if ch.how == "pin" and ch.tensor in OUTPUTS:
+            row = ch.index[sheet.graph.row_axis[ch.tensor]]  # outputs always have a position axis
+            if eng.verified[ch.tensor][row] >= 0:
+                pinned_outputs.setdefault(ch.tensor, {}).setdefault(row, np.array(eng.view(ch.tensor)[row]))
     for ch in changes if forward else reversed(changes):
         value = ch.new if forward else ch.old
         if ch.how == "append":
@@ -174,7 +183,7 @@ def _apply(sheet: Cells, action: str, changes: list[_Change], forward: bool) -> 
             eng.write(ch.tensor, ch.index, value)
         seeds[ch.tensor] = _add(seeds.get(ch.tensor), eng.shape(ch.tensor), ch.index)
     eng.reset_counts()
-    live = Live(sheet)
+    live = Live(sheet, pinned_outputs)
     if appended:
         # The cone of a new token is its whole new row in every computed tensor (the row
         # was unset, so nothing is marked: its cells are computed on the first read).
@@ -209,10 +218,7 @@ def _describe(sheet: Cells, ch: _Change, forward: bool) -> str:
 
 
 def _tok(sheet: Cells, i: int) -> str:
-    try:
-        return sheet.model.decode([i])
-    except (IndexError, KeyError, ValueError):  # a vocabulary without texts: show the id
-        return str(i)
+    return sheet.model.token_text(i)
 
 
 def _commit(sheet: Cells, action: str, changes: list[_Change]) -> Receipt:

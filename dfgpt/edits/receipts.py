@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..html import preformatted
+
 if TYPE_CHECKING:
     from ..cells import Cells
     from ..core.evaluate import Pending
@@ -33,14 +35,19 @@ OUTPUTS = ("logit", "prob")  # the outputs a receipt watches for changes
 class Live:
     """The mutable side of a receipt: counters at the edit, watched outputs, the cone, a freeze."""
 
-    def __init__(self, sheet: Cells) -> None:
+    def __init__(self, sheet: Cells, pinned: dict[str, dict[int, np.ndarray]] | None = None) -> None:
         eng = sheet.engine
         self.sheet = sheet
         self.start = [Counter(eng.total_recomputed), Counter(eng.total_reused), Counter(eng.total_cutoff)]
         self.frozen: dict[str, Any] | None = None
         self.cone: dict[str, int] | Pending | None = None
-        # The engine keeps each output row's value from before its first recompute since now.
+        # The engine keeps each output row's value from before its first recompute since now;
+        # rows the edit pinned come in with their values from before the pin.
         self.watch: dict[str, dict[int, np.ndarray | None]] = {name: {} for name in OUTPUTS}
+        self.pinned_rows: dict[str, set[int]] = {name: set() for name in OUTPUTS}
+        for name, rows in (pinned or {}).items():
+            self.watch[name].update(rows)
+            self.pinned_rows[name] |= set(rows)
         eng.watch = self.watch
         self.revision = eng.revision
 
@@ -65,6 +72,9 @@ class Live:
         for name in OUTPUTS:
             # Rows read since the edit; a row verified without a recompute did not change.
             read = eng.verified_at(name) >= self.revision
+            for r in self.pinned_rows[name]:
+                if r < len(read):
+                    read[r] = True  # a pinned row holds its new value without being read
             w = self.watch[name]
             rows = {r: v for r, v in w.items() if r < eng.T and v is not None}
             if not any(r not in w or w[r] is not None for r in np.flatnonzero(read).tolist()):
@@ -166,6 +176,9 @@ class Receipt:
             eng = live.sheet.engine
             eng.ensure({name: np.ones(eng.T, bool) for name in OUTPUTS})
         return self
+
+    def _repr_html_(self) -> str:
+        return preformatted(str(self))
 
     def __str__(self) -> str:
         by = self.stale_by_tensor

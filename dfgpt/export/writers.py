@@ -78,16 +78,30 @@ def _count(sheet: Any) -> int:
     return int(sum(int(np.prod(eng.shape(n))) for n in sheet.graph.specs))
 
 
-def _check_path(path: Path, what: str) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise ExportError(f"{path} is a folder; give a file path for the {what}, e.g. {path / ('model.' + what)}.")
-    if not parent.is_dir():
+def _check_path(given: Any, what: str) -> Path:
+    """`given` as a Path to a writable file, or an ExportError naming the problem."""
+    if not isinstance(given, (str, os.PathLike)) or isinstance(given, bytes):
         raise ExportError(
-            f"cannot write {path}: the folder {parent} does not exist; create it or choose another path."
+            f"the {what} path must be text or a path-like object, got {type(given).__name__}; "
+            f"give a file path such as 'sheet.{what}'."
         )
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ExportError(f"cannot write {path}: permission denied; choose a writable path.")
+    path = Path(given)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        if path.is_dir():
+            raise ExportError(
+                f"{path} is a folder; give a file path for the {what}, e.g. {path / ('model.' + what)}."
+            )
+        if not parent.is_dir():
+            raise ExportError(
+                f"cannot write {path}: the folder {parent} does not exist or is not a folder; "
+                "create it or choose another path."
+            )
+        if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise ExportError(f"cannot write {path}: permission denied; choose a writable path.")
+    except (OSError, ValueError) as e:  # a name too long, an embedded NUL
+        raise ExportError(f"cannot write the {what} at {str(path)[:200]!r}: {e}; choose another path.") from None
+    return path
 
 
 def _token_texts(sheet: Any) -> list[str]:
@@ -103,8 +117,7 @@ def to_xlsx(sheet: Any, path: str | Path, progress: bool = True) -> ExportResult
     line per tensor to stderr when stderr is a terminal.
     """
     t0 = time.perf_counter()
-    path = Path(path)
-    _check_path(path, "xlsx")
+    path = _check_path(path, "xlsx")
     n_cells = _count(sheet)
     if n_cells > MAX_CELLS:
         raise ExportError(
@@ -257,8 +270,7 @@ def to_npz(sheet: Any, path: str | Path) -> ExportResult:
     Masked attention scores hold -inf, as in the engine.
     """
     t0 = time.perf_counter()
-    path = Path(path)
-    _check_path(path, "npz")
+    path = _check_path(path, "npz")
     arrays = {name: np.array(sheet.values(name)) for name in sheet.graph.order}
     try:
         with open(path, "wb") as f:

@@ -8,7 +8,8 @@ gives a list of ids.
 The context: only the tokens fed back must fit, so `len(prompt) + max_new_tokens - 1
 <= block_size` (the last new token is predicted, never read). Past that, generation is
 an error for every model unless `crop=True`, which keeps the last `block_size` tokens
-like nanoGPT (a new sheet each time). Cropping is opt-in because it changes what the
+like nanoGPT (a new sheet each time). One call makes at most MAX_NEW_TOKENS (100,000) tokens,
+cropped or not; generate in pieces past that. Cropping is opt-in because it changes what the
 model reads: the first tokens are dropped and every position embedding shifts, which a
 sliding-window model (`aab`) is made for and a fixed-length task (`sort`: 6 letters + 5
 fed back = block_size 11) is not.
@@ -21,6 +22,7 @@ fed back = block_size 11) is not.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,12 +32,14 @@ import numpy as np
 from ..cells import Cells
 from ..core.blas import one_blas_thread
 from ..errors import DfgptError, SequenceLengthError
+from ..html import table
 
 if TYPE_CHECKING:
     from ..models.weights import Weights
 
-__all__ = ["GenerateError", "Generation", "Step", "generate", "sample_dist"]
+__all__ = ["MAX_NEW_TOKENS", "GenerateError", "Generation", "Step", "generate", "sample_dist"]
 
+MAX_NEW_TOKENS = 100_000  # one call's bound: each token is at least a row of every tensor (crop: a new sheet)
 CLI_NEW_TOKENS = 16  # `dfgpt generate` without --max-new-tokens: fill the context, up to this many
 
 
@@ -53,6 +57,9 @@ class Step:
     probs: np.ndarray  # [V] the model's probabilities at that position (temperature 1)
     sampled: np.ndarray  # [V] the distribution sampled from (temperature, top-k, top-p); one-hot if greedy
 
+    def __repr__(self) -> str:
+        return f"Step(position {self.position} -> {self.text!r}, p {float(self.probs[self.token]):.4f})"
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -61,17 +68,45 @@ class Generation:
     output: str | list[int]
     steps: tuple[Step, ...]
 
+    def __repr__(self) -> str:
+        return f"Generation({self.output!r}, {len(self.steps)} steps)"
+
+    def _repr_html_(self) -> str:
+        rows = [[k, s.position, s.text, f"{float(s.probs[s.token]):.4f}", f"{float(s.sampled[s.token]):.4f}"]
+                for k, s in enumerate(self.steps)]
+        return table(f"generated {self.output!r}", ["step", "position", "token", "p (model)", "p (sampled)"], rows)
+
+
+def _real(x: Any) -> bool:
+    """A real number of any numeric type (int, float, numpy scalars, Fraction), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+def _whole(x: Any) -> bool:
+    """An integer of any integer type (int, numpy integers), not a bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def _item(x: Any) -> Any:
+    """A 0-d array as its number; anything else unchanged (checked by `_check`)."""
+    return x.item() if isinstance(x, np.ndarray) and x.ndim == 0 else x
+
 
 def _check(temperature: Any, top_k: Any, top_p: Any, max_new_tokens: Any) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if not _whole(max_new_tokens) or max_new_tokens < 0:
         raise GenerateError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}.")
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise GenerateError(
+            f"max_new_tokens={max_new_tokens} is more than one call generates (at most {MAX_NEW_TOKENS:,}); "
+            "generate in pieces, feeding each output back as the next prompt."
+        )
+    if not _real(temperature) or not math.isfinite(temperature) or temperature < 0:
         raise GenerateError(
             f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}."
         )
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (not _whole(top_k) or top_k < 1):
         raise GenerateError(f"top_k must be an integer >= 1 or None (no limit), got {top_k!r}.")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+    if top_p is not None and not (_real(top_p) and 0 < top_p <= 1):
         raise GenerateError(f"top_p must be in (0, 1] or None (no nucleus cut), got {top_p!r}.")
 
 
@@ -125,10 +160,13 @@ def generate(
     crop: keep the last block_size tokens when the prompt and the fed-back tokens do not
     fit in the context (nanoGPT's behaviour); by default that is a SequenceLengthError.
     """
+    # a 0-d array is its number, as in set
+    temperature, top_k, top_p = _item(temperature), _item(top_k), _item(top_p)
+    max_new_tokens, seed = _item(max_new_tokens), _item(seed)
     if max_new_tokens is None:
         max_new_tokens = max(1, min(CLI_NEW_TOKENS, model.config.block_size + 1 - len(_encode(model, prompt))))
     _check(temperature, top_k, top_p, max_new_tokens)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+    if seed is not None and (not _whole(seed) or seed < 0):
         raise GenerateError(f"seed must be a whole number >= 0 or None, got {seed!r}.")
     if not isinstance(crop, bool):
         raise GenerateError(f"crop must be True or False, got {crop!r}.")
@@ -145,7 +183,9 @@ def generate(
             + ", or pass crop=True to keep the last tokens like nanoGPT (this shifts every position)."
         )
     with one_blas_thread():
-        return _run(model, ids, prompt, max_new_tokens, float(temperature), top_k, top_p, seed, steps)
+        return _run(model, ids, prompt, int(max_new_tokens), float(temperature),
+                    None if top_k is None else int(top_k), None if top_p is None else float(top_p),
+                    None if seed is None else int(seed), steps)
 
 
 def _run(model: Weights, ids: list[int], prompt: Any, max_new_tokens: int, temperature: float,

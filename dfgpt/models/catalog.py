@@ -109,10 +109,18 @@ def load_weights(name: str | Path = "sort", dtype: str | None = None) -> Weights
             return Weights(cfg, {k: v.astype(dtype) for k, v in model.params.items()}, model.tokenizer)
         return model
     path = Path(name)
-    if path.exists():
+    shown = name if len(name) <= 80 else f"{name[:50]}...{name[-15:]} ({len(name)} characters)"
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as e:  # a name too long for the file system, an embedded NUL
+        raise CheckpointError(
+            f"no model named {shown!r}, and it cannot be a path ({getattr(e, 'strerror', None) or e}); "
+            f"shipped models are {', '.join(shipped())}, or give the path of a model folder or file."
+        ) from None
+    if exists:
         return load_path(path, dtype=dtype)
     raise CheckpointError(
-        f"no model named {name!r} and no such path; shipped models are {', '.join(shipped())}."
+        f"no model named {shown!r} and no such path; shipped models are {', '.join(shipped())}."
         + suggest(name, shipped())
     )
 
@@ -131,5 +139,5 @@ def _shipped(name: str) -> Weights | None:
                 f"the trained sort model is not in {folder}; make it with `dfgpt train sort`."
             )
         cfg, state = read_model_dir(folder)
-        return Weights.from_state_dict(state, cfg)
+        return Weights.from_state_dict(state, cfg, copy=False)  # read fresh from the file
     return None

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..core.config import Config
 from ..core.graph import Graph
-from ..errors import CheckpointError, StateDictError
+from ..errors import CheckpointError, OutputError, StateDictError
 
 __all__ = [
     "params_from_state_dict",
@@ -61,11 +61,12 @@ def to_nanogpt_key(name: str) -> str:
     return f"transformer.{stem}.{leaf}"
 
 
-def params_from_state_dict(state: dict[str, Any], graph: Graph) -> dict[str, np.ndarray]:
+def params_from_state_dict(state: dict[str, Any], graph: Graph, copy: bool = True) -> dict[str, np.ndarray]:
     """Map a nanoGPT/minGPT state dict onto the graph's parameters, checking every key and shape.
 
     Raises StateDictError naming each missing, extra and wrong-shaped tensor; returns
-    fresh arrays in the config's dtype (the input is never modified).
+    fresh arrays in the config's dtype (the input is never modified, nor aliased). Loaders
+    that just read the arrays from a file own them, and pass copy=False to skip the copy.
     """
     cfg = graph.config
     dtype = np.dtype(cfg.dtype)
@@ -73,6 +74,11 @@ def params_from_state_dict(state: dict[str, Any], graph: Graph) -> dict[str, np.
     got: dict[str, np.ndarray] = {}
     extra: list[str] = []
     for key, value in state.items():
+        if not isinstance(key, str):
+            raise StateDictError(
+                f"state dict keys are tensor names such as 'transformer.wte.weight', got {key!r} "
+                f"({type(key).__name__}); pass the dict that model.state_dict() returns."
+            )
         if IGNORED.match(key):
             continue
         name = to_dfgpt_key(key)
@@ -89,8 +95,15 @@ def params_from_state_dict(state: dict[str, Any], graph: Graph) -> dict[str, np.
         for n, a in got.items()
         if tuple(a.shape) != wanted[n]
     ]
+    # Weights are real numbers: an object array of None would become nan, a complex one would
+    # silently lose its imaginary part, and strings or booleans are no weights at all.
+    kinds = {"b": "booleans", "c": "complex numbers", "O": "Python objects", "U": "text", "S": "bytes", "V": "records"}
+    odd = [f"{to_nanogpt_key(n)} holds {kinds.get(a.dtype.kind, a.dtype.name)}" for n, a in got.items()
+           if a.dtype.kind not in "fiu"]
     nonfinite = [to_nanogpt_key(n) for n, a in got.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
     problems = []
+    if odd:
+        problems.append(f"tensors that are not real numbers: {'; '.join(odd)} (expected float or integer arrays)")
     if missing:
         problems.append(f"missing tensors: {', '.join(missing)}")
     if extra:
@@ -105,7 +118,10 @@ def params_from_state_dict(state: dict[str, Any], graph: Graph) -> dict[str, np.
             f"vocab_size, bias={cfg.bias}, tied={cfg.tied}, layout={cfg.layout!r})."
         )
         raise StateDictError("state dict does not fit the config: " + "; ".join(problems) + ". " + hint)
-    return {n: np.ascontiguousarray(got[n], dtype=dtype) for n in wanted}
+    # Copies: the caller's arrays stay the caller's (writing to them must not change the model).
+    if not copy:
+        return {n: np.ascontiguousarray(got[n], dtype=dtype) for n in wanted}
+    return {n: np.array(got[n], dtype=dtype, order="C", copy=True) for n in wanted}
 
 
 def read_weights(path: str | Path) -> dict[str, np.ndarray]:
@@ -163,7 +179,16 @@ def read_model_dir(path: str | Path) -> tuple[Config, dict[str, np.ndarray]]:
 
 
 def write_model_dir(cfg: Config, params: dict[str, np.ndarray], path: str | Path) -> None:
+    """A folder with config.json and model.safetensors; an OutputError if it cannot be made or written."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(cfg.to_json())
-    write_weights(params, path / "model.safetensors")
+    try:
+        if path.exists() and not path.is_dir():
+            raise OutputError(
+                f"cannot save a model into {str(path)!r}: it exists and is not a folder. Expected a "
+                "folder (new or existing) to write config.json and model.safetensors into; choose another path."
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(cfg.to_json())
+        write_weights(params, path / "model.safetensors")
+    except OSError as e:
+        raise OutputError.wrap(path, e, "save a model into") from None

@@ -13,13 +13,14 @@ and a torch checkpoint only with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.config import Config
+from ..core.config import Config, ConfigError
 from ..core.graph import build
-from ..errors import CheckpointError, StateDictError, TokenError
+from ..errors import CheckpointError, StateDictError, TokenError, show
 from .checkpoints import params_from_state_dict, read_model_dir, read_weights
 from .tokenizer import CharTokenizer
 from .weights import Weights
@@ -49,7 +50,7 @@ class IdTokenizer:
 class BPETokenizer:
     """A byte-level BPE tokenizer from tokenizer.json or vocab.json + merges.txt (the `tokenizers` library)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, vocab_size: int) -> None:
         try:
             from tokenizers import Tokenizer
             from tokenizers.implementations import ByteLevelBPETokenizer
@@ -66,9 +67,13 @@ class BPETokenizer:
         except Exception as e:  # the tokenizers library raises plain Exceptions on bad files
             raise CheckpointError(f"cannot read the tokenizer in {folder}: {e}.") from None
         table = self._tok.get_vocab(with_added_tokens=True)
-        vocab = [""] * (max(table.values()) + 1)
+        # Texts only for ids the model has: the work is bounded by the model's vocabulary, not by
+        # the largest id the file names (one id of 2**31 would otherwise cost tens of GB here).
+        # An id at or past vocab_size is one the model cannot read; encoding to it is refused later.
+        vocab = [""] * min(vocab_size, max(table.values(), default=-1) + 1)
         for text, i in table.items():
-            vocab[i] = text
+            if 0 <= i < len(vocab):
+                vocab[i] = text
         self.vocab = tuple(vocab)
 
     @staticmethod
@@ -84,30 +89,49 @@ class BPETokenizer:
         return str(self._tok.decode([int(i) for i in ids]))
 
 
+def _field(d: dict[str, Any], key: str, kind: str, default: Any = None, where: str = "config.json") -> Any:
+    """d[key] checked as a whole number ("int"), a number ("float") or true/false ("bool")."""
+    v = d[key] if default is None else d.get(key, default)
+    if v is None and default is not None:
+        v = default
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:  # a numpy or torch scalar from a ckpt
+        v = v.item()
+    ok = {
+        "int": (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
+        "float": isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e300 and math.isfinite(v),
+        "bool": isinstance(v, bool),
+    }[kind]
+    if not ok:
+        expected = {"int": "a whole number", "float": "a finite number", "bool": "true or false"}[kind]
+        raise CheckpointError(f"{where}: {key} must be {expected}, got {show(v)} ({type(v).__name__}).")
+    return int(v) if kind == "int" else float(v) if kind == "float" else v
+
+
 def config_from_hf(d: dict[str, Any], dtype: str = "float32", name: str = "") -> Config:
-    """A Config from a Hugging Face GPT2Config dict (config.json)."""
+    """A Config from a Hugging Face GPT2Config dict (config.json); every field checked before use."""
     try:
         act = d.get("activation_function", "gelu_new")
-        if act not in _GELU:
+        if not isinstance(act, str) or act not in _GELU:
             raise CheckpointError(f"activation {act!r} is not supported; dfgpt has {sorted(_GELU)}.")
+        block = "n_positions" if "n_positions" in d else "n_ctx" if "n_ctx" in d else None
         return Config(
-            n_layer=int(d["n_layer"]),
-            n_head=int(d["n_head"]),
-            n_embd=int(d["n_embd"]),
-            block_size=int(d.get("n_positions", d.get("n_ctx", 1024))),
-            vocab_size=int(d["vocab_size"]),
-            n_inner=int(d.get("n_inner") or 0),
-            tied=bool(d.get("tie_word_embeddings", True)),
+            n_layer=_field(d, "n_layer", "int"),
+            n_head=_field(d, "n_head", "int"),
+            n_embd=_field(d, "n_embd", "int"),
+            block_size=_field(d, block, "int") if block else 1024,
+            vocab_size=_field(d, "vocab_size", "int"),
+            n_inner=_field(d, "n_inner", "int", 0),
+            tied=_field(d, "tie_word_embeddings", "bool", True),
             gelu=_GELU[act],  # type: ignore[arg-type]
             layout="in_out",
-            ln_eps=float(d.get("layer_norm_epsilon", 1e-5)),
+            ln_eps=_field(d, "layer_norm_epsilon", "float", 1e-5),
             dtype=dtype,  # type: ignore[arg-type]
             name=name,
         )
     except KeyError as e:
         raise CheckpointError(f"config.json lacks {e.args[0]!r}, which a GPT-2 config has.") from None
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"config.json has a field of the wrong type: {e}.") from None
+    except ConfigError as e:
+        raise ConfigError(f"config.json: {e}") from None
 
 
 def _torch_load(path: Path) -> Any:
@@ -130,7 +154,7 @@ def _torch_load(path: Path) -> Any:
 def _model(state: dict[str, Any], cfg: Config, file: Path, tokenizer: Any) -> Weights:
     graph = build(cfg)
     try:
-        params = params_from_state_dict(state, graph)
+        params = params_from_state_dict(state, graph, copy=False)  # read fresh from the file
     except StateDictError as e:
         raise StateDictError(f"{file}: {e}") from None
     tok = tokenizer or IdTokenizer(cfg.vocab_size)
@@ -142,7 +166,7 @@ def _model(state: dict[str, Any], cfg: Config, file: Path, tokenizer: Any) -> We
 
 def _hf_folder(folder: Path, d: dict[str, Any], dtype: str) -> Weights:
     cfg = config_from_hf(d, dtype, name=folder.name)
-    tokenizer = BPETokenizer(folder) if BPETokenizer.present(folder) else None
+    tokenizer = BPETokenizer(folder, cfg.vocab_size) if BPETokenizer.present(folder) else None
     if (folder / "model.safetensors").exists():
         file = folder / "model.safetensors"
         state: dict[str, Any] = read_weights(file)
@@ -161,19 +185,27 @@ def _nanogpt_ckpt(file: Path, dtype: str) -> Weights:
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise CheckpointError(f"{file} is not a nanoGPT checkpoint: expected keys 'model' and 'model_args'.")
     a = ckpt["model_args"]
-    cfg = Config(
-        n_layer=int(a["n_layer"]),
-        n_head=int(a["n_head"]),
-        n_embd=int(a["n_embd"]),
-        block_size=int(a["block_size"]),
-        vocab_size=int(a["vocab_size"]),
-        bias=bool(a.get("bias", True)),
-        tied=True,
-        gelu="erf",  # nanoGPT's nn.GELU() is the exact, erf form
-        dtype=dtype,  # type: ignore[arg-type]
-        name=file.parent.name,
-    )
-    tokenizer = BPETokenizer(file.parent) if BPETokenizer.present(file.parent) else None
+    if not isinstance(a, dict):
+        raise CheckpointError(f"{file}: model_args must be a dict of sizes, got {type(a).__name__}.")
+    where = f"{file} model_args"
+    try:
+        cfg = Config(
+            n_layer=_field(a, "n_layer", "int", where=where),
+            n_head=_field(a, "n_head", "int", where=where),
+            n_embd=_field(a, "n_embd", "int", where=where),
+            block_size=_field(a, "block_size", "int", where=where),
+            vocab_size=_field(a, "vocab_size", "int", where=where),
+            bias=_field(a, "bias", "bool", True, where=where),
+            tied=True,
+            gelu="erf",  # nanoGPT's nn.GELU() is the exact, erf form
+            dtype=dtype,  # type: ignore[arg-type]
+            name=file.parent.name,
+        )
+    except KeyError as e:
+        raise CheckpointError(f"{where} lacks {e.args[0]!r}, which nanoGPT's model_args has.") from None
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    tokenizer = BPETokenizer(file.parent, cfg.vocab_size) if BPETokenizer.present(file.parent) else None
     return _model(ckpt["model"], cfg, file, tokenizer)
 
 
@@ -210,7 +242,8 @@ def load_path(path: str | Path, dtype: str | None = None) -> Weights:
         cfg = Config.from_dict(d) if "block_size" in d else config_from_hf(d, dt, name=path.stem)
         if dtype:
             cfg = cfg.replace(dtype=dtype)
-        tok = _char(cfg) if cfg.vocab else (BPETokenizer(path.parent) if BPETokenizer.present(path.parent) else None)
+        bpe = BPETokenizer.present(path.parent)
+        tok = _char(cfg) if cfg.vocab else (BPETokenizer(path.parent, cfg.vocab_size) if bpe else None)
         return _model(read_weights(path), cfg, path, tok)
     raise CheckpointError(
         f"cannot load {path}: expected a folder, a .safetensors or .npz state dict, or a nanoGPT .pt file."

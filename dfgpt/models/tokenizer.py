@@ -13,7 +13,20 @@ from typing import Protocol
 
 from ..errors import TokenError
 
-__all__ = ["CharTokenizer", "Tokenizer"]
+__all__ = ["CharTokenizer", "Tokenizer", "visible"]
+
+# Whitespace a reader cannot see in a list of tokens, as signs they can (BPE tokens often start
+# with a space: " sat" reads as "␣sat", so "the cat sat" lists as "the ␣cat ␣sat").
+_VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "⏎"})
+
+
+def visible(text: str) -> str:
+    """A token's text with its whitespace shown.
+
+    >>> visible(" sat"), visible("\\n")
+    ('␣sat', '↵')
+    """
+    return text.translate(_VISIBLE) if text else "∅"
 
 
 class Tokenizer(Protocol):

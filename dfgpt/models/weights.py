@@ -18,9 +18,9 @@ import numpy as np
 
 from ..core.config import Config, ConfigError
 from ..core.graph import Graph, build
-from ..errors import SequenceLengthError, StateDictError, TokenError
+from ..errors import SequenceLengthError, StateDictError, TokenError, show
 from .checkpoints import params_from_state_dict, to_nanogpt_key, write_model_dir
-from .tokenizer import CharTokenizer, Tokenizer
+from .tokenizer import CharTokenizer, Tokenizer, visible
 
 __all__ = ["Weights"]
 
@@ -39,8 +39,11 @@ class Weights:
         tokenizer: Tokenizer | None = None,
         graph: Graph | None = None,
     ) -> None:
+        if not isinstance(config, Config):
+            raise ConfigError(f"config must be a dfgpt.Config, got {type(config).__name__}.")
         self.config = config
         self.graph = graph or build(config)
+        _check_params(params, self.graph)
         # Read-only views: sheets copy a parameter on their first edit, and a model written
         # in place would leave every sheet's cached values silently out of date.
         self.params = {n: _read_only(a) for n, a in params.items()}
@@ -48,9 +51,13 @@ class Weights:
 
     @classmethod
     def from_state_dict(
-        cls, state: dict[str, Any], config: Config | dict[str, Any], tokenizer: Tokenizer | None = None
+        cls, state: dict[str, Any], config: Config | dict[str, Any], tokenizer: Tokenizer | None = None,
+        copy: bool = True,
     ) -> Weights:
-        """A model from a nanoGPT / minGPT state dict (numpy arrays or torch tensors).
+        """A model from a nanoGPT / minGPT state dict (numpy arrays or torch tensors), copied.
+
+        The model's arrays are its own: changing `state` afterwards changes nothing. Loaders
+        that read the arrays fresh from a file pass copy=False.
 
         >>> import dfgpt
         >>> m = dfgpt.load("sort-random")
@@ -64,7 +71,7 @@ class Weights:
         if not isinstance(state, dict):
             raise StateDictError(f"a state dict maps tensor names to arrays, got {type(state).__name__}.")
         graph = build(config)
-        return cls(config, params_from_state_dict(state, graph), tokenizer, graph)
+        return cls(config, params_from_state_dict(state, graph, copy), tokenizer, graph)
 
     @property
     def n_params(self) -> int:
@@ -85,7 +92,14 @@ class Weights:
     def encode(self, text: str | Sequence[int]) -> list[int]:
         """Token ids of a text (or ids checked against the vocabulary), within the context."""
         if isinstance(text, str):
-            ids = self.tokenizer.encode(text)
+            ids = [int(i) for i in self.tokenizer.encode(text)]
+            V = self.config.vocab_size
+            bad = sorted({i for i in ids if not 0 <= i < V})
+            if bad:
+                raise TokenError(
+                    f"the tokenizer encodes {show(text)} to token ids {bad[:5]}, out of range: this model "
+                    f"has ids 0..{V - 1}; the tokenizer file does not match the model's vocabulary."
+                )
         elif isinstance(text, (list, tuple, np.ndarray)):
             ids = [self._token(i) for i in text]
         else:
@@ -118,6 +132,14 @@ class Weights:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids)
 
+    def token_text(self, i: int) -> str:
+        """One token as a reader sees it in a list: whitespace made visible (`␣sat`); its id where
+        the vocabulary has no text."""
+        try:
+            return visible(self.decode([i]))
+        except (IndexError, KeyError, ValueError):
+            return str(i)
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """nanoGPT keys; the tied head is not repeated."""
         return {to_nanogpt_key(n): a for n, a in self.params.items()}
@@ -143,3 +165,24 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     v = a.view()
     v.flags.writeable = False
     return v
+
+
+def _check_params(params: Any, graph: Graph) -> None:
+    """Every parameter the graph needs, by dfgpt name, as a real-valued array of its shape."""
+    if not isinstance(params, dict):
+        raise StateDictError(f"params maps dfgpt parameter names to arrays, got {type(params).__name__}.")
+    want = {n: graph.specs[n].dims for n in graph.parameters}
+    missing = [n for n in want if n not in params]
+    extra = sorted(str(n) for n in params if n not in want)
+    wrong = [f"{n}: {getattr(params[n], 'shape', type(params[n]).__name__)}, expected {want[n]}" for n in want
+             if n in params and (not isinstance(params[n], np.ndarray) or params[n].shape != want[n]
+                                 or params[n].dtype.kind not in "fiu")]
+    if missing or extra or wrong:
+        parts = [f"missing {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}" if missing else "",
+                 f"unexpected {', '.join(extra[:8])}" if extra else "",
+                 f"not real arrays of the right shape: {'; '.join(wrong[:4])}" if wrong else ""]
+        raise StateDictError(
+            "params do not fit the config: " + "; ".join(p for p in parts if p) + ". Give every parameter by "
+            "its dfgpt name (dfgpt.models.catalog.random_params(config) shows them), or load nanoGPT keys "
+            "with Model.from_state_dict."
+        )

@@ -15,18 +15,21 @@ much was left out, and sets `dot.truncated`.
 
 from __future__ import annotations
 
+import textwrap
+
 import graphviz
 import numpy as np
 
 from ..core.evaluate import Mask
 from ..errors import QueryError
 from ..sheet import Sheet
-from .colors import COLORS, edge, fmt, new_digraph, summary
+from .colors import COLORS, edge, fmt, legend, new_digraph, summary
 
 __all__ = ["FAN_IN", "draw_cells", "range_name"]
 
 FAN_IN = 4  # more cells than this from one tensor -> one range node
 _MAX_FORMULA = 90
+_WRAP = 48  # a formula longer than this is wrapped onto more lines, so a node stays narrow
 
 
 def range_name(sheet: Sheet, tensor: str, mask: Mask) -> str:
@@ -63,7 +66,7 @@ def _node_attrs(sheet: Sheet, tensor: str, mask: Mask, nid: str) -> dict[str, st
         except IndexError:  # formula.py indexes idx[2] for every softmax; prob cells have two axes
             f = f"{sheet.graph.ops[tensor].kind}({', '.join(sheet.graph.ops[tensor].ins)})"
         f = f if len(f) <= _MAX_FORMULA else f[: _MAX_FORMULA - 1] + "…"
-        lines = [nid, f"= {fmt(vals[0])}", f]
+        lines = [nid, f"= {fmt(vals[0])}", *textwrap.wrap(f, _WRAP, break_on_hyphens=False)]
         idx = tuple(int(i) for i in np.argwhere(mask)[0])
         pinned = idx in sheet.engine.pins.get(tensor, {})
         fill = COLORS["pinned"] if pinned else COLORS[spec.kind]
@@ -71,7 +74,8 @@ def _node_attrs(sheet: Sheet, tensor: str, mask: Mask, nid: str) -> dict[str, st
     box = np.argwhere(mask)
     full = int(np.prod(box.max(axis=0) - box.min(axis=0) + 1))
     count = f"{n} cells" + ("" if n == full else f" of the {full} in this box")
-    return {"label": "\\n".join([nid, count, summary(vals)]), "fillcolor": COLORS[spec.kind],
+    stats = summary(vals).replace(" mean ", "\\nmean ")  # two short lines keep a wide fan-in narrow
+    return {"label": "\\n".join([nid, count, stats]), "fillcolor": COLORS[spec.kind],
             "shape": "box3d"}
 
 
@@ -86,6 +90,19 @@ def _groups(sheet: Sheet, tensor: str, mask: Mask) -> list[Mask]:
         m[tuple(c)] = True
         out.append(m)
     return out
+
+
+def _rankdir(attrs: dict[str, dict[str, str]], depth: dict[str, int]) -> str:
+    """TB or LR, whichever makes the picture closer to square, from the label sizes (about 6 px a
+    character, 14 px a line at 10 pt): depth levels are rows top to bottom or columns left to right."""
+    size = {}
+    for nid, a in attrs.items():
+        lines = a["label"].split("\\n")
+        size[nid] = (6.0 * max(len(x) for x in lines) + 24, 14.0 * len(lines) + 12)
+    levels = [[size[n] for n in depth if depth[n] == d] for d in sorted(set(depth.values()))]
+    tb = (max(sum(w for w, _ in lv) for lv in levels), sum(max(h for _, h in lv) + 34 for lv in levels))
+    lr = (sum(max(w for w, _ in lv) + 34 for lv in levels), max(sum(h + 18 for _, h in lv) for lv in levels))
+    return "TB" if max(tb) / min(tb) < max(lr) / min(lr) else "LR"
 
 
 def draw_cells(sheet: Sheet, target: str, depth: int = 2, max_nodes: int = 200) -> graphviz.Digraph:
@@ -125,9 +142,10 @@ def draw_cells(sheet: Sheet, target: str, depth: int = 2, max_nodes: int = 200) 
                     queue.append(gid)
                 if (gid, nid) not in edges:
                     edges.append((gid, nid))
-    dot = new_digraph(f"cell {target}")
-    for nid, (t, m, _) in nodes.items():
-        dot.node(nid, **_node_attrs(sheet, t, m, nid))
+    attrs = {nid: _node_attrs(sheet, t, m, nid) for nid, (t, m, _) in nodes.items()}
+    dot = new_digraph(f"cell {target}", _rankdir(attrs, {nid: d for nid, (_, _, d) in nodes.items()}))
+    for nid, node_attrs in attrs.items():
+        dot.node(nid, **node_attrs)
     for a, b in edges:
         edge(dot, a, b)
     title = f"{sheet.name(tensor, idx)}: precedents to depth {depth} ({len(nodes)} nodes)"
@@ -136,6 +154,14 @@ def draw_cells(sheet: Sheet, target: str, depth: int = 2, max_nodes: int = 200) 
                 f"node budget max_nodes={max_nodes} reached. Raise max_nodes or lower depth.")
         dot.node("summarised", label=note, shape="note", fillcolor=COLORS["note"], style="filled")
         title += " — " + note
+    kinds = {sheet.graph.specs[t].kind for t, _, _ in nodes.values()}
+    pinned = any(sheet.engine.pins.get(t) for t, _, _ in nodes.values())
+    legend(dot, [k for k in ("input", "parameter", "computed") if k in kinds] + ["pinned"] * pinned
+           + ["note"] * bool(left))
+    with dot.subgraph() as row:  # beside the target, where the cone narrows, not beside its widest row
+        row.attr(rank="same")
+        row.node(sheet.name(tensor, idx))
+        row.node("legend")
     dot.attr("graph", label=title, labelloc="t")
     dot.truncated = bool(left)  # type: ignore[attr-defined]
     dot.note = title  # type: ignore[attr-defined]

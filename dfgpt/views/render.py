@@ -23,14 +23,32 @@ from typing import Any
 
 import graphviz
 import numpy as np
+from graphviz.quoting import quote
 
 from ..core.graph import Graph
 from ..errors import CheckpointError, DfgptError, NameError_, QueryError, UnknownNameError, suggest
 from ..model import Model, load
 from ..sheet import Sheet
-from .attention_map import attention_map
+from .attention_map import attention_map, head_diagram
 from .cellgraph import draw_cells
-from .colors import COLORS, RenderError, edge, fmt, new_digraph, shape_text, summary, write
+from .colors import (
+    COLORS,
+    Canvas,
+    RenderError,
+    Row,
+    block_table,
+    edge,
+    fmt,
+    kind_fill,
+    legend,
+    op_kind,
+    shape_kind,
+    shape_text,
+    summary,
+    tensor_label,
+    tensor_shape,
+    write,
+)
 
 __all__ = ["LEVELS", "draw", "main", "stages", "text_view", "write_docs"]
 
@@ -76,18 +94,6 @@ def _stage(graph: Graph, target: str) -> list[str]:
     return st[target]
 
 
-def _shape(graph: Graph, name: str, T: int | None) -> tuple[int | str, ...]:
-    spec = graph.specs[name]
-    return spec.shape(T) if T is not None else tuple(
-        "T" if a in ("pos", "key") else d for a, d in zip(spec.axes, spec.dims)
-    )
-
-
-def _op_kind(graph: Graph, name: str) -> str:
-    op = graph.ops.get(name)
-    return op.kind if op is not None else graph.specs[name].kind
-
-
 def text_view(obj: Model | Sheet, stage: str | None = None) -> str:
     """One line per tensor of a stage (all by default): name, shape, op kind, input names."""
     graph, T = obj.graph, (obj.T if isinstance(obj, Sheet) else None)
@@ -96,59 +102,11 @@ def text_view(obj: Model | Sheet, stage: str | None = None) -> str:
     for n in names:
         op = graph.ops.get(n)
         ins = ", ".join(op.ins) if op is not None else "-"
-        lines.append(f"{n:<22} {shape_text(_shape(graph, n, T)):<10} {_op_kind(graph, n):<12} {ins}")
+        lines.append(f"{n:<22} {shape_text(tensor_shape(graph, n, T)):<10} {op_kind(graph, n):<12} {ins}")
     return "\n".join(lines) + "\n"
 
 
 # -- tensor-level drawings -------------------------------------------------------------------
-class _Canvas:
-    """Nodes grouped by nested cluster, edges deduplicated, emitted in insertion order."""
-
-    def __init__(self, name: str) -> None:
-        self.dot = new_digraph(name)
-        self.nodes: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
-        self.edges: dict[tuple[str, str], dict[str, str]] = {}
-        self.labels: dict[str, str] = {}
-
-    def node(self, nid: str, clusters: tuple[str, ...] = (), **attrs: str) -> None:
-        if nid not in self.nodes:
-            self.nodes[nid] = (clusters, attrs)
-
-    def edge(self, a: str, b: str, **attrs: str) -> None:
-        if a != b and (a, b) not in self.edges:
-            self.edges[(a, b)] = attrs
-
-    def finish(self) -> graphviz.Digraph:
-        subs: dict[tuple[str, ...], graphviz.Digraph] = {}
-        for clusters, _ in self.nodes.values():
-            for i in range(1, len(clusters) + 1):
-                key = clusters[:i]
-                if key not in subs:
-                    sg = graphviz.Digraph(name=f"cluster_{key[-1]}")
-                    sg.attr("graph", label=self.labels.get(key[-1], key[-1]), style="rounded,filled",
-                            fillcolor=COLORS["cluster"], color="#999999")
-                    subs[key] = sg
-        for nid, (clusters, attrs) in self.nodes.items():
-            (subs[clusters] if clusters else self.dot).node(nid, **attrs)
-        # Deepest first, so a child's body is complete when its parent copies it.
-        for key in sorted(subs, key=lambda k: (-len(k), list(subs).index(k))):
-            (subs[key[:-1]] if len(key) > 1 else self.dot).subgraph(subs[key])
-        for (a, b), attrs in self.edges.items():
-            edge(self.dot, a, b, **attrs)
-        return self.dot
-
-
-def _fill(graph: Graph, name: str) -> str:
-    return COLORS[graph.specs[name].kind]
-
-
-def _label(graph: Graph, name: str, nid: str, T: int | None, extra: str = "") -> str:
-    shape = shape_text(_shape(graph, name, T))
-    kind = _op_kind(graph, name)
-    lines = [nid, f"{shape} · {kind}" if kind != graph.specs[name].kind else shape]
-    return "\\n".join(lines + ([extra] if extra else []))
-
-
 def _tensor_diagram(
     graph: Graph,
     names: list[str],
@@ -159,14 +117,14 @@ def _tensor_diagram(
 ) -> graphviz.Digraph:
     """Tensors as nodes (external inputs dashed), op inputs as edges, stages as clusters."""
     rename = rename or (lambda n: n)
-    cv = _Canvas(title)
+    cv = Canvas(title)  # top to bottom: a model is a tall stack, a block a column of steps
     inside = {rename(n) for n in names}
     for n in names:
         nid = rename(n)
         clusters = tuple(rename(k) for k in _stage_keys(n, graph))
         if clusters and clusters[0] == "h[*]":
             cv.labels["h[*]"] = f"block h[0..{graph.config.n_layer - 1}]  × {graph.config.n_layer}"
-        attrs = {"label": _label(graph, n, nid, T), "fillcolor": _fill(graph, n)}
+        attrs = {"label": tensor_label(graph, n, nid, T), "fillcolor": kind_fill(graph, n)}
         if decorate is not None:
             attrs.update(decorate(n))
         cv.node(nid, clusters, **attrs)
@@ -174,26 +132,81 @@ def _tensor_diagram(
         op = graph.ops.get(n)
         for i in op.ins if op is not None else ():
             if rename(i) not in inside:
-                attrs = {"label": _label(graph, i, i, T), "fillcolor": COLORS["external"], "style": "dashed"}
+                attrs = {"label": tensor_label(graph, i, i, T), "fillcolor": COLORS["external"], "style": "dashed"}
                 if decorate is not None:
                     attrs.update(decorate(i))
                 cv.node(i, (), **attrs)
             a, b = rename(i), rename(n)
-            if a == "h[*].out" and b.startswith("h[*]"):  # block l reads block l-1: the loop
-                first = not any(k[0] == a and k[1].startswith("h[*]") for k in cv.edges)
-                cv.edge(a, b, style="dashed", constraint="false", **({"label": "next block"} if first else {}))
+            if a == "h[*].out" and b.startswith("h[*]"):  # block l reads block l-1: one loop edge
+                if not any(k[0] == a and k[1].startswith("h[*]") for k in cv.edges):
+                    cv.edge(a, b, style="dashed", constraint="false", label="next block")
             else:
                 cv.edge(a, b)
     return cv.finish()
 
 
-def _draw_model(model: Model | Sheet, expand: bool, decorate: Any = None, title: str = "model") -> Any:
+_KINDS = ("input", "parameter", "computed")
+_BLOCK = re.compile(r"^h\[(\d+)\]\.(.+)$")
+_PER_ROW = 6  # blocks side by side in the expanded model, the cone and the receipt
+
+
+def _draw_model(model: Model | Sheet, expand: bool, annotate: Any = None, title: str = "model",
+                keys: tuple[str, ...] = _KINDS) -> graphviz.Digraph:
     graph = model.graph
     T = model.T if isinstance(model, Sheet) else None
-    if expand:
-        return _tensor_diagram(graph, list(graph.order), T, title, decorate=decorate)
+    if expand or annotate is not None:
+        plain = annotate or (lambda n: ("", {"fillcolor": kind_fill(graph, n)}))
+        return _stacked(graph, T, title, plain, keys, collapse=annotate is not None)
     # Every block maps onto one set of ids, so block l reading h[l-1].out becomes the loop edge.
-    return _tensor_diagram(graph, list(graph.order), T, title, rename=lambda n: re.sub(r"^h\[\d+\]", "h[*]", n))
+    dot = _tensor_diagram(graph, list(graph.order), T, title, rename=lambda n: re.sub(r"^h\[\d+\]", "h[*]", n))
+    dot.attr("graph", ranksep="0.22")
+    legend(dot, keys)
+    return dot
+
+
+def _stacked(graph: Graph, T: int | None, title: str, annotate: Any, keys: tuple[str, ...],
+             collapse: bool) -> graphviz.Digraph:
+    """The whole model at tensor level: the embedding and output as nodes, top to bottom; each
+    block one table of its tensors (with `collapse`, a run of alike blocks one table), the
+    blocks in order in rows of six, left to right."""
+    cv = Canvas(title)
+    body: list[list[Row]] = [[] for _ in range(graph.config.n_layer)]
+    for n in graph.order:
+        note, attrs = annotate(n)
+        m = _BLOCK.match(n)
+        if m is None:
+            cv.node(n, tuple(_stage_keys(n, graph)), label=tensor_label(graph, n, n, T, note), **attrs)
+        else:
+            body[int(m.group(1))].append((m.group(2), shape_kind(graph, n, T), note,
+                                          attrs.get("fillcolor", COLORS["outside"]), attrs.get("color", "")))
+    runs: list[tuple[int, int]] = []
+    for layer, rows in enumerate(body):
+        if collapse and runs and rows == body[runs[-1][0]]:
+            runs[-1] = (runs[-1][0], layer)
+        else:
+            runs.append((layer, layer))
+    gid = {layer: f"h[{a}]" if a == b else f"h[{a}..{b}]" for a, b in runs for layer in range(a, b + 1)}
+    for a, b in runs:
+        cv.node(gid[a], label=block_table(gid[a], a, b, body[a]), shape="plaintext", style="")
+
+    def where(n: str) -> str:
+        m = _BLOCK.match(n)
+        return gid[int(m.group(1))] if m else n
+
+    heads = [gid[a] for a, _ in runs]
+    wraps = {(heads[r - 1], heads[r]) for r in range(_PER_ROW, len(heads), _PER_ROW)}
+    for n in graph.order:
+        op = graph.ops.get(n)
+        for i in op.ins if op is not None else ():
+            tail, head = where(i), where(n)
+            cv.edge(tail, head, **({"constraint": "false"} if (tail, head) in wraps else {}))
+    dot = cv.finish()
+    for r in range(0, len(heads), _PER_ROW):  # a row of blocks; the next row under its first
+        dot.body.append(f"\t{{rank=same; {' '.join(quote(x) for x in heads[r: r + _PER_ROW])}}}\n")
+        if r:
+            edge(dot, heads[r - _PER_ROW], heads[r], style="invis", weight="10")
+    legend(dot, keys)
+    return dot
 
 
 def _draw_block(sheet: Sheet, target: str) -> graphviz.Digraph:
@@ -201,9 +214,11 @@ def _draw_block(sheet: Sheet, target: str) -> graphviz.Digraph:
     names = _stage(graph, target)
 
     def values(n: str) -> dict[str, str]:
-        return {"label": _label(graph, n, n, sheet.T, summary(sheet.values(n)))}
+        return {"label": tensor_label(graph, n, n, sheet.T, summary(sheet.values(n)))}
 
-    return _tensor_diagram(graph, names, sheet.T, target, decorate=values)
+    dot = _tensor_diagram(graph, names, sheet.T, target, decorate=values)
+    legend(dot, ("parameter", "computed", "external"))
+    return dot
 
 
 def _draw_head(sheet: Sheet, target: str) -> graphviz.Digraph:
@@ -214,39 +229,7 @@ def _draw_head(sheet: Sheet, target: str) -> graphviz.Digraph:
         raise UnknownNameError(
             f"level 'head' draws an attention stage; {target!r} is not one. Choose one of {', '.join(heads)}."
         )
-    names = _stage(graph, stage)
-    H = graph.config.n_head
-    cv = _Canvas(stage)
-
-    def ids(n: str) -> list[str]:
-        return [f"{n}[{h}]" for h in range(H)] if graph.specs[n].axes[:1] == ("head",) else [n]
-
-    for n in names:
-        v = sheet.values(n) if graph.specs[n].kind == "computed" else sheet.engine.values[n]
-        for h, nid in enumerate(ids(n)):
-            per_head = len(ids(n)) > 1
-            label = _label(graph, n, nid, sheet.T, summary(v[h] if per_head else v))
-            if per_head:
-                label = label.replace(shape_text(_shape(graph, n, sheet.T)), shape_text(v[h].shape))
-                cv.labels[f"{stage}.head[{h}]"] = f"head {h}"
-            cv.node(nid, (f"{stage}.head[{h}]",) if per_head else (), label=label, fillcolor=_fill(graph, n))
-    mask = f"{stage}.mask"
-    cv.node(mask, label=f"{mask}\\ncausal: score[t][s] = −inf for s > t", fillcolor=COLORS["external"],
-            style="dashed")
-    for n in names:
-        op = graph.ops.get(n)
-        for i in op.ins if op is not None else ():
-            if i not in names:
-                cv.node(i, label=_label(graph, i, i, sheet.T, summary(sheet.values(i))),
-                        fillcolor=COLORS["external"], style="dashed")
-            outs, src = ids(n), ids(i)
-            for h, o in enumerate(outs):
-                for a in ([src[h]] if len(src) == len(outs) else src):
-                    cv.edge(a, o)
-            if op is not None and op.kind == "score":
-                for o in outs:
-                    cv.edge(mask, o, style="dashed")
-    return cv.finish()
+    return head_diagram(sheet, stage, _stage(graph, stage))
 
 
 def _counts(x: Any) -> int:
@@ -264,18 +247,21 @@ def _draw_cone(prov: Any, influence: Any = None) -> graphviz.Digraph:
     top = max(weight.values(), default=0.0) or 1.0
     ranges = prov.by_tensor() if callable(getattr(prov, "by_tensor", None)) else {}  # 'rows 0–5 of 11'
 
-    def decorate(n: str) -> dict[str, str]:
+    def annotate(n: str) -> tuple[str, dict[str, str]]:
         total = int(np.prod(sheet.engine.shape(n)))
         got = int(masks[n].sum()) if n in masks else 0
         where = getattr(ranges.get(n), "ranges", "")
+        where = "" if "spanned" in where else where  # "63 of the 108 cells spanned": the count says it
         text = f"{got}/{total} cells in the cone" + (f"\\n{where}" if where and where != "all" else "")
-        attrs = {"label": _label(sheet.graph, n, n, sheet.T, text)}
-        attrs["fillcolor"] = _fill(sheet.graph, n) if got else COLORS["outside"]
-        attrs["color"] = COLORS["cone"] if got else "#bbbbbb"
-        attrs["penwidth"] = fmt(1.0 + 5.0 * weight.get(n, 0.0) / top) if weight else ("2" if got else "1")
-        return attrs
+        if weight.get(n):
+            text += f"\\ninfluence {weight[n] / total_weight:.0%}"
+        attrs = {"fillcolor": kind_fill(sheet.graph, n) if got else COLORS["outside"],
+                 "color": COLORS["cone"] if got else "#bbbbbb",
+                 "penwidth": fmt(1.0 + 5.0 * weight.get(n, 0.0) / top) if weight else ("2" if got else "1")}
+        return text, attrs
 
-    return _draw_model(sheet, True, decorate, title="provenance")
+    total_weight = sum(weight.values()) or 1.0
+    return _draw_model(sheet, True, annotate, title="provenance", keys=(*_KINDS, "outside", "cone"))
 
 
 def _influence_by_tensor(infl: Any) -> dict[str, float]:
@@ -322,18 +308,17 @@ def _draw_receipt(receipt: Any, sheet: Sheet | None = None) -> graphviz.Digraph:
         except DfgptError:
             continue
 
-    def decorate(n: str) -> dict[str, str]:
+    def annotate(n: str) -> tuple[str, dict[str, str]]:
         got = [(s, per[s][n]) for s in _STATES if per[s].get(n)]
         text = ", ".join(f"{s} {c}" for s, c in got) or ("edited" if n in edited else "untouched")
         # The colour is the most telling state present, whatever the counts.
         main = next((s for s in _PRIORITY if per[s].get(n)), None)
-        attrs = {"label": _label(sheet.graph, n, n, sheet.T, text),
-                 "fillcolor": COLORS[main] if main else COLORS["outside"]}
+        attrs = {"fillcolor": COLORS[main] if main else COLORS["outside"]}
         if n in edited:
             attrs.update(color=COLORS["cone"], penwidth="3")
-        return attrs
+        return text, attrs
 
-    return _draw_model(sheet, True, decorate, title="receipt")
+    return _draw_model(sheet, True, annotate, title="receipt", keys=(*_PRIORITY, "untouched", "cone"))
 
 
 # -- the one entry point ---------------------------------------------------------------------

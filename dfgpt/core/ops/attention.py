@@ -21,6 +21,7 @@ class Score(Op):
     """score[h][t][s] = Σ_d q[h][t][d] · k[h][s][d] / √hs for s ≤ t; -inf (masked) for s > t."""
 
     kind: ClassVar[str] = "score"
+    masked: ClassVar[float] = -np.inf
     row_reads: ClassVar[tuple[Reads, ...]] = ("row", "prefix")
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
@@ -51,12 +52,17 @@ class Score(Op):
 def _shifted_exp(ctx: Any, score: str, top: str, temp: str | None, rows: np.ndarray) -> np.ndarray:
     """exp((score - max) / τ) for the given rows: [H, R, cap] for attention, [R, V] for logits."""
     s, mx = ctx.values[score], ctx.values[top]
+    visible: Any = True  # logits: every entry counts
     if s.ndim == 3:
-        z = s[:, rows] - mx[:, rows][..., None]
+        sr, mr = s[:, rows], mx[:, rows][..., None]
         visible = np.arange(s.shape[-1])[None, :] <= rows[:, None]  # [R, cap]: the causal mask
-        z = np.where(visible, z, -np.inf)
     else:
-        z = s[rows] - mx[rows][:, None]
+        sr, mr = s[rows], mx[rows][:, None]
+    # The maximum is exp(0) even when it is infinite (inf - inf would be nan): a softmax over
+    # one key stays 1 however large its score, as the cone's "cannot matter" claims.
+    with np.errstate(invalid="ignore"):
+        z = np.where(sr == mr, 0.0, sr - mr)
+    z = np.where(visible, z, -np.inf)
     if temp is not None:
         z = z / ctx.values[temp]
     return np.exp(z)
@@ -148,7 +154,10 @@ class Softmax(Op):
         temp = self.ins[3] if len(self.ins) > 3 else None
         e = _shifted_exp(ctx, self.ins[0], self.ins[1], temp, rows)
         if e.ndim == 3:
-            ctx.values[self.out][:, rows] = e / total[:, rows][..., None]
+            # A masked entry reads nothing, so it is 0 whatever the row's sum (even a pinned 0).
+            visible = np.arange(e.shape[-1])[None, :] <= rows[:, None]  # [R, cap]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ctx.values[self.out][:, rows] = np.where(visible, e / total[:, rows][..., None], 0.0)
         else:
             ctx.values[self.out][rows] = e / total[rows][:, None]
 

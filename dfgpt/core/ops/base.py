@@ -29,6 +29,7 @@ class Op:
     out: str
     ins: tuple[str, ...]
     kind: ClassVar[str] = "op"
+    masked: ClassVar[float] = 0.0  # the value of a cell the causal mask leaves unread (a key past its query)
     row_reads: ClassVar[tuple[Reads, ...]] = ()
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
