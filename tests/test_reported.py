@@ -198,3 +198,192 @@ def test_every_result_has_a_short_repr_and_a_notebook_table():
     shown = _shown_objects()
     assert "logit[5][A] = +7.50369" in shown["Influence"]._repr_html_()
     assert "729/729" in shown["TaskScore"]._repr_html_()
+
+
+# -- checkpoints as nanoGPT writes them, and odd ones ---------------------------------------------
+torch = pytest.importorskip("torch")
+SORT_ARGS = {"n_layer": 3, "n_head": 3, "n_embd": 48, "block_size": 11, "vocab_size": 3, "bias": True, "dropout": 0.0}
+
+
+def _ckpt(tmp_path, model: object, args: object, name: str = "ckpt.pt"):
+    path = tmp_path / name
+    torch.save({"model": model, "model_args": args}, path)
+    return str(path)
+
+
+def _sort_tensors(dtype=None):
+    out = {k: torch.tensor(np.array(v)) for k, v in dfgpt.load("sort").state_dict().items()}
+    return {k: v.to(dtype) for k, v in out.items()} if dtype is not None else out
+
+
+def test_an_untied_nanogpt_checkpoint_keeps_its_head(tmp_path):
+    sort = dfgpt.load("sort")
+    m = dfgpt.load(_ckpt(tmp_path, _sort_tensors(), {**SORT_ARGS, "gelu": "tanh"}))
+    assert m.n_params == sort.n_params == 85_728 and not m.config.tied
+    assert m.sheet([2, 0, 1, 0, 2, 0]).value("logit[5][0]") == pytest.approx(sort.sheet("CABACA").value("logit[5][A]"),
+                                                                        abs=1e-5)
+    tied = _sort_tensors()
+    tied["lm_head.weight"] = tied["transformer.wte.weight"].clone()  # nanoGPT saves a tied head twice, equal
+    assert dfgpt.load(_ckpt(tmp_path, tied, SORT_ARGS, "tied.pt")).config.tied
+
+
+def test_a_bfloat16_checkpoint_loads_upcast(tmp_path):
+    m = dfgpt.load(_ckpt(tmp_path, _sort_tensors(torch.bfloat16), {**SORT_ARGS, "gelu": "tanh"}))
+    assert m.n_params == 85_728
+    assert m.sheet([2, 0, 1, 0, 2, 0]).value("logit[5][0]") == pytest.approx(7.5, abs=0.5)  # bfloat16: ~3 digits
+
+
+@pytest.mark.parametrize("model, args, words", [
+    (torch.zeros(3), SORT_ARGS, "'model' must be a state dict"),
+    ({}, {}, "lacks 'n_layer'"),
+    ({}, {**SORT_ARGS, "gelu": "relu"}, "gelu must be"),
+])
+def test_odd_nanogpt_checkpoints_are_typed_errors(tmp_path, model, args, words):
+    with pytest.raises(DfgptError, match=words):
+        dfgpt.load(_ckpt(tmp_path, model, args))
+
+
+def test_a_deeply_nested_or_mistyped_config_is_a_typed_error(tmp_path):
+    folder = tmp_path / "m"
+    dfgpt.load("sort-random").save(folder)
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DfgptError, match="nested too deeply"):
+        dfgpt.load(str(folder))
+    dfgpt.load("sort-random").save(tmp_path / "t")
+    cfg = (tmp_path / "t" / "config.json").read_text().replace('"tied": false', '"tied": "false"')
+    (tmp_path / "t" / "config.json").write_text(cfg)
+    with pytest.raises(DfgptError, match="tied must be true or false"):
+        dfgpt.load(str(tmp_path / "t"))
+
+
+# -- values that are not numbers, and the sampler at the edge --------------------------------------
+@pytest.mark.parametrize("value, words", [
+    (np.timedelta64(3), "expected a number"),
+    (np.ma.masked, "masked value"),
+    (float("nan"), "NaN is not a value"),
+])
+def test_edits_refuse_values_that_are_not_numbers(value, words):
+    s = dfgpt.load("sort-random").sheet("CABACA")
+    before = s.value("wpe[2][1]")
+    with pytest.raises(DfgptError, match=words):
+        s.set("wpe[2][1]", value)
+    assert s.value("wpe[2][1]") == before and s.engine.revision == 0
+
+
+def test_a_tiny_temperature_is_greedy():
+    model = dfgpt.load("sort")
+    assert model.generate("CBABBC", max_new_tokens=6, temperature=1e-310, seed=0) == "ABBBCC"
+
+
+@pytest.mark.parametrize("prompt", [123, None, 4.5])
+def test_a_prompt_is_a_text_or_ids(prompt):
+    with pytest.raises(DfgptError, match="a prompt is a text or a list of token ids"):
+        dfgpt.load("sort").generate(prompt)
+
+
+def test_config_without_a_vocabulary_is_a_typed_error():
+    with pytest.raises(DfgptError, match="vocab must be a sequence"):
+        dfgpt.Config(vocab=None)
+    assert dfgpt.Config(vocab_size=50257).n_embd == 768  # GPT-2 small's sizes by default, as nanoGPT
+
+
+def test_an_export_is_named_for_its_format(tmp_path):
+    s = dfgpt.load("sort-random").sheet("CAB")
+    with pytest.raises(DfgptError, match="does not end in .xlsx"):
+        s.to_xlsx(tmp_path / "x.csv", progress=False)
+    with pytest.raises(DfgptError, match="does not end in .npz"):
+        s.to_npz(tmp_path / "x.xlsx")
+    assert not list(tmp_path.iterdir())
+
+
+# -- the command line -----------------------------------------------------------------------------
+def _cli(capsys, *argv):
+    from dfgpt.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--text", "BBCAAC"], ["run", "BBCAAC"], ["generate", "--text", "CBABBC"], ["generate", "CBABBC"],
+    ["formula", "logit[5][A]", "--text", "BBCAAC"], ["why", "logit[5][A]", "--top", "1", "--text", "BBCAAC"],
+])
+def test_every_verb_takes_its_input_as_text(capsys, argv):
+    code, out, err = _cli(capsys, *argv)
+    assert code == 0 and not err and ("BBCAAC" in out or "CBABBC" in out or "logit[5][A]" in out)
+
+
+def test_version_and_no_verb(capsys):
+    with pytest.raises(SystemExit) as e:
+        _cli(capsys, "--version")
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("dfgpt 0.")
+    code, out, _ = _cli(capsys)
+    assert code == 0 and "why" in out and "generate" in out and "VERB" in out
+
+
+def test_sampling_flags_sample_at_temperature_one(capsys):
+    code, out, _ = _cli(capsys, "generate", "CABACA", "--top-k", "2", "--seed", "0", "--steps",
+                        "--max-new-tokens", "2")
+    assert code == 0 and out.startswith("sampled at temperature 1, top-k 2")
+    assert "from A:" in out and "B:" not in out.splitlines()[1]  # top-k 2 keeps A and C only
+
+
+def test_errors_speak_cli(capsys):
+    code, _, err = _cli(capsys, "run", "CABACABCABCAB")
+    assert code == 2 and "--crop" in err and "crop=True" not in err
+    code, _, err = _cli(capsys, "generate", "CBABBC", "--max-new-tokens", "8")
+    assert code == 2 and "pass --crop" in err
+
+
+def test_nothing_is_silent(capsys):
+    code, out, _ = _cli(capsys, "precedents", "wte[A][0]")
+    assert code == 0 and "wte[A][0]: no precedents: it is a parameter" in out
+    code, out, _ = _cli(capsys, "why", "lm_head.w[A][26]")
+    assert code == 0 and "no cells to rank for lm_head.w[A][26]" in out and "top 0" not in out
+
+
+def test_draw_attention_reads_its_target(capsys):
+    code, out, _ = _cli(capsys, "draw", "h[1].attn", "--level", "attention")
+    assert code == 0 and "h[1].attn.att[2]" in out and "h[0].attn" not in out and "h[2].attn" not in out
+    code, _, err = _cli(capsys, "draw", "logit[5][A]", "--level", "attention")
+    assert code == 2 and "one block" in err
+
+
+def test_query_verbs_print_json(capsys):
+    import json
+
+    s = dfgpt.load("sort").sheet("CABACA")
+    _, out, _ = _cli(capsys, "formula", "logit[5][A]", "--json")
+    got = json.loads(out)
+    assert got["value"] == s.value("logit[5][A]") and got["formula"] == s.formula("logit[5][A]")
+    assert got["precedents"] == s.precedents("logit[5][A]") and got["kind"] == "computed"
+    _, out, _ = _cli(capsys, "why", "logit[5][A]", "--top", "3", "--json")
+    got = json.loads(out)
+    assert [t["cell"] for t in got["top"]] == [it.cell for it in s.influence("logit[5][A]", top=3)]
+    _, out, _ = _cli(capsys, "run", "CAB", "--json")
+    assert np.allclose(json.loads(out)["logits"], dfgpt.load("sort").sheet("CAB").values("logit"), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"ln_eps": float("inf")}, "ln_eps must be a finite positive number"),
+    ({"ln_eps": "x"}, "ln_eps must be a finite positive number"),
+    ({"vocab": (1, 2)}, "vocab holds token texts"),
+])
+def test_config_fields_are_checked(kw, words):
+    with pytest.raises(DfgptError, match=words):
+        dfgpt.Config(**{"n_layer": 1, "n_head": 1, "n_embd": 4, "block_size": 4, "vocab": ("a", "b"), **kw})
+    with pytest.raises(DfgptError, match="a config is a dict"):
+        dfgpt.Config.from_dict(None)  # type: ignore[arg-type]
+
+
+def test_a_model_with_only_a_vocabulary_size_summarises_its_cone():
+    cfg = Config(n_layer=1, n_head=1, n_embd=4, block_size=8, vocab_size=5, name="ids")
+    s = dfgpt.Model(cfg, random_params(cfg)).sheet([1, 2, 3])
+    assert "(tokens 1 2 3)" in s.provenance("logit[2][1]").summary()
+
+
+def test_a_model_made_without_its_parameters_is_refused():
+    cfg = Config(n_layer=1, n_head=1, n_embd=4, block_size=8, vocab_size=5, name="ids")
+    with pytest.raises(StateDictError, match="missing wte, wpe"):
+        dfgpt.Model(cfg, {})

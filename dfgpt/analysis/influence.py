@@ -171,6 +171,12 @@ class Influence(Sequence[Item]):
                      ["cell", "value", "gradient", "score"], rows)
 
     def table(self) -> str:
+        if not self.items:  # say why, rather than print an empty ranking
+            kind = self.sheet.kind(self.target)
+            why = {"parameter": "it is a parameter, a constant of the model, so no cell affects it",
+                   "input": "it is an input, so no cell affects it"}.get(kind, "it is pinned to a constant")
+            return (f"no cells to rank for {self.target} = {self.target_value:+.6g}: {why}. "
+                    "What it affects is its impact: sheet.impact(cell).")
         lines = [f"top {len(self.items)} cells for {self.target} = {self.target_value:+.6g}, by {self.by}"
                  + (" (score = target − target with the cell set to 0)" if self.by == "ablation" else ""),
                  f"  {'cell':<34} {'value':>12} {'gradient':>12} {'score':>12}"]

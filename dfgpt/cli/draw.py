@@ -7,11 +7,12 @@ import re
 import sys
 from pathlib import Path
 
+from ..errors import QueryError
 from ..model import load
 from ..views.attention_map import attention_map
 from ..views.colors import write
 from ..views.render import LEVELS, draw, text_view
-from .options import model_arg
+from .options import model_arg, text_arg
 
 __all__ = ["register"]
 
@@ -26,7 +27,13 @@ def _cli(args: argparse.Namespace) -> int:
             sys.stdout.write(out)
         return 0
     if args.level == "attention":
-        layer = int(re.sub(r"\D", "", target)) if target and re.match(r"^h\[\d+\]", target) else None
+        layer = None
+        if target is not None:
+            m = re.fullmatch(r"h\[(\d{1,6})\](?:\.attn(?:\.att)?)?", target)
+            if m is None:
+                raise QueryError(f"--level attention draws the heads of one block, named like 'h[1]' or "
+                                 f"'h[1].attn', or of every block with 'model'; got {target!r}.")
+            layer = int(m.group(1))
         dot = attention_map(model.sheet(args.text), layer=layer, path=args.output)
     else:
         obj = model if target is None and args.level in (None, "model") else model.sheet(args.text)
@@ -44,7 +51,7 @@ def _cli(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("draw", help="draw a stage or a cell's cone (DOT, SVG, PNG, PDF) or list it as text")
     p.add_argument("target", help="'model', a stage ('h[0]', 'h[0].attn') or one cell ('logit[5][A]')")
-    p.add_argument("--text", default="CABACA", help="the input (default CABACA)")
+    text_arg(p)
     p.add_argument("--level", choices=[*LEVELS, "text", "attention"], default=None)
     p.add_argument("--depth", type=int, default=2, help="cell level: how many levels of precedents")
     p.add_argument("--max-nodes", type=int, default=200, help="cell level: node budget")

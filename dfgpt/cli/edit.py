@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import EditError, TokenError
 from ..model import load
-from .options import model_arg
+from .options import model_arg, text_arg
 
 __all__ = ["register"]
 
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("set", help="edit a weight, token or cell; print what was recomputed")
     p.add_argument("cell", help="e.g. 'h[2].mlp.c_proj.w[0][0]', 'tokens[2]', 'h[0].attn.att[0][5][3]'")
     p.add_argument("value", help="a number, or a token for tokens[t]")
-    p.add_argument("--text", default="CABACA", help="the input (default CABACA)")
+    text_arg(p)
     p.add_argument("--score", action="store_true", help="re-score the sort task before and after")
     model_arg(p)
     p.set_defaults(func=_cli_set)

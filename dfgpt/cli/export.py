@@ -7,7 +7,7 @@ from typing import Any
 
 from ..export.writers import to_npz, to_xlsx
 from ..model import load
-from .options import OneLineParser, model_arg
+from .options import OneLineParser, model_arg, text_arg
 
 __all__ = ["register"]
 
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, doc in (("xlsx", "a workbook with live formulas"), ("npz", "every tensor's values by name")):
         q = fmt.add_parser(name, help=doc)
         q.add_argument("path")
-        q.add_argument("text", nargs="?", default="CABACA", help="the input (default CABACA)")
+        text_arg(q, positional=True)
         q.add_argument("--temperature", type=float, default=1.0)
         model_arg(q)
         q.set_defaults(func=_export)

@@ -8,7 +8,7 @@ from typing import Any
 from ..analysis.symbolic import DEFAULT_BUDGET, expr, latex
 from ..errors import QueryError
 from ..model import load
-from .options import model_arg
+from .options import model_arg, text_arg
 
 __all__ = ["register"]
 
@@ -35,7 +35,7 @@ def _cli(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("expr", help="a cell as a SymPy expression (expanded by depth, or with free cells)")
     p.add_argument("cell")
-    p.add_argument("--text", default=None, help="the input (default CABACA, or aabaa for aab)")
+    text_arg(p, default=None, what="the input (default CABACA, or aabaa for aab)")
     p.add_argument("--depth", type=int, default=None, help="steps upstream to expand (default 1)")
     p.add_argument("--free", nargs="+", metavar="CELL", help="keep only these cells symbolic")
     p.add_argument("--latex", action="store_true", help="print LaTeX")

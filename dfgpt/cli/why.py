@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from ..analysis.attribution import direct_attribution
 from ..analysis.influence import influence
 from ..analysis.provenance import provenance
 from ..model import load
-from .options import model_arg
+from .options import in_cli_terms, json_arg, model_arg, text_arg
 
 __all__ = ["register"]
 
@@ -16,10 +17,16 @@ def _why(args: argparse.Namespace) -> int:
     sheet = load(args.model).sheet(args.text)
     prov = provenance(sheet, args.cell)
     res = influence(sheet, args.cell, top=args.top, by=args.rank)  # bad arguments fail before printing
+    if args.json:
+        print(json.dumps({
+            "cell": args.cell, "value": res.target_value, "cone": {"cells": len(prov), "tensors": len(prov.masks)},
+            "by": args.rank, "top": [{"cell": it.cell, "value": it.value, "grad": it.grad, "score": it.score}
+                                     for it in res.items]}))
+        return 0
     print(prov.summary())
     print()
     if args.by is None:
-        print(res.table())
+        print(in_cli_terms(res.table()))
         return 0
     groups = {"head": res.by_head, "position": res.by_position, "tensor": res.by_tensor, "block": res.by_block}
     print(f"{args.rank} scores of the cone of {args.cell}, summed by {args.by} (a map of where the "
@@ -35,8 +42,9 @@ def _why(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("why", help="what affects a cell: its exact cone and the cells that matter most")
     p.add_argument("cell", help="a cell name, e.g. 'logit[5][A]'")
-    p.add_argument("--text", default="CABACA", help="the input (default CABACA)")
+    text_arg(p)
     p.add_argument("--top", type=int, default=20, help="how many contributors to list")
+    json_arg(p)
     p.add_argument("--by", choices=["head", "position", "tensor", "block"], default=None,
                    help="sum the scores by head, position, tensor or block instead of listing cells")
     p.add_argument("--rank", default="grad*value", choices=["grad*value", "grad", "ablation"],

@@ -37,10 +37,11 @@ class Config:
     (GPT-2 Conv1D, picoGPT); cell names index weights in the stored layout.
     """
 
-    n_layer: int
-    n_head: int
-    n_embd: int
-    block_size: int
+    # GPT-2 small's sizes by default, like nanoGPT's GPTConfig; a vocabulary has no default.
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024
     vocab: tuple[str, ...] = ()
     vocab_size: int = 0
     n_inner: int = 0

@@ -76,9 +76,13 @@ def _log(sheet: Cells) -> _Log:
 
 # -- validation ------------------------------------------------------------------------------
 def _number(cell: str, value: Any, dtype: np.dtype) -> float:
+    if value is np.ma.masked or isinstance(value, np.ma.MaskedArray):
+        raise EditError(f"{cell}: a masked value is no number; give the number the cell should hold.")
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    # numpy files timedelta64 under its integers, but a duration is no cell value.
+    if (isinstance(value, (bool, np.bool_, np.timedelta64, np.datetime64))
+            or not isinstance(value, numbers.Real)):
         raise EditError(
             f"{cell}: expected a number, got {show(value)} ({type(value).__name__}); "
             f"write e.g. sheet.set({cell!r}, 0.5)."
@@ -87,6 +91,9 @@ def _number(cell: str, value: Any, dtype: np.dtype) -> float:
         v = float(np.asarray(float(value), dtype=dtype))
     except OverflowError:
         v = math.inf
+    if math.isnan(v):
+        raise EditError(f"{cell}: NaN is not a value a cell can hold (it would spread to every cell that reads "
+                        "it); give a finite number.")
     if not math.isfinite(v):
         raise EditError(
             f"{cell}: {show(value)} is not a finite {dtype} number; cells hold finite values "

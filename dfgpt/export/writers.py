@@ -101,6 +101,12 @@ def _check_path(given: Any, what: str) -> Path:
             raise ExportError(f"cannot write {path}: permission denied; choose a writable path.")
     except (OSError, ValueError) as e:  # a name too long, an embedded NUL
         raise ExportError(f"cannot write the {what} at {str(path)[:200]!r}: {e}; choose another path.") from None
+    if path.suffix.lower() != f".{what}":
+        # A workbook under a .csv name opens as garbage; numpy would silently append .npz.
+        raise ExportError(
+            f"{str(path)[:200]!r} does not end in .{what}, but the file is a .{what}; name it "
+            f"{path.with_suffix('.' + what).name!r}."
+        )
     return path
 
 

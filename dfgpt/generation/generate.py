@@ -31,7 +31,7 @@ import numpy as np
 
 from ..cells import Cells
 from ..core.blas import one_blas_thread
-from ..errors import DfgptError, SequenceLengthError
+from ..errors import DfgptError, SequenceLengthError, show
 from ..html import table
 
 if TYPE_CHECKING:
@@ -116,6 +116,11 @@ def _encode(model: Weights, prompt: str | Sequence[int]) -> list[int]:
     A prompt may be longer than the context when it will be cropped, and Weights.encode
     refuses those: it checks the prompt one context-sized piece at a time.
     """
+    if not isinstance(prompt, (str, list, tuple, np.ndarray)):
+        raise GenerateError(
+            f"a prompt is a text or a list of token ids, got {show(prompt)} ({type(prompt).__name__}); "
+            "e.g. model.generate('CBABBC') or model.generate([2, 1, 0])."
+        )
     ids = model.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
     block = model.config.block_size
     return [i for k in range(0, max(len(ids), 1), block) for i in model.encode(ids[k : k + block])]
@@ -127,7 +132,10 @@ def sample_dist(logits: np.ndarray, temperature: float, top_k: int | None, top_p
     >>> sample_dist(np.array([2.0, 1.0, 0.0]), 1.0, 2, None).round(4)
     array([0.7311, 0.2689, 0.    ])
     """
-    z = logits / temperature
+    # Shifted before dividing: a tiny temperature sends every other logit to -inf (greedy in the
+    # limit) instead of overflowing the largest to inf and making nan.
+    with np.errstate(over="ignore"):
+        z = (logits - logits.max()) / temperature
     if top_k is not None and top_k < z.size:
         kth = np.sort(z)[-top_k]
         z = np.where(z < kth, -np.inf, z)  # like nanoGPT: ties at the k-th value are kept

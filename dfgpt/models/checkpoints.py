@@ -87,7 +87,11 @@ def params_from_state_dict(state: dict[str, Any], graph: Graph, copy: bool = Tru
         if name not in wanted:
             extra.append(key)
             continue
-        arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+        if hasattr(value, "detach"):  # a torch tensor: bfloat16 has no numpy form, float32 holds it exactly
+            value = value.detach().cpu()
+            value = value.float() if str(value.dtype) == "torch.bfloat16" else value
+            value = value.numpy()
+        arr = np.asarray(value)
         got[name] = arr
     missing = [to_nanogpt_key(n) for n in wanted if n not in got]
     shapes = [

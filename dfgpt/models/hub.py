@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..core.config import Config, ConfigError
 from ..core.graph import build
 from ..errors import CheckpointError, StateDictError, TokenError, show
@@ -188,6 +190,11 @@ def _nanogpt_ckpt(file: Path, dtype: str) -> Weights:
     if not isinstance(a, dict):
         raise CheckpointError(f"{file}: model_args must be a dict of sizes, got {type(a).__name__}.")
     where = f"{file} model_args"
+    state = ckpt["model"]
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{file}: 'model' must be a state dict (tensor name -> tensor), got {type(state).__name__}."
+        )
     try:
         cfg = Config(
             n_layer=_field(a, "n_layer", "int", where=where),
@@ -196,8 +203,8 @@ def _nanogpt_ckpt(file: Path, dtype: str) -> Weights:
             block_size=_field(a, "block_size", "int", where=where),
             vocab_size=_field(a, "vocab_size", "int", where=where),
             bias=_field(a, "bias", "bool", True, where=where),
-            tied=True,
-            gelu="erf",  # nanoGPT's nn.GELU() is the exact, erf form
+            tied=_tied(state),
+            gelu=_gelu(a, where),  # type: ignore[arg-type]
             dtype=dtype,  # type: ignore[arg-type]
             name=file.parent.name,
         )
@@ -206,7 +213,24 @@ def _nanogpt_ckpt(file: Path, dtype: str) -> Weights:
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     tokenizer = BPETokenizer(file.parent, cfg.vocab_size) if BPETokenizer.present(file.parent) else None
-    return _model(ckpt["model"], cfg, file, tokenizer)
+    return _model(state, cfg, file, tokenizer)
+
+
+def _tied(state: dict[str, Any]) -> bool:
+    """nanoGPT ties lm_head to wte and saves both keys, equal; a head that differs is its own weight."""
+    head, wte = state.get("lm_head.weight"), state.get("transformer.wte.weight")
+    if head is None or wte is None:
+        return True
+    a, b = (np.asarray(x.detach().cpu().float().numpy() if hasattr(x, "detach") else x) for x in (head, wte))
+    return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def _gelu(args: dict[str, Any], where: str) -> str:
+    """nanoGPT's nn.GELU() is the exact erf form; a checkpoint may name another ('tanh', as the sort model)."""
+    g = args.get("gelu", "erf")
+    if g not in ("erf", "tanh"):
+        raise CheckpointError(f"{where}: gelu must be 'erf' (nanoGPT's nn.GELU) or 'tanh', got {show(g)}.")
+    return str(g)
 
 
 def load_path(path: str | Path, dtype: str | None = None) -> Weights:
@@ -256,6 +280,9 @@ def _read_json(file: Path) -> dict[str, Any]:
         d = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"cannot read {file}: {e}.") from None
+    except RecursionError:
+        raise CheckpointError(f"cannot read {file}: its JSON is nested too deeply; a config is a flat object "
+                              "of fields such as {\"n_layer\": 12}.") from None
     if not isinstance(d, dict):
         raise CheckpointError(f"{file} holds a JSON {type(d).__name__}; a config is a JSON object of fields.")
     return d
