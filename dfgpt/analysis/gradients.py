@@ -163,7 +163,11 @@ def _acc(G: Arrays, V: Arrays, name: str, g: np.ndarray) -> None:
     if name in ("tokens", "temperature"):
         return
     if name in G:
-        G[name] = G[name] + g
+        have = G[name]
+        if have.shape == np.shape(g) and np.result_type(have, g) == have.dtype:
+            have += g  # G's arrays are its own (made below): add in place, no new array per reader
+        else:
+            G[name] = have + g
     else:
         G[name] = np.array(g, dtype=np.result_type(g, V[name]))
 
@@ -214,14 +218,26 @@ def _v_linear(op: Op, V: Arrays, g: np.ndarray, G: Arrays) -> None:
     if op.heads:  # type: ignore[attr-defined]
         g = g.transpose(0, 2, 1, 3).reshape(g.shape[0], g.shape[2], -1)  # [B, H, T, hs] -> [B, T, n]
     Wt = _wt(op, W)
-    _acc(G, V, op.ins[0], g @ Wt.T)  # [B, T, n] @ [n, K] -> [B, T, K]
-    gWt = x.reshape(-1, x.shape[-1]).T @ g.reshape(-1, g.shape[-1])  # [K, n]
-    sl = slice(op.offset, op.offset + op.n_out)  # type: ignore[attr-defined]
-    gW = np.zeros_like(W)
-    if op.layout == "out_in":  # type: ignore[attr-defined]
-        gW[sl] = gWt.T
+    g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])  # [B·T, n], [B·T, K]
+    live = np.flatnonzero(g2.any(axis=1))
+    if live.size * 2 < g2.shape[0]:  # one logit's gradient is one row: skip the rows of zeros
+        gx = np.zeros((g2.shape[0], Wt.shape[0]), np.result_type(g2, Wt))
+        gx[live] = g2[live] @ Wt.T  # [R, n] @ [n, K] -> [R, K]
+        _acc(G, V, op.ins[0], gx.reshape(*g.shape[:-1], -1))
+        gWt = x2[live].T @ g2[live]  # [K, R] @ [R, n] -> [K, n]
     else:
-        gW[:, sl] = gWt
+        _acc(G, V, op.ins[0], g @ Wt.T)  # [B, T, n] @ [n, K] -> [B, T, K]
+        gWt = x2.T @ g2  # [K, n]
+    sl = slice(op.offset, op.offset + op.n_out)  # type: ignore[attr-defined]
+    whole = op.offset == 0 and op.n_out == (W.shape[0] if op.layout == "out_in" else W.shape[1])  # type: ignore[attr-defined]
+    if whole:
+        gW = gWt.T if op.layout == "out_in" else gWt  # type: ignore[attr-defined]
+    else:  # q, k, v: one slice each of c_attn
+        gW = np.zeros_like(W)
+        if op.layout == "out_in":  # type: ignore[attr-defined]
+            gW[sl] = gWt.T
+        else:
+            gW[:, sl] = gWt
     _acc(G, V, op.ins[1], gW)
     if len(op.ins) > 2:
         gb = np.zeros_like(V[op.ins[2]])
@@ -400,7 +416,7 @@ def grad(sheet: Cells, target: str) -> Gradient:
     parts: list[np.ndarray] = []
     for tensor, m in masks.items():
         if specs[tensor].kind == "computed":
-            seeds[tensor] = cut(tensor, m).astype(np.float64)[None]
+            seeds[tensor] = cut(tensor, m).astype(eng.dtype)[None]  # float32 sheets: float32 gradients
         if tensor != "tokens":
             parts.append(np.asarray(eng.view(tensor))[m])
     picked = np.concatenate(parts) if parts else np.zeros(0)
@@ -430,10 +446,13 @@ def grad(sheet: Cells, target: str) -> Gradient:
         if name == "temperature":  # a scalar, summed over every cell that divides by it
             arrays[name] = np.asarray(g, dtype=np.float64)
             continue
-        full = np.zeros(eng.shape(name), np.float64)
+        shape = tuple(eng.shape(name))
         if specs[name].kind == "parameter":
-            full += g
-        else:
+            full = g.astype(eng.dtype, copy=False)  # backward's own array: no copy
+        elif tuple(g.shape[1:]) == shape:
+            full = g[0].astype(eng.dtype, copy=False)
+        else:  # rows past the target's last position: outside every cone, 0
+            full = np.zeros(shape, eng.dtype)
             full[tuple(slice(0, n) for n in g.shape[1:])] = g[0]
         arrays[name] = arrays[name] + full if name in arrays else full
     return Gradient(target, value, arrays, sheet.cell)

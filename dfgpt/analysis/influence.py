@@ -200,15 +200,36 @@ def _rankable(sheet: Cells, cone: dict[str, Mask], seeds: dict[str, Mask]) -> di
 
 
 def _top(flat: dict[str, np.ndarray], k: int) -> list[tuple[str, int]]:
-    """The k largest |score| over every tensor: [(tensor, flat index into its cone cells)]."""
-    names = list(flat)
-    if not names:
+    """The k largest |score| over every tensor: [(tensor, flat index into its cone cells)].
+
+    One total order: |score| descending (nan, an undefined target, first), then graph order,
+    then index. A GPT-2 cone has ~10^8 cells, so no array of all of them is built: a lower
+    bound of the k-th value (the k-th largest of the tensors' maxima: those are k cells at
+    least that large) leaves a handful of candidates per tensor, ranked exactly.
+    """
+    names = [n for n in flat if flat[n].size]
+    if not names or k <= 0:
         return []
-    allv = np.nan_to_num(np.concatenate([np.abs(flat[n]) for n in names]), nan=np.inf)  # nan: target undefined
-    idx = top_indices(allv, k)
-    bounds = np.cumsum([0] + [flat[n].size for n in names])
-    which = np.searchsorted(bounds, idx, side="right") - 1
-    return [(names[w], int(i - bounds[w])) for w, i in zip(which, idx)]
+    peaks = np.array([_nan_high(np.abs(flat[n])).max() for n in names])
+    tau = float(peaks[top_indices(peaks, k)[-1]]) if len(names) >= k else -1.0
+    vals, tens, idxs = [], [], []
+    for j, n in enumerate(names):
+        a = np.abs(flat[n])
+        at = np.flatnonzero(~(a < tau))  # >= tau, and nan (nan < tau is False)
+        if at.size:
+            v = _nan_high(a[at])
+            keep = top_indices(v, k)
+            vals.append(v[keep])
+            tens.append(np.full(keep.size, j))
+            idxs.append(at[keep])
+    v, t, i = np.concatenate(vals), np.concatenate(tens), np.concatenate(idxs)
+    order = np.lexsort((i, t, -v))[:k]  # by |score| descending, then graph order, then index
+    return [(names[int(t[o])], int(i[o])) for o in order]
+
+
+def _nan_high(a: np.ndarray) -> np.ndarray:
+    """nan (an undefined target) ranks above every number."""
+    return np.where(np.isnan(a), np.inf, a) if np.isnan(a).any() else a
 
 
 def top_indices(v: np.ndarray, k: int) -> np.ndarray:
@@ -258,12 +279,15 @@ def influence(sheet: Cells, target: str, top: int = 20, by: str = "grad*value",
     engine = sheet.engine
     sheet.compute(prov.seeds)  # the seeds' rows pull in every row of the cone
     cells = _rankable(sheet, prov.masks, prov.seeds)
-    vals, grads, flat = {}, {}, {}
-    for t, m in cells.items():
-        vals[t] = engine.view(t)[m]
+    flat = {}
+    for t, m in cells.items():  # [cone cells of t]: the score of each, in row-major order
         ga = g.arrays.get(t)
-        grads[t] = ga[m] if ga is not None else np.zeros(vals[t].shape)
-        flat[t] = grads[t] if by == "grad" else grads[t] * vals[t]
+        if ga is None:
+            flat[t] = np.zeros(int(m.sum()))
+            continue
+        whole = bool(m.all())  # most cone tensors are whole: read them as views, copy nothing
+        grads = ga.reshape(-1) if whole else ga[m]
+        flat[t] = grads.copy() if by == "grad" else grads * (engine.view(t).reshape(-1) if whole else engine.view(t)[m])
     scored = cells
     if by == "ablation":
         n = candidates if candidates is not None else 2 * top
@@ -280,7 +304,9 @@ def influence(sheet: Cells, target: str, top: int = 20, by: str = "grad*value",
     items = []
     for t, i in _top({t: flat[t] for t in scored}, top) if by == "ablation" else _top(flat, top):
         idx = _index(cells[t], i)
-        items.append(Item(sheet.name(t, idx), float(vals[t][i]), float(grads[t][i]), float(flat[t][i]), t, idx))
+        ga = g.arrays.get(t)
+        items.append(Item(sheet.name(t, idx), float(engine.view(t)[idx]), float(ga[idx]) if ga is not None else 0.0,
+                          float(flat[t][i]), t, idx))
     res = Influence(sheet, target, by, items, flat, cells, scored, g.value)
     res.provenance = prov
     return res

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -135,13 +136,11 @@ def read_weights(path: str | Path) -> dict[str, np.ndarray]:
         raise CheckpointError(f"no weights file at {path}: give the path of a .safetensors or .npz file.")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            return dict(load_file(str(path)))
+            return map_safetensors(path)
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise CheckpointError(
             f"cannot read {path}: {e}. The file may be truncated or not a {path.suffix} file; "
             "re-save it from the source model."
@@ -152,6 +151,47 @@ def read_weights(path: str | Path) -> dict[str, np.ndarray]:
         f"{path.name}: unknown weights format {path.suffix!r}; dfgpt reads .safetensors and .npz "
         "(and nanoGPT's ckpt.pt with torch installed)."
     )
+
+
+# safetensors dtype names -> numpy (little-endian, as the format stores them)
+_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+              "U8": "u1", "BOOL": "?"}
+
+
+def map_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a .safetensors file, memory-mapped read-only: nothing is copied or read yet.
+
+    The format is an 8-byte header length, a JSON header of {name: {dtype, shape, data_offsets}},
+    then the bytes. Mapping instead of reading keeps a 124M-parameter load at the weights' size
+    (the page cache, shared) instead of twice it; an edit copies only the tensor it writes.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 2 <= n <= size - 8:
+            raise ValueError(f"header length {n} does not fit the file's {size} bytes")
+        header = json.loads(f.read(n))
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    base, out = 8 + n, {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if info.get("dtype") == "BF16":  # no numpy dtype: let safetensors widen it
+            from safetensors.numpy import load_file
+
+            return dict(load_file(str(path)))
+        dtype = np.dtype(_ST_DTYPES[info["dtype"]]) if info.get("dtype") in _ST_DTYPES else None
+        shape = tuple(int(d) for d in info["shape"])
+        begin, end = (int(x) for x in info["data_offsets"])
+        if dtype is None or not 0 <= begin <= end <= size - base or end - begin != dtype.itemsize * math.prod(shape):
+            raise ValueError(f"tensor {key!r}: dtype {info.get('dtype')!r}, shape {shape} and bytes "
+                             f"{begin}..{end} do not fit (the file has {size - base} data bytes)")
+        if end == begin:
+            out[key] = np.zeros(shape, dtype)
+        else:  # [..] read-only pages of the file; np.asarray drops the memmap subclass, keeps the map
+            out[key] = np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=base + begin, shape=shape))
+    return out
 
 
 def write_weights(params: dict[str, np.ndarray], path: str | Path) -> None:

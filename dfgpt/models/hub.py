@@ -145,7 +145,12 @@ def _torch_load(path: Path) -> Any:
             "weights_only=True): pip install 'dfgpt[torch]'. dfgpt never unpickles any other way."
         ) from None
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        try:  # memory-mapped: the tensors stay pages of the file until an edit copies one
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            return torch.load(str(path), map_location="cpu", weights_only=True)  # the legacy format
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         raise CheckpointError(
             f"cannot read {path} with torch.load(weights_only=True): {type(e).__name__}: {e}. "
