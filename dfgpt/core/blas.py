@@ -13,12 +13,13 @@ the kernel next to any result that is claimed bit for bit.
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_info
 
 __all__ = ["machine", "one_blas_thread"]
 
@@ -27,8 +28,16 @@ __all__ = ["machine", "one_blas_thread"]
 def one_blas_thread() -> Iterator[None]:
     """Run BLAS on one thread: small matmuls are ~20x faster than with threads on a busy
     machine, and the summation order can no longer depend on the thread count."""
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _controller().limit(limits=1, user_api="blas"):
         yield
+
+
+@functools.cache
+def _controller() -> ThreadpoolController:
+    """Found once: finding the loaded BLAS libraries reads /proc and costs ~1 ms a call, more than
+    a whole sort forward."""
+    np.dot(np.ones(2), np.ones(2))  # numpy's BLAS is loaded by now
+    return ThreadpoolController()
 
 
 def machine() -> str:
