@@ -1,11 +1,11 @@
 """The cells of one input run through one model, read by name, evaluated lazily.
 
->>> import dfgpt
->>> s = dfgpt.load("sort-random").sheet("CABACA")
->>> round(s.value("logit[5][A]"), 6) == round(float(s.value("logit")[5, 0]), 6)
-True
->>> s.precedents("h[0].ln_1.mean[2]")[:2]
-['emb[2][0]', 'emb[2][1]']
+>>> from dfgpt.models.catalog import load_weights
+>>> cells = Cells(load_weights("sort-random"), [2, 0, 1])
+>>> cells.select("logit[2]")
+[('logit', (2, slice(None, None, None)))]
+>>> cells.dependents("wpe[1][0]")[:1], cells.state("logit[2][A]")
+(['emb[1][0]'], 'unset')
 """
 
 from __future__ import annotations
