@@ -231,7 +231,9 @@ def _v_linear(op: Op, V: Arrays, g: np.ndarray, G: Arrays) -> None:
     sl = slice(op.offset, op.offset + op.n_out)  # type: ignore[attr-defined]
     whole = op.offset == 0 and op.n_out == (W.shape[0] if op.layout == "out_in" else W.shape[1])  # type: ignore[attr-defined]
     if whole:
-        gW = gWt.T if op.layout == "out_in" else gWt  # type: ignore[attr-defined]
+        # C order, as the sliced path makes it: reductions over G (the training's gradient norm)
+        # follow memory order, and an F-ordered transpose would round them differently.
+        gW = np.ascontiguousarray(gWt.T) if op.layout == "out_in" else gWt  # type: ignore[attr-defined]
     else:  # q, k, v: one slice each of c_attn
         gW = np.zeros_like(W)
         if op.layout == "out_in":  # type: ignore[attr-defined]
