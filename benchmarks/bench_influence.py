@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-T, TARGET_TOKEN, TOP, REPEAT = 64, 5, 20, 3
+T, TARGET_TOKEN, TOP, REPEAT, ALTERNATIONS = 64, 5, 20, 3, 3
 
 
 def config() -> dict:
@@ -112,14 +112,19 @@ def child(which: str) -> dict:
 
 
 def main() -> None:
-    d, t = child("--dfgpt"), child("--torch")
+    # Interleaved fresh processes, the best of each side: load from elsewhere on the machine hits both.
+    runs = [(child("--dfgpt"), child("--torch")) for _ in range(ALTERNATIONS)]
+    d = min((r[0] for r in runs), key=lambda x: x["seconds"])
+    t = min((r[1] for r in runs), key=lambda x: x["seconds"])
+    d["peak_kib"] = max(r[0]["peak_kib"] for r in runs)
+    t["peak_kib"] = max(r[1]["peak_kib"] for r in runs)
     # The same logit from two float32 implementations: 12 layers of float32 rounding differ by
     # ~1e-3 (bench_edits measures numpy's own float32 error at 0.014 on logits up to 28).
     assert abs(d["value"] - t["value"]) <= 5e-3, (d["value"], t["value"])
     assert d["ranked"] > 90_000_000 and len(d["top"]) == TOP, d  # every cell of the cone was ranked
     mib = 1024
     print(f"GPT-2 small shape, T={T}, influence top-{TOP} of logit[{T - 1}][{TARGET_TOKEN}] = {d['value']:+.5f}, "
-          f"1 thread each, best of {REPEAT}:")
+          f"1 thread each, best of {REPEAT} calls in each of {ALTERNATIONS} interleaved processes per side:")
     print(f"  dfgpt (warm sheet; {d['ranked']:,} cone cells ranked): {d['seconds']:.2f} s, "
           f"peak +{d['peak_kib'] / mib:.0f} MiB")
     print(f"  torch forward + backward + top-{TOP} ({t['ranked']:,} cells ranked): {t['seconds']:.2f} s, "
