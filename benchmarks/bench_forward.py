@@ -2,8 +2,11 @@
 
     python benchmarks/bench_forward.py
 
-Prints ratios (goals, DESIGN §6: ≤ 3× on sort, ≤ 1.2× at GPT-2-small shape, T = 64).
-GPT-2-shaped weights are seeded random, made on the fly (no download).
+Prints ratios, one BLAS thread each side, the two sides interleaved call by call and the best
+of each kept (load from elsewhere on the machine hits both alike). Goals, DESIGN §6: ≤ 1.5× on
+sort (this baseline is the independent reference forward in tests/, not a lean one), ≤ 1.2×
+at GPT-2-small shape for T = 64 and T = 1024. GPT-2-shaped weights are seeded random, made on
+the fly (no download). Asserts the two forwards agree (float64 to 1e-9, float32 to 1% of the largest logit).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -32,36 +36,42 @@ def ref_cfg(cfg: Config) -> dict:
     return {k: getattr(cfg, k) for k in keys}
 
 
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def bench(model: dfgpt.Model, tokens: list[int], repeat: int) -> tuple[float, float]:
+    """(engine, numpy) best seconds of full forwards, interleaved."""
     state = model.state_dict()
     cfg = ref_cfg(model.config)
-    numpy_t = best(lambda: reference.forward(state, cfg, tokens), repeat)
-    engine_t = best(lambda: model.sheet(tokens).values("logit"), repeat)
-    return engine_t, numpy_t
+    engine, numpy_ = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        want = reference.forward(state, cfg, tokens)["logits"]
+        numpy_.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        got = model.sheet(tokens).values("logit")
+        engine.append(time.perf_counter() - t)
+    # float64: the same numbers to 1e-9 relative; float32: two implementations' rounding over 12 layers
+    # and up to 1,024 positions drifts apart (each ~0.01 from float64 at 2 layers), so 1% of the largest
+    # logit, which still catches any wrong position, head or layer.
+    tol = 1e-9 if model.config.dtype == "float64" else 1e-2
+    scale = max(1.0, float(np.abs(want).max()))
+    assert np.abs(got - want).max() <= tol * scale, ("forwards disagree", float(np.abs(got - want).max()), scale)
+    return min(engine), min(numpy_)
 
 
 def main() -> None:
     sort = dfgpt.load("sort-random")
     e, n = bench(sort, [0, 2, 1, 0, 2, 0, 0, 1, 1, 2, 2], repeat=30)
     print(f"sort (T=11, float64, exact mode): engine {e * 1e3:.2f} ms, numpy {n * 1e3:.2f} ms, "
-          f"ratio {e / n:.2f}x (goal <= 3x)")
+          f"ratio {e / n:.2f}x (goal <= 1.5x)")
     rng = np.random.default_rng(0)
     state = reference.random_state(ref_cfg(GPT2_SMALL), 50257, 1024, seed=0, dtype=np.float32)
     model = dfgpt.Model.from_state_dict(state, GPT2_SMALL)
-    tokens = rng.integers(0, 50257, 64).tolist()
-    e, n = bench(model, tokens, repeat=5)
-    print(f"GPT-2 small shape (T=64, float32, fast mode): engine {e * 1e3:.1f} ms, numpy {n * 1e3:.1f} ms, "
-          f"ratio {e / n:.2f}x (goal <= 1.2x)")
+    for T, repeat in ((64, 5), (1024, 2)):
+        tokens = rng.integers(0, 50257, T).tolist()
+        e, n = bench(model, tokens, repeat=repeat)
+        print(f"GPT-2 small shape (T={T}, float32, fast mode): engine {e * 1e3:.0f} ms, numpy {n * 1e3:.0f} ms, "
+              f"ratio {e / n:.2f}x (goal <= 1.2x)")
 
 
 if __name__ == "__main__":
-    main()
+    with threadpool_limits(limits=1, user_api="blas"):
+        main()
