@@ -8,9 +8,12 @@
 
 from .core.config import Config
 from .errors import DfgptError
+from .interventions.attribution import attribution_patch
+from .interventions.lens import logit_lens
+from .interventions.sweep import sweep
 from .model import Model, load
 from .sheet import Sheet
 from .views.render import draw
 
-__all__ = ["Config", "DfgptError", "Model", "Sheet", "draw", "load"]
+__all__ = ["Config", "DfgptError", "Model", "Sheet", "attribution_patch", "draw", "load", "logit_lens", "sweep"]
 __version__ = "0.1.0"

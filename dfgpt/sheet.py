@@ -31,6 +31,7 @@ from .edits.receipts import Receipt
 from .export import writers
 from .export.writers import ExportResult
 from .html import table
+from .interventions import patching
 from .models.weights import Weights
 
 __all__ = ["Sheet"]
@@ -105,6 +106,16 @@ class Sheet(Cells):
     def append(self, token: str | int) -> Receipt:
         """Add one position; earlier rows stay valid -> Receipt."""
         return edits.append(self, token)
+
+    # -- interventions (dfgpt.interventions.patching) ----------------------------------------------
+    def patch(self, source: Cells, cells: str | list[str], receivers: str | list[str] | None = None) -> Receipt:
+        """Pin cells to their values in `source` (same model and length); with `receivers`, path patching."""
+        return patching.patch(self, source, cells, receivers=receivers)
+
+    def ablate(self, cells: str | list[str], how: str = "zero", reference: list[Cells] | None = None,
+               seed: int = 0) -> Receipt:
+        """Pin cells to zero, their mean over `reference` sheets, or one reference's values (seeded)."""
+        return patching.ablate(self, cells, how=how, reference=reference, seed=seed)
 
     def task_score(self, **kw: Any) -> TaskScore:
         """Re-score the sort task under this sheet's weights (dfgpt.analysis.task)."""

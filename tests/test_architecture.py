@@ -24,6 +24,7 @@ LAYERS = (
     "cells",
     "analysis",
     "edits",
+    "interventions",
     "generation",
     "training",
     "export",

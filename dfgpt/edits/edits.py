@@ -236,6 +236,17 @@ def _commit(sheet: Cells, action: str, changes: list[_Change]) -> Receipt:
     return receipt
 
 
+def pin_many(sheet: Cells, action: str, pins: list[tuple[str, tuple[int, ...], float]]) -> Receipt:
+    """Pin computed cells, given as (tensor, index, value), as one edit named `action` (a patch, an
+    ablation): one receipt, and one undo that restores each cell's previous pin or computation.
+
+    The caller has checked the cells; values are pinned as given.
+    """
+    old = sheet.engine.pins
+    changes = [_Change("pin", t, idx, old.get(t, {}).get(idx), v) for t, idx, v in pins]
+    return _commit(sheet, action, changes)
+
+
 def set_many(sheet: Cells, edits: dict[str, Any]) -> Receipt:
     """Edit parameters, tokens, the temperature or pin computed cells, as one atomic edit.
 

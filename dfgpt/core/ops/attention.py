@@ -28,9 +28,10 @@ class Score(Op):
         q, k = (ctx.values[n] for n in self.ins)  # [H, cap, hs]
         width = ctx.cap if ctx.exact else int(rows.max()) + 1
         s = _mm(q[:, rows], k[:, :width].transpose(0, 2, 1), ctx.exact)  # -> [H, R, width]
-        s = s * (1.0 / np.sqrt(q.shape[-1]))
+        s *= float(1.0 / np.sqrt(q.shape[-1]))  # a Python float: a float32 score stays float32
+        s[:, np.arange(width)[None, :] > rows[:, None]] = -np.inf  # [R, width]: keys past each query
         out = ctx.values[self.out]
-        out[:, rows, :width] = np.where(np.arange(width)[None, :] <= rows[:, None], s, -np.inf)
+        out[:, rows, :width] = s
         out[:, rows, width:] = -np.inf
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:

@@ -1,0 +1,128 @@
+"""The logit lens: every layer's residual stream read through `ln_f` and the unembedding.
+
+Row 0 is the embedding (`emb`), row l + 1 the output of block l (`h[l].out`); the last
+row is the model's own logits. Per row and position: the top tokens, and the rank and
+probability of a target token (by default the model's own final prediction there).
+Ranks count the tokens with a strictly larger logit, ties broken by token id, so the
+order is total and the same on every machine.
+
+>>> import dfgpt
+>>> lens = logit_lens(dfgpt.load("sort").sheet("CABACAAAA"))
+>>> lens
+Lens('CABACAAAA', 4 layers × 9 positions, target: final prediction)
+>>> lens.top_tokens(layer=3, position=8, n=1), int(lens.rank[3, 8])
+(['B'], 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import QueryError
+from .metrics import _token
+
+if TYPE_CHECKING:
+    from ..cells import Cells
+
+__all__ = ["Lens", "logit_lens"]
+
+
+@dataclass(frozen=True)
+class Lens:
+    """`logits[layer, position, token]`, `prob` (at temperature 1), the target per position, its `rank`."""
+
+    text: str
+    layers: tuple[str, ...]
+    positions: tuple[str, ...]
+    vocab: tuple[str, ...]
+    logits: np.ndarray
+    target: np.ndarray
+    target_name: str
+
+    @property
+    def prob(self) -> np.ndarray:  # [L+1, T, V]
+        z = self.logits - self.logits.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+    @property
+    def order(self) -> np.ndarray:
+        """[L+1, T, V]: token ids by logit, largest first, ties by token id."""
+        return np.argsort(-self.logits, axis=-1, kind="stable")
+
+    @property
+    def rank(self) -> np.ndarray:
+        """[L+1, T]: the target's rank at each layer and position (0: the top token)."""
+        tz = np.take_along_axis(self.logits, self.target[None, :, None], axis=-1)  # [L+1, T, 1]
+        ids = np.arange(self.logits.shape[-1])
+        ahead = (self.logits > tz) | ((self.logits == tz) & (ids < self.target[None, :, None]))
+        return ahead.sum(axis=-1)
+
+    @property
+    def target_prob(self) -> np.ndarray:  # [L+1, T]
+        return np.take_along_axis(self.prob, self.target[None, :, None], axis=-1)[..., 0]
+
+    def top_tokens(self, layer: int, position: int, n: int = 3) -> list[str]:
+        return [self.vocab[i] for i in self.order[layer, position, :n]]
+
+    def __repr__(self) -> str:
+        L, T = self.logits.shape[:2]
+        return f"Lens({self.text!r}, {L} layers × {T} positions, target: {self.target_name})"
+
+    def table(self, n: int = 1) -> str:
+        """Per layer and position: the top token(s), and the target's rank in brackets."""
+        rank, top = self.rank, self.order[..., :n]
+        cells = [[",".join(self.vocab[i] for i in top[lyr, t]) + f" ({rank[lyr, t]})"
+                  for t in range(len(self.positions))] for lyr in range(len(self.layers))]
+        w = max(len(c) for row in cells for c in row + list(self.positions)) + 1
+        lw = max(len(x) for x in self.layers)
+        tgt = "".join(self.vocab[i].rjust(w) for i in self.target)
+        lines = [f"logit lens of {self.text!r}: top token (rank of the target: {self.target_name})",
+                 "position".rjust(lw) + "".join(p.rjust(w) for p in self.positions),
+                 "target".rjust(lw) + tgt]
+        lines += [name.rjust(lw) + "".join(c.rjust(w) for c in row) for name, row in zip(self.layers, cells)]
+        return "\n".join(lines)
+
+
+def _ln(x: np.ndarray, g: np.ndarray | None, b: np.ndarray | None, eps: float) -> np.ndarray:
+    """LayerNorm over the last axis, as the model's ln_f: [..., C] -> [..., C]."""
+    if g is None:
+        return x
+    mu = x.mean(axis=-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+    y = (x - mu) / np.sqrt(var + eps) * g
+    return y if b is None else y + b
+
+
+def logit_lens(sheet: Cells, target: str | int | Sequence[str | int] | None = None) -> Lens:
+    """Every layer's residual stream through `ln_f` and the unembedding (see the module).
+
+    `target`: one token for every position, one per position, or None for the model's own
+    final prediction at each position.
+    """
+    cfg, T, eng = sheet.config, sheet.T, sheet.engine
+    streams = [sheet.graph.block_input(layer) for layer in range(cfg.n_layer)] + [f"h[{cfg.n_layer - 1}].out"]
+    x = np.stack([sheet.values(s) for s in streams])  # [L+1, T, C]
+    g = eng.values.get("ln_f.g") if cfg.layer_norm else None
+    b = eng.values.get("ln_f.b") if cfg.layer_norm and cfg.bias else None
+    head = eng.values["wte" if cfg.tied else "lm_head.w"]  # [V, C]
+    logits = _ln(x, g, b, cfg.ln_eps) @ head.T  # [L+1, T, C] @ [C, V] -> [L+1, T, V]
+    if target is None:
+        tgt = np.argsort(-logits[-1], axis=-1, kind="stable")[:, 0]
+        name = "final prediction"
+    elif isinstance(target, (str, int)) and not isinstance(target, bool):
+        tgt = np.full(T, _token(sheet, str(target), "lens target"))
+        name = sheet.token_label(int(tgt[0]))
+    elif isinstance(target, (list, tuple)) and len(target) == T:
+        tgt = np.array([_token(sheet, str(t), "lens target") for t in target])
+        name = "per position"
+    else:
+        raise QueryError(f"target must be a token, a list of {T} tokens (one per position) or None, got {target!r}.")
+    labels = tuple(["emb"] + [f"h[{lyr}]" for lyr in range(cfg.n_layer)])
+    positions = tuple(f"{t}:{sheet.token_label(tok)}" for t, tok in enumerate(sheet.tokens))
+    vocab = tuple(sheet.token_label(i) for i in range(cfg.vocab_size))
+    return Lens(sheet.text, labels, positions, vocab, np.asarray(logits, np.float64), tgt.astype(np.int64), name)

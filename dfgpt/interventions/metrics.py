@@ -1,0 +1,163 @@
+"""What a patch is measured by: a callable of a sheet, or a short spec read at one position.
+
+Specs (position: the last one unless `@t` or `position=` says otherwise):
+
+    logit_diff:A,C    logit[t][A] - logit[t][C]  (a token text, an id, or '#id' for an id always)
+    logit:A           logit[t][A]
+    prob:A            prob[t][A] (at the sheet's temperature)
+    logprob:A         log prob[t][A]
+    kl                KL(clean ‖ patched) of the next-token distributions at t
+
+A spec metric also gives its gradient with respect to the logit row (attribution patching).
+
+>>> import dfgpt
+>>> m = dfgpt.load("sort-random")
+>>> clean = m.sheet("CABACA")
+>>> metric = parse_metric("logit_diff:A,C", clean)
+>>> metric.name, metric(clean) == clean.value("logit[5][A]") - clean.value("logit[5][C]")
+('logit_diff:A,C@5', True)
+>>> parse_metric("kl", clean)(clean)
+0.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import IndexError_, QueryError, TokenError, suggest
+
+if TYPE_CHECKING:
+    from ..cells import Cells
+
+__all__ = ["KINDS", "Metric", "parse_metric"]
+
+KINDS = ("logit_diff", "logit", "prob", "logprob", "kl")
+_ARITY = {"logit_diff": 2, "logit": 1, "prob": 1, "logprob": 1, "kl": 0}
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:  # [V] -> [V]
+    z = z - z.max()
+    return z - np.log(np.exp(z).sum())
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named number of a sheet; spec metrics also know their gradient with respect to `logit[position]`."""
+
+    name: str
+    fn: Callable[[Any], float] = field(repr=False)
+    kind: str | None = None
+    position: int | None = None
+    tokens: tuple[int, ...] = ()
+    clean_logp: np.ndarray | None = field(default=None, repr=False)  # [V]: the clean distribution (kl)
+    of_row: Callable[[np.ndarray], float] | None = field(default=None, repr=False)  # of logit[position] ([V])
+
+    def __call__(self, sheet: Any) -> float:
+        return float(self.fn(sheet))
+
+    def dlogit(self, sheet: Cells) -> tuple[int, np.ndarray]:
+        """(position, ∂metric/∂logit[position] as [V]) at the sheet's values."""
+        if self.kind is None or self.position is None:
+            raise QueryError(
+                f"metric {self.name!r} is a Python callable: it has no gradient; use a spec such as "
+                "'logit_diff:A,C', 'prob:A', 'logprob:A' or 'kl' for attribution patching."
+            )
+        t = self.position
+        V = sheet.config.vocab_size
+        g = np.zeros(V)
+        if self.kind == "logit_diff":
+            g[self.tokens[0]] += 1.0
+            g[self.tokens[1]] -= 1.0
+            return t, g
+        if self.kind == "logit":
+            g[self.tokens[0]] = 1.0
+            return t, g
+        tau = float(sheet.engine.values["temperature"])
+        p = np.exp(_log_softmax(np.asarray(sheet.value(f"logit[{t}]"), np.float64) / tau))
+        if self.kind == "kl":
+            assert self.clean_logp is not None
+            return t, (p - np.exp(self.clean_logp)) / tau
+        g[self.tokens[0]] = 1.0
+        g = (g - p) / tau  # ∂ log p_A / ∂ logit
+        return t, g * p[self.tokens[0]] if self.kind == "prob" else g
+
+
+def _token(sheet: Cells, text: str, spec: str) -> int:
+    ids = sheet.model.token_ids
+    if text.startswith("#") and text[1:].isdigit() and int(text[1:]) < sheet.config.vocab_size:
+        return int(text[1:])  # an explicit id: '#17' even where '17' is a token text
+    if text in ids:
+        return int(ids[text])
+    if text.isdigit() and int(text) < sheet.config.vocab_size:
+        return int(text)
+    vocab = sheet.model.vocab
+    raise TokenError(
+        f"metric {spec!r}: {text!r} is not a token of the vocabulary"
+        + (f" ({' '.join(vocab)})" if len(vocab) <= 20 else "")
+        + f"; give a token text or an id 0..{sheet.config.vocab_size - 1}." + suggest(text, vocab[:5000])
+    )
+
+
+def parse_metric(metric: str | Callable[[Any], float] | Metric, clean: Cells, position: int | None = None) -> Metric:
+    """A `Metric` from a spec string (see the module), a callable of a sheet, or a Metric."""
+    if isinstance(metric, Metric):
+        return metric
+    if callable(metric):
+        return Metric(getattr(metric, "__name__", "metric"), metric)
+    if not isinstance(metric, str):
+        raise QueryError(f"metric must be a spec like 'logit_diff:A,C' or a callable of a sheet, got {metric!r}.")
+    spec = metric.strip()
+    head, _, at = spec.partition("@")
+    kind, _, args = head.partition(":")
+    kind = kind.strip()
+    if kind not in KINDS:
+        raise QueryError(
+            f"unknown metric {spec!r}: expected one of logit_diff:A,C  logit:A  prob:A  logprob:A  kl "
+            "(optionally @position), or a callable of a sheet." + suggest(kind, KINDS)
+        )
+    names = [a.strip() for a in args.split(",")] if args.strip() else []
+    if len(names) != _ARITY[kind]:
+        example = {"logit_diff": "logit_diff:A,C", "kl": "kl"}.get(kind, f"{kind}:A")
+        raise QueryError(f"metric {spec!r}: {kind} takes {_ARITY[kind]} token(s), e.g. {example!r}.")
+    T = clean.T
+    if at.strip():
+        if not at.strip().lstrip("-").isdigit():
+            raise QueryError(f"metric {spec!r}: the position after '@' must be a number 0..{T - 1}.")
+        position = int(at)
+    t = T - 1 if position is None else position
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not -T <= t < T:
+        raise IndexError_(f"metric {spec!r}: position {t!r} is out of range 0..{T - 1}.")
+    t = int(t) % T
+    toks = tuple(_token(clean, n, spec) for n in names)
+    name = f"{kind}{':' + ','.join(names) if names else ''}@{t}"
+    tau = float(clean.engine.values["temperature"])
+
+    def logp(row: np.ndarray) -> np.ndarray:  # logit row [V] -> log-probabilities [V]
+        return _log_softmax(np.asarray(row, np.float64) / tau)
+
+    clean_logp = ref = logp(clean.value(f"logit[{t}]")) if kind == "kl" else None
+    if kind == "logit_diff":
+        def of_row(row: np.ndarray) -> float:
+            return float(row[toks[0]]) - float(row[toks[1]])
+    elif kind == "logit":
+        def of_row(row: np.ndarray) -> float:
+            return float(row[toks[0]])
+    elif kind == "prob":
+        def of_row(row: np.ndarray) -> float:
+            return float(np.exp(logp(row)[toks[0]]))
+    elif kind == "logprob":
+        def of_row(row: np.ndarray) -> float:
+            return float(logp(row)[toks[0]])
+    else:
+        def of_row(row: np.ndarray) -> float:
+            assert ref is not None
+            return max(0.0, float(np.sum(np.exp(ref) * (ref - logp(row)))))
+
+    def fn(sheet: Any) -> float:
+        return of_row(sheet.value(f"logit[{t}]"))
+
+    return Metric(name, fn, kind, t, toks, clean_logp, of_row)

@@ -1,0 +1,131 @@
+"""A sweep's inner loop: one site's cone recomputed on a copy of a sheet's values, then put back.
+
+`Replay(sheet, need)` computes what reading `need` ({tensor: bool[T]}) needs and copies
+those values once. `replay.run(pins)` writes a site's cells, then, for the tensors
+downstream of the site in graph order, runs the ops' own `forward` (the engine's
+arithmetic: row-canonical in exact mode, so the result equals a from-scratch forward bit
+for bit) on the rows that the metric needs and that read a row written since the site;
+the sheet's own pins are applied again where they sit. `replay.restore()` copies back the
+touched rows. No revision, cache or stale bookkeeping runs per site, and the sheet is never
+written.
+
+>>> import dfgpt
+>>> import numpy as np
+>>> m = dfgpt.load("sort")
+>>> clean, bad = m.sheet("CABACAAAA"), m.sheet("CACACAAAA")
+>>> r = Replay(bad, {"logit": np.arange(9) == 8})
+>>> row = r.run([("emb", (2, i), float(v)) for i, v in enumerate(clean.values("emb")[2])])
+>>> bool((r.values["logit"][8] == clean.values("logit")[8]).all())
+True
+>>> r.restore(); bool((r.values["logit"][8] == bad.values("logit")[8]).all())
+True
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..cells import Cells
+
+__all__ = ["Replay"]
+
+Pins = list[tuple[str, tuple[int, ...], float]]
+
+
+class Replay:
+    """The values of one sheet (copied), and the ops to recompute a site's cone in them."""
+
+    def __init__(self, sheet: Cells, need: dict[str, np.ndarray], columns: tuple[int, ...] | None = None) -> None:
+        """`columns`: in fast mode, compute only these logit columns (a logit difference needs two of
+        50k); exact mode always runs the op itself, so values stay bit for bit a forward's."""
+        eng = sheet.engine
+        plan = eng._plan(need)  # [(tensor, row indices, last row)]: what reading `need` computes
+        eng.ensure({n: np.ones(eng.T, bool) for n, _, _ in plan})
+        self.graph = sheet.graph
+        self.exact, self.cap, self.T = eng.exact, eng.cap, eng.T
+        self.tokens = eng.tokens
+        self.shape = eng.shape
+        self.rows = {n: rows for n, rows, _ in plan}
+        self._sheet = eng.values  # the sheet's arrays: only ever read
+        self.base = {n: eng.values[n] for n in self.rows}
+        self.values: dict[str, np.ndarray] = dict(eng.values)
+        for n in self.rows:
+            self.values[n] = eng.values[n].copy()
+        self.pins = {k: dict(v) for k, v in eng.pins.items()}
+        op = sheet.graph.ops["logit"]
+        self.columns = None
+        if columns is not None and not eng.exact and "logit" not in self.pins:
+            cols = np.array(sorted(set(columns)))
+            self.columns = (cols, np.ascontiguousarray(eng.values[op.ins[1]][cols].T))  # [C, k]
+        self._touched: list[tuple[str, Any]] = []
+        self._down: dict[frozenset[str], list[str]] = {}
+
+    def _downstream(self, tensors: frozenset[str]) -> list[str]:
+        got = self._down.get(tensors)
+        if got is None:
+            below: set[str] = set()
+            for t in tensors:
+                below |= nx.descendants(self.graph.nx, t)
+            got = self._down[tensors] = [n for n in self.graph.computed if n in below and n in self.rows]
+        return got
+
+    def _index(self, name: str, rows: np.ndarray) -> tuple[Any, ...]:
+        ra = self.graph.row_axis[name]
+        return (slice(None),) * ra + (rows,)
+
+    def run(self, pins: Pins) -> None:
+        """Pin the site's cells to their values and recompute the cone the metric needs.
+
+        Rows are tracked like the engine does: a row runs only if a row it reads was written (the
+        same row, or any earlier one for attention over keys). No value comparison per row: after
+        a site that differs, nearly every row of its cone differs, and comparing costs a copy.
+        """
+        ra = self.graph.row_axis
+        T = self.T
+        dirty: dict[str, np.ndarray] = {}  # per tensor, [T]: rows that differ from the sheet's
+        extra: dict[str, list[tuple[tuple[int, ...], float]]] = {}
+        for t, idx, v in pins:
+            if t not in self.base:  # outside what the metric reads: a copy to write in, all the same
+                self.base[t] = self._sheet[t]
+                self.values[t] = self._sheet[t].copy()
+            self._touched.append((t, idx))
+            self.values[t][idx] = v
+            extra.setdefault(t, []).append((idx, v))
+            dirty.setdefault(t, np.zeros(T, bool))[idx[ra[t]]] = True
+        for name in self._downstream(frozenset(extra)):
+            need: np.ndarray | None = None
+            for inp, how, _ in self.graph.row_reads[name]:
+                d = dirty.get(inp)
+                if d is not None:
+                    d = np.logical_or.accumulate(d) if how == "prefix" else d
+                    need = d if need is None else need | d
+            if need is None:
+                continue
+            rows = self.rows[name]
+            rows = rows[need[rows]]
+            if not rows.size:
+                continue
+            arr = self.values[name]
+            if name == "logit" and self.columns is not None:
+                cols, w = self.columns  # [R, C] @ [C, k] -> [R, k]
+                arr[rows[:, None], cols[None, :]] = self.values[self.graph.ops[name].ins[0]][rows] @ w
+            else:
+                self.graph.ops[name].forward(self, rows)
+            self._touched.append((name, self._index(name, rows)))
+            if name in self.pins or name in extra:
+                rowset = set(rows.tolist())
+                for idx, v in list(self.pins.get(name, {}).items()) + extra.get(name, []):
+                    if idx[ra[name]] in rowset:
+                        arr[idx] = v
+            d = dirty.setdefault(name, np.zeros(T, bool))
+            d[rows] = True
+
+    def restore(self) -> None:
+        """Put back every value the last `run` wrote."""
+        for name, index in reversed(self._touched):
+            self.values[name][index] = self.base[name][index]
+        self._touched.clear()
