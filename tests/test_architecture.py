@@ -30,7 +30,7 @@ LAYERS = (
     "export",
     "sheet model",  # the façade: the public Sheet and Model, and load
     "views",
-    "cli",
+    "cli server",  # the command line and the explorer's web server: the top; only `dfgpt serve` joins them
 )
 LEVEL = {part: i for i, layer in enumerate(LAYERS) for part in layer.split()}
 CODE_LINES = 400  # the house guide for one module
@@ -107,6 +107,15 @@ def test_no_library_module_imports_the_cli():
             assert not [d for d in g.successors(m) if d.startswith("dfgpt.cli")], m
 
 
+def test_the_server_and_the_cli_meet_only_in_the_serve_verb():
+    g = import_graph()
+    for m in MODULES:
+        if m.startswith("dfgpt.server"):
+            assert not [d for d in g.successors(m) if d.startswith("dfgpt.cli")], m
+        elif m.startswith("dfgpt.cli") and m != "dfgpt.cli.serve":
+            assert not [d for d in g.successors(m) if d.startswith("dfgpt.server")], m
+
+
 def test_no_dfgpt_import_inside_a_function():
     """dfgpt's own imports stand at the top of a module, where the layering can be read (third-party
     ones may wait for the call that needs them: torch, tokenizers and scipy are slow to import)."""
@@ -134,3 +143,11 @@ def test_architecture_md_walks_every_module_in_layer_order():
     assert sorted(listed) == sorted(want)
     levels = [layer_of(m) for m in listed]
     assert levels == sorted(levels), "docs/architecture.md lists the modules in layer order"
+
+
+def test_every_package_ships_in_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {module_name(p) for p in PKG.rglob("__init__.py")}
+    assert packages <= listed, f"pyproject.toml [tool.setuptools] packages misses {sorted(packages - listed)}"

@@ -25,5 +25,7 @@ def test_the_wheel_carries_the_shipped_models(tmp_path):
     for model in ("sort", "aab"):
         assert f"dfgpt/graphs/{model}/config.json" in names
         assert f"dfgpt/graphs/{model}/model.safetensors" in names
+    for asset in ("index.html", "app.js", "style.css"):  # the explorer works offline from the package alone
+        assert f"dfgpt/server/static/{asset}" in names
     shipped = (ROOT / "graphs" / "sort" / "model.safetensors").read_bytes()
     assert zipfile.ZipFile(wheel).read("dfgpt/graphs/sort/model.safetensors") == shipped

@@ -22,12 +22,12 @@ import numpy as np
 
 from ..errors import DfgptError, QueryError
 from ..model import load
-from . import draw, edit, export, expr, generate, lens, patch, train, why
+from . import draw, edit, export, expr, generate, lens, patch, serve, train, why
 from .options import OneLineParser, in_cli_terms, json_arg, model_arg, resolve_text, text_arg
 
 __all__ = ["build_parser", "main"]
 
-VERBS = (why, edit, expr, draw, export, train, generate, patch, lens)  # each adds its verbs, in this order
+VERBS = (why, edit, expr, draw, export, train, generate, patch, lens, serve)  # each adds its verbs, in this order
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -22,31 +22,14 @@ import numpy as np
 
 from ..core.config import Config, ConfigError
 from ..core.graph import build
-from ..errors import CheckpointError, StateDictError, TokenError, show
+from ..errors import CheckpointError, StateDictError, show
 from .checkpoints import params_from_state_dict, read_model_dir, read_weights
-from .tokenizer import CharTokenizer
+from .tokenizer import CharTokenizer, IdTokenizer
 from .weights import Weights
 
 __all__ = ["BPETokenizer", "IdTokenizer", "config_from_hf", "load_path"]
 
 _GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "erf"}
-
-
-class IdTokenizer:
-    """No tokenizer file: tokens are given as ids."""
-
-    def __init__(self, vocab_size: int) -> None:
-        self.vocab: tuple[str, ...] = ()
-        self.vocab_size = vocab_size
-
-    def encode(self, text: str) -> list[int]:
-        raise TokenError(
-            "this checkpoint came without a tokenizer; give token ids (a list of ints), "
-            "or put tokenizer.json (or vocab.json + merges.txt) beside the weights."
-        )
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return " ".join(str(int(i)) for i in ids)
 
 
 class BPETokenizer:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from ..errors import TokenError
 
-__all__ = ["CharTokenizer", "Tokenizer", "visible"]
+__all__ = ["CharTokenizer", "IdTokenizer", "Tokenizer", "visible"]
 
 # Whitespace a reader cannot see in a list of tokens, as signs they can (BPE tokens often start
 # with a space: " sat" reads as "␣sat", so "the cat sat" lists as "the ␣cat ␣sat").
@@ -55,3 +55,20 @@ class CharTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.vocab[int(i)] for i in ids)
+
+
+class IdTokenizer:
+    """No tokenizer file: tokens are given as ids."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab: tuple[str, ...] = ()
+        self.vocab_size = vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        raise TokenError(
+            "this checkpoint came without a tokenizer; give token ids (a list of ints), "
+            "or put tokenizer.json (or vocab.json + merges.txt) beside the weights."
+        )
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(str(int(i)) for i in ids)

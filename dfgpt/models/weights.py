@@ -20,7 +20,7 @@ from ..core.config import Config, ConfigError
 from ..core.graph import Graph, build
 from ..errors import SequenceLengthError, StateDictError, TokenError, show
 from .checkpoints import params_from_state_dict, to_nanogpt_key, write_model_dir
-from .tokenizer import CharTokenizer, Tokenizer, visible
+from .tokenizer import CharTokenizer, IdTokenizer, Tokenizer, visible
 
 __all__ = ["Weights"]
 
@@ -47,7 +47,9 @@ class Weights:
         # Read-only views: sheets copy a parameter on their first edit, and a model written
         # in place would leave every sheet's cached values silently out of date.
         self.params = {n: _read_only(a) for n, a in params.items()}
-        self.tokenizer: Tokenizer = tokenizer or CharTokenizer(config.vocab)
+        # No texts in the config: tokens are ids, printed as numbers.
+        self.tokenizer: Tokenizer = tokenizer or (CharTokenizer(config.vocab) if config.vocab
+                                                  else IdTokenizer(config.vocab_size))
 
     @classmethod
     def from_state_dict(

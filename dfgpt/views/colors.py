@@ -60,6 +60,8 @@ COLORS: dict[str, str] = {
     "pinned": "#7fa7e0",
     "fresh": "#fcd5b4",
     "unset": "#ffffff",
+    # signed values (the explorer's grid): negative to white to heat(1.0) for positive
+    "negative": "#a50f15",
     # provenance
     "cone": "#e0301e",  # outline / fill accent of a tensor in the cone
     "outside": "#f4f4f4",  # a tensor with no cell in the cone

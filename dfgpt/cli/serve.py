@@ -1,0 +1,35 @@
+"""`dfgpt serve`: the explorer, a spreadsheet of the model in the browser (see dfgpt.server)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import QueryError
+from ..server.app import load_models, serve
+
+__all__ = ["register"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise QueryError(f"--port must be in 1..65535, got {args.port}.")
+    try:
+        import starlette  # noqa: F401  # the `serve` extra
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise QueryError("`dfgpt serve` needs Starlette and uvicorn: pip install -e \".[serve]\".") from None
+    serve(load_models(args.model or ["sort"]), host=args.host, port=args.port,
+          max_sessions=args.max_sessions, idle_seconds=args.idle_minutes * 60)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="the explorer: click through a model's cells in the browser")
+    p.add_argument("--model", action="append", default=None, metavar="NAME_OR_PATH",
+                   help="a shipped model or a checkpoint path; repeat for several (default: sort)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1, this machine only; another is warned about)")
+    p.add_argument("--max-sessions", type=int, default=32, help="browser sessions kept at once (default 32)")
+    p.add_argument("--idle-minutes", type=float, default=30.0, help="a session idle this long is dropped (default 30)")
+    p.set_defaults(func=_serve)

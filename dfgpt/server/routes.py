@@ -1,0 +1,204 @@
+"""The explorer's requests: each parses its parameters, takes the session's sheet and answers with dfgpt.server.api.
+
+A handler receives the session (its lock already held, so the sheet is its own for the call)
+and the request's parameters as strings (GET) or JSON values (POST); every bad parameter is
+a `DfgptError`, which the app turns into a 4xx JSON answer.
+
+>>> import dfgpt
+>>> from dfgpt.server.sessions import SessionStore
+>>> session = SessionStore({"sort": dfgpt.load("sort-random")}).get(None)
+>>> cell(session, {"model": "sort", "text": "CABACA", "name": "logit[5][A]"})["kind"]
+'computed'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import QueryError
+from ..model import Model
+from . import api
+from .sessions import Session, encode
+
+__all__ = ["GET", "POST"]
+
+Params = Mapping[str, Any]
+Handler = Callable[[Session, Params], dict[str, Any]]
+
+
+# -- parameters -----------------------------------------------------------------------------------
+def _str(p: Params, key: str, default: str | None = None) -> str:
+    v = p.get(key, default)
+    if v is None:
+        raise QueryError(f"{key}: this request needs {key}=..., "
+                         "e.g. /api/cell?model=sort&text=CABACA&name=logit[5][A].")
+    if not isinstance(v, str):
+        raise QueryError(f"{key}: expected a text, got {type(v).__name__}.")
+    return v
+
+
+def _int(p: Params, key: str, default: int | None = None, lo: int = 0, hi: int = 1 << 31) -> int | None:
+    v = p.get(key)
+    if v is None or v == "":
+        return default
+    if isinstance(v, bool):
+        raise QueryError(f"{key}: expected a whole number, got {v!r}.")
+    try:
+        n = int(v) if isinstance(v, (int, str)) else None
+    except ValueError:
+        n = None
+    if n is None or not lo <= n <= hi:
+        raise QueryError(f"{key}: expected a whole number in {lo}..{hi}, got {v!r}.")
+    return n
+
+
+def _float(p: Params, key: str, default: float | None = None) -> float | None:
+    v = p.get(key)
+    if v is None or v == "":
+        return default
+    try:
+        x = float(v) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else math.nan
+    except ValueError:
+        x = math.nan
+    if not math.isfinite(x):
+        raise QueryError(f"{key}: expected a finite number, got {v!r}.")
+    return x
+
+
+def _sheet(s: Session, p: Params) -> Any:
+    return s.sheet(_str(p, "model", "sort"), _str(p, "text"))
+
+
+def _history(s: Session, p: Params) -> dict[str, int]:
+    undo, redo = s.history.get(_str(p, "model", "sort"), (0, 0))
+    return {"undo": undo, "redo": redo}
+
+
+# -- reads ----------------------------------------------------------------------------------------
+def models(s: Session, p: Params) -> dict[str, Any]:
+    return {"models": [api.model_json(k, m) for k, m in s.models.items()]}
+
+
+def overview(s: Session, p: Params) -> dict[str, Any]:
+    sheet = _sheet(s, p)
+    out = api.overview_json(sheet)
+    out["model"] = api.model_json(_str(p, "model", "sort"), sheet.model)
+    out["history"] = _history(s, p)
+    return out
+
+
+def cell(s: Session, p: Params) -> dict[str, Any]:
+    return api.cell_json(_sheet(s, p), _str(p, "name"))
+
+
+def cellview(s: Session, p: Params) -> dict[str, Any]:
+    return api.cell_detail(_sheet(s, p), _str(p, "name"))
+
+
+def tensor(s: Session, p: Params) -> dict[str, Any]:
+    return api.tensor_json(_sheet(s, p), _str(p, "name"), _int(p, "lead", 0) or 0, _int(p, "r0", 0) or 0,
+                           _int(p, "c0", 0) or 0)
+
+
+def cone(s: Session, p: Params) -> dict[str, Any]:
+    return api.cone_json(_sheet(s, p), _str(p, "name"), _str(p, "tensor"), _int(p, "lead", 0) or 0,
+                         _int(p, "r0", 0) or 0, _int(p, "c0", 0) or 0)
+
+
+def influence(s: Session, p: Params) -> dict[str, Any]:
+    """`sheet.influence`, remembered per sheet state: a full backward pass costs seconds at GPT-2 scale."""
+    sheet = _sheet(s, p)
+    key = (id(sheet), sheet.engine.revision, sheet.T, _str(p, "name"), _int(p, "top", 10, 1, 200) or 10,
+           _str(p, "by", "grad*value"))
+    if key not in s.answers:
+        s.answers[key] = api.influence_json(sheet, *key[3:])  # type: ignore[arg-type]
+        while len(s.answers) > 16:
+            s.answers.pop(next(iter(s.answers)))
+    return s.answers[key]  # type: ignore[no-any-return]
+
+
+def _controls(p: Params) -> tuple[float, int | None, float | None]:
+    temperature = _float(p, "temperature", 1.0)
+    return (1.0 if temperature is None else temperature), _int(p, "top_k", None, 1), _float(p, "top_p", None)
+
+
+def dist(s: Session, p: Params) -> dict[str, Any]:
+    return api.dist_json(_sheet(s, p), _int(p, "pos", None), *_controls(p))
+
+
+# -- what-ifs -------------------------------------------------------------------------------------
+def _done(s: Session, p: Params, sheet: Any, receipt: Any, undo: int, redo: int) -> dict[str, Any]:
+    model = _str(p, "model", "sort")
+    s.history[model] = (undo, redo)
+    out = api.receipt_json(receipt, sheet)
+    out["history"] = {"undo": undo, "redo": redo}
+    return out
+
+
+def set_cell(s: Session, p: Params) -> dict[str, Any]:
+    sheet = _sheet(s, p)
+    value = p.get("value")
+    if value is None or isinstance(value, (bool, list, dict)):
+        raise QueryError("value: give the new value, a number (or a token for tokens[i]), e.g. {\"value\": 0.5}.")
+    receipt = sheet.set(_str(p, "name"), value)
+    undo, _ = s.history.get(_str(p, "model", "sort"), (0, 0))
+    return _done(s, p, sheet, receipt, undo + 1, 0)
+
+
+def undo(s: Session, p: Params) -> dict[str, Any]:
+    sheet = _sheet(s, p)
+    receipt = sheet.undo()
+    u, r = s.history.get(_str(p, "model", "sort"), (0, 0))
+    return _done(s, p, sheet, receipt, max(0, u - 1), r + 1)
+
+
+def redo(s: Session, p: Params) -> dict[str, Any]:
+    sheet = _sheet(s, p)
+    receipt = sheet.redo()
+    u, r = s.history.get(_str(p, "model", "sort"), (0, 0))
+    return _done(s, p, sheet, receipt, u + 1, max(0, r - 1))
+
+
+def new_input(s: Session, p: Params) -> dict[str, Any]:
+    """A new input: the same length is a token edit (undoable); another length a new sheet with the edited weights."""
+    name = _str(p, "model", "sort")
+    sheet = _sheet(s, p)
+    new = _str(p, "new")
+    ids = encode(sheet.model, new)  # a bad token or a text too long raises here, before anything changes
+    if len(ids) == sheet.T:
+        changes = {f"tokens[{i}]": t for i, t in enumerate(ids) if t != sheet.tokens[i]}
+        if not changes:
+            raise QueryError(f"the input is already {new!r}.")
+        receipt = sheet.set_many(changes)
+        u, _ = s.history.get(name, (0, 0))
+        return _done(s, p, sheet, receipt, u + 1, 0)
+    edited = any(not (sheet.engine.values[t] is sheet.engine.base[t] or
+                      np.array_equal(sheet.engine.values[t], sheet.engine.base[t])) for t in sheet.engine.owned)
+    model = Model.of(sheet.to_model()) if edited else s.model(name)
+    fresh = model.sheet(ids)
+    s.replace(name, fresh)
+    s.history[name] = (0, 0)
+    return {"action": "new input", "text": fresh.text, "kept_edits": edited, "history": {"undo": 0, "redo": 0},
+            "prediction": api.prediction_json(fresh)}
+
+
+def step(s: Session, p: Params) -> dict[str, Any]:
+    """Generation, one step: draw the next token as `model.generate` would and append it (an undoable edit)."""
+    sheet = _sheet(s, p)
+    temperature, top_k, top_p = _controls(p)
+    seed = _int(p, "seed", 0) or 0
+    token = api.sample(sheet, temperature, top_k, top_p, seed + sheet.T)
+    receipt = sheet.append(token)
+    u, _ = s.history.get(_str(p, "model", "sort"), (0, 0))
+    out = _done(s, p, sheet, receipt, u + 1, 0)
+    out["token"] = sheet.token_label(token)
+    return out
+
+
+GET: dict[str, Handler] = {"models": models, "overview": overview, "cell": cell, "cellview": cellview,
+                           "tensor": tensor, "cone": cone, "influence": influence, "dist": dist}
+POST: dict[str, Handler] = {"set": set_cell, "undo": undo, "redo": redo, "input": new_input, "step": step}

@@ -1,0 +1,133 @@
+"""Sessions of the explorer: one sheet per model per browser, bounded in number, expiring when idle.
+
+Each browser session owns its sheets, so two users' edits never mix; each session has one
+lock, held for the whole of a request, so a sheet is touched by one request at a time. The
+store keeps at most `max_sessions` sessions (the least recently used goes first) and drops
+a session idle for `idle_seconds`, so memory stays bounded whatever the traffic.
+
+>>> import dfgpt
+>>> store = SessionStore({"sort": dfgpt.load("sort-random")}, max_sessions=2)
+>>> a, b, c = (store.get(None) for _ in range(3))
+>>> len(store), store.get(a.sid) is a, store.get(c.sid) is c
+(2, False, True)
+>>> a.sheet("sort", "CABACA").text
+'CABACA'
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+from ..errors import QueryError, TokenError, UnknownNameError, suggest
+from ..model import Model
+from ..sheet import Sheet
+
+__all__ = ["MAX_TEXT", "Session", "SessionStore", "encode"]
+
+MAX_TEXT = 4096  # characters of input a request may carry (the model's context is checked after)
+
+
+def encode(model: Model, text: str) -> list[int]:
+    """An input's token ids: by the model's tokenizer, or, for a checkpoint without one, ids separated by spaces.
+
+    >>> import dfgpt
+    >>> encode(dfgpt.load("sort-random"), "CAB")
+    [2, 0, 1]
+    """
+    if not isinstance(text, str) or not text:
+        raise QueryError("text: give the input as a non-empty text, e.g. text=CABACA.")
+    if len(text) > MAX_TEXT:
+        raise QueryError(f"text: {len(text):,} characters is too long; at most {MAX_TEXT:,} are accepted.")
+    if model.vocab:
+        return model.encode(text)
+    parts = text.split()
+    if not parts or not all(p.isdigit() and p.isascii() and len(p) < 10 for p in parts):
+        raise TokenError(f"this model came without a tokenizer: give the input as token ids separated by spaces, "
+                         f"e.g. text=464 2068 7586, not {text[:40]!r}.")
+    return model.encode([int(p) for p in parts])
+
+
+class Session:
+    """One browser's sheets (one per model) and the lock a request holds while it reads or edits them."""
+
+    def __init__(self, sid: str, models: Mapping[str, Model], now: float) -> None:
+        self.sid = sid
+        self.models = models
+        self.sheets: dict[str, Sheet] = {}
+        self.history: dict[str, tuple[int, int]] = {}  # model -> (edits to undo, edits to redo)
+        self.answers: dict[tuple[object, ...], dict[str, object]] = {}  # costly answers by sheet state (bounded)
+        self.lock = threading.Lock()
+        self.last_used = now
+
+    def model(self, name: str) -> Model:
+        if not isinstance(name, str) or name not in self.models:
+            raise UnknownNameError(
+                f"no model {name!r} is served here; this server serves {', '.join(self.models)} "
+                "(models are chosen when `dfgpt serve --model ...` starts)." + suggest(str(name), self.models)
+            )
+        return self.models[name]
+
+    def sheet(self, name: str, text: str) -> Sheet:
+        """The session's sheet of a model; a fresh one when the text asked for is not its current text.
+
+        A request carries the input it was made for: the page sends the sheet's current text,
+        so edits carry on; another text (a shared link, a new tab) opens that input afresh.
+        """
+        model = self.model(name)
+        sheet = self.sheets.get(name)
+        if sheet is None or sheet.text != text:
+            sheet = model.sheet(encode(model, text))
+            self.sheets[name] = sheet
+            self.history[name] = (0, 0)
+            self.answers.clear()  # keyed by the sheet's id, which a new sheet may reuse
+        return sheet
+
+    def replace(self, name: str, sheet: Sheet) -> None:
+        self.sheets[name] = sheet
+        self.answers.clear()
+
+
+class SessionStore:
+    """Sessions by id: at most `max_sessions`, each dropped after `idle_seconds` without a request."""
+
+    def __init__(self, models: Mapping[str, Model], max_sessions: int = 32, idle_seconds: float = 1800.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_sessions < 1 or idle_seconds <= 0:
+            raise QueryError("a session store needs max_sessions >= 1 and idle_seconds > 0.")
+        self.models = models
+        self.max_sessions = max_sessions
+        self.idle_seconds = idle_seconds
+        self.clock = clock
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def __contains__(self, sid: object) -> bool:
+        with self._lock:
+            return sid in self._sessions
+
+    def get(self, sid: str | None) -> Session:
+        """The session `sid`, or a new one (with a new id) when it is unknown or expired."""
+        now = self.clock()
+        with self._lock:
+            self._expire(now)
+            session = self._sessions.get(sid) if sid else None
+            if session is None:
+                while len(self._sessions) >= self.max_sessions:
+                    self._sessions.popitem(last=False)  # the least recently used
+                session = Session(secrets.token_urlsafe(18), self.models, now)
+                self._sessions[session.sid] = session
+            session.last_used = now
+            self._sessions.move_to_end(session.sid)
+            return session
+
+    def _expire(self, now: float) -> None:
+        for sid in [s for s, x in self._sessions.items() if now - x.last_used > self.idle_seconds]:
+            del self._sessions[sid]
