@@ -30,7 +30,7 @@ from ..html import table
 if TYPE_CHECKING:
     from ..cells import Cells
 
-__all__ = ["FORWARD", "VJP", "Gradient", "backward", "forward", "grad"]
+__all__ = ["FORWARD", "VJP", "Gradient", "backward", "forward", "grad", "pinned_cells"]
 
 Arrays = dict[str, np.ndarray]
 
@@ -373,6 +373,22 @@ def backward(graph: Graph, V: Arrays, seeds: Arrays, stop: Callable[[str], Any] 
     return G
 
 
+def pinned_cells(pins: dict[str, dict[tuple[int, ...], float]], V: Arrays) -> Callable[[str], np.ndarray | None]:
+    """backward's `stop`: tensor -> [1, ...] mask of its pinned cells (constants: no gradient
+    flows through them), None where nothing is pinned; V gives the batched shapes."""
+    def stop(name: str) -> np.ndarray | None:
+        p = pins.get(name)
+        if not p:
+            return None
+        m = np.zeros(V[name].shape[1:], bool)
+        for idx in p:
+            if all(i < n for i, n in zip(idx, m.shape, strict=False)):  # type: ignore[var-annotated]
+                m[idx] = True
+        return m[None]
+
+    return stop
+
+
 def grad(sheet: Cells, target: str) -> Gradient:
     """∂target/∂cell for every cell of the target's cone; a selection means the sum of its cells.
 
@@ -425,19 +441,7 @@ def grad(sheet: Cells, target: str) -> Gradient:
     value = sum((float(np.sum(p)) for p in parts), 0.0)
     if value == 0 and picked.size and np.all(np.signbit(picked)):
         value = -0.0  # a sum of -0.0 cells is -0.0 (IEEE), which np.sum's +0.0 start would lose
-    pins = eng.pins
-
-    def stop(name: str) -> np.ndarray | None:
-        p = pins.get(name)
-        if not p:
-            return None
-        m = np.zeros(V[name].shape[1:], bool)
-        for idx in p:
-            if all(i < n for i, n in zip(idx, m.shape, strict=False)):  # type: ignore[var-annotated]
-                m[idx] = True
-        return m[None]
-
-    G = backward(sheet.graph, V, seeds, stop)
+    G = backward(sheet.graph, V, seeds, pinned_cells(eng.pins, V))
     arrays: dict[str, np.ndarray] = {}
     for tensor, m in masks.items():  # a selected parameter: ∂target/∂itself
         if specs[tensor].kind == "parameter":

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..analysis.gradients import backward
+from ..analysis.gradients import backward, pinned_cells
 from .metrics import Metric, parse_metric
 from .patching import check_pair
 from .sites import sites
@@ -54,19 +54,7 @@ def metric_gradient(sheet: Cells, metric: Metric) -> dict[str, np.ndarray]:
         V[n] = cut(n, eng.view(n))[None]  # [1, ...]
     seed = np.zeros((1, Tn, sheet.config.vocab_size))
     seed[0, t] = dz
-    pins = eng.pins
-
-    def stop(name: str) -> np.ndarray | None:
-        p = pins.get(name)
-        if not p:
-            return None
-        m = np.zeros(V[name].shape[1:], bool)
-        for idx in p:
-            if all(i < n for i, n in zip(idx, m.shape)):  # type: ignore[var-annotated]
-                m[idx] = True
-        return m[None]
-
-    G = backward(g, V, {"logit": seed}, stop)
+    G = backward(g, V, {"logit": seed}, pinned_cells(eng.pins, V))
     out: dict[str, np.ndarray] = {}
     for n in g.computed:
         full = np.zeros(eng.shape(n))
