@@ -20,9 +20,15 @@ from typing import Any
 import numpy as np
 
 from .cones import Mask, Pending
+from .ops.attention import SoftmaxRows
+from .ops.layernorm import LayerNormRows
 from .store import Store
 
 __all__ = ["Engine", "Mask", "Pending"]
+
+# Clean reads memoise their schedules (on the graph, shared by its sheets) while tensors x
+# positions stay within this: `sort` has 68 x 11; GPT-2 at T = 1024 would hold ~1 MB a schedule.
+_MEMO_CELLS = 16_384
 
 
 class Engine(Store):
@@ -47,16 +53,123 @@ class Engine(Store):
         # A pinned cell may be 0 where a formula divides by it: the result is inf or nan, shown
         # as such (like a spreadsheet's #DIV/0!), not an exception halfway through a read.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if not self.computed_any and not (self.pins or self.stale or self.pending or self.watch):
-                self._first_read(plan)
-                return
+            if not (self.pins or self.stale or self.pending or self.watch):
+                if self.clean:
+                    self._clean_read(plan)
+                    return
+                if not self.computed_any:
+                    self._first_read(plan)
+                    return
             self.computed_any = True
             for name, rows, last_row in plan:
                 self._refresh(name, rows, last_row)
 
+    def _clean_read(self, plan: list[tuple[str, Any, int]]) -> None:
+        """A read while the sheet is clean (no write, pin or stale cone since it was made): every
+        row that holds a value is current, so exactly the planned rows that never ran are run,
+        in topological order. Appending a token keeps a sheet clean, so this is generation's
+        path: one new row per tensor, nothing else checked.
+
+        What to run and every bookkeeping change (verified, changed, counts, full, floor) follow
+        from the plan and which rows hold values or were verified at this revision, so they are
+        worked out once per such state (`_schedule`, memoised on the graph) and then applied.
+        """
+        self.computed_any = True
+        rev, T, cap = self.revision, self.T, self.cap
+        ver = self._ver[:, :T]
+        # Per cell of the tables: 0 never ran, 1 holds a value, 2 verified at this revision.
+        state = (ver >= 0).view(np.uint8) + (ver >= rev).view(np.uint8)
+        if state.size > _MEMO_CELLS:  # a large model: its ops dwarf working the schedule out again
+            sched = self._schedule(plan, state)
+        else:
+            key = (id(plan), cap, state.tobytes())
+            cache = self.graph.schedules
+            got = cache.get(key)
+            if got is None or got[0] is not plan:
+                if len(cache) >= 1024:
+                    cache.clear()
+                got = cache[key] = (plan, self._schedule(plan, state))
+            sched = got[1]
+        run, ran_at, checked_at, ran_names, names, whole, full, counts, reused = sched
+        self.memo = {}
+        try:
+            for op, rows in run:
+                op.forward(self, rows)
+        finally:
+            self.memo = None
+        if ran_names:
+            self._chg.reshape(-1)[ran_at] = rev
+            self.last_change.update(dict.fromkeys(ran_names, rev))
+        self._ver.reshape(-1)[checked_at] = rev
+        self.vmax.update(dict.fromkeys(names, rev))
+        for name in whole:
+            self.floor[name] = rev  # every row of these tensors verified now
+        self.full.update(full)
+        self._tally.append((counts, reused))  # counted when next looked at (Store.counts)
+        if len(self._tally) > 1024:
+            self._add_tally()
+
+    def _schedule(self, plan: list[tuple[str, Any, int]], state: np.ndarray) -> tuple[Any, ...]:
+        """What a clean read of `plan` does from `state` (see `_clean_read`)."""
+        want, sizes, names, whole = self._plan_tables(plan)
+        T, cap = self.T, self.cap
+        checked = want & (state < 2)  # planned rows not yet verified at this revision
+        ran = checked & (state == 0)  # of those, the rows that never ran (clean: the rest are current)
+        order, ops = self._order, self.graph.ops
+        run: list[tuple[Any, np.ndarray]] = []  # (an op, or LayerNormRows; its rows)
+        ran_names = []
+        for i in ran.any(axis=1).nonzero()[0].tolist():  # topological order
+            run.append((ops[order[i]], ran[i].nonzero()[0]))
+            ran_names.append(order[i])
+        k = 0
+        while k + 3 <= len(run):  # LayerNorm's or a softmax's three ops over the same rows: one call
+            three = run[k : k + 3]
+            ops3 = [op for op, _ in three]
+            if all(np.array_equal(three[0][1], r) for _, r in three[1:]):
+                if LayerNormRows.fits(ops3):
+                    run[k : k + 3] = [(LayerNormRows(ops3[0], ops3[1], ops3[2]), three[0][1])]
+                elif SoftmaxRows.fits(ops3):
+                    run[k : k + 3] = [(SoftmaxRows(ops3[0], ops3[1], ops3[2]), three[0][1])]
+            k += 1
+        holes = (state == 0) & ~checked
+        first = np.where(holes.any(axis=1), holes.argmax(axis=1), T)
+        full = dict(zip(order, first.tolist()))
+        n_ran = ran.sum(axis=1) * sizes
+        n_kept = checked.sum(axis=1) * sizes - n_ran
+        counts = [(order[i], int(n_ran[i])) for i in n_ran.nonzero()[0].tolist()]
+        reused = [(order[i], int(n_kept[i])) for i in n_kept.nonzero()[0].tolist()]
+        at = np.arange(len(order))[:, None] * cap + np.arange(T)[None, :]  # flat index in [tensors, cap]
+        return run, at[ran], at[checked], ran_names, names, whole, full, counts, reused
+
+    def _plan_tables(self, plan: list[tuple[str, Any, int]]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+        """A plan as tables over every computed tensor (memoised with the plan on the graph):
+        the planned rows [tensors, T], cells per row [tensors], the planned tensors, and those
+        planned at every row."""
+        T = self.T
+        small = len(self._order) * T <= _MEMO_CELLS
+        cache = self.graph.plan_tables
+        got = cache.get(id(plan)) if small else None
+        if got is not None and got[0] is plan:
+            return got[1]
+        index = {n: i for i, n in enumerate(self._order)}
+        want = np.zeros((len(self._order), T), bool)
+        for name, rows, _ in plan:
+            want[index[name], rows] = True
+        sizes = np.array([self._row_size(n) for n in self._order], np.int64)
+        names = [n for n, _, _ in plan]
+        whole = [n for n, rows, _ in plan if len(rows) == T]
+        tables = (want, sizes, names, whole)
+        if small:
+            if len(cache) >= 1024:
+                cache.clear()
+            cache[id(plan)] = (plan, tables)
+        return tables
+
     def _first_read(self, plan: list[tuple[str, Any, int]]) -> None:
         """The first read of a sheet: nothing is cached, so every planned row simply runs."""
         self.computed_any = True
+        if not (self.pins or self.stale or self.pending or self.watch):
+            self.clean = True  # every row that holds a value is computed now, from the current inputs
         rev = self.revision
         for name, rows, last_row in plan:
             self.graph.ops[name].forward(self, rows)

@@ -96,17 +96,29 @@ class Graph:
             n: s.row_axis for n, s in self.specs.items() if s.row_axis is not None
         }
         self.plans: dict[tuple[Any, ...], list[tuple[str, Any, int]]] = {}  # memoised read plans (evaluate)
+        self.plan_tables: dict[int, tuple[Any, Any]] = {}  # {id(plan): (plan, its tables)} (evaluate)
+        self.schedules: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # clean reads' schedules (evaluate)
+        self._computed = [n for n in self.order if self.specs[n].kind == "computed"]
+        self._parameters = [n for n, s in self.specs.items() if s.kind == "parameter"]
+        self._shapes: dict[int, dict[str, tuple[int, ...]]] = {}
+
+    def shapes(self, cap: int) -> dict[str, tuple[int, ...]]:
+        """{computed tensor: its shape at a capacity} (memoised: every new sheet asks)."""
+        got = self._shapes.get(cap)
+        if got is None:
+            got = self._shapes[cap] = {n: self.specs[n].shape(cap) for n in self._computed}
+        return got
 
     def block_input(self, layer: int) -> str:
         return "emb" if layer == 0 else f"h[{layer - 1}].out"
 
     @property
     def parameters(self) -> list[str]:
-        return [n for n, s in self.specs.items() if s.kind == "parameter"]
+        return list(self._parameters)
 
     @property
     def computed(self) -> list[str]:
-        return [n for n in self.order if self.specs[n].kind == "computed"]
+        return list(self._computed)
 
 
 class _Builder:

@@ -70,10 +70,17 @@ class Store(Cones):
         self.values["tokens"] = tok
         self.verified: dict[str, np.ndarray] = {}
         self.changed: dict[str, np.ndarray] = {"tokens": np.zeros(self.cap, np.int64)}
-        for name in graph.computed:
-            self.values[name] = np.zeros(self._cap_shape(name), self.dtype)
-            self.verified[name] = np.full(self.cap, -1, np.int64)
-            self.changed[name] = np.zeros(self.cap, np.int64)
+        self._order: list[str] = graph.computed  # topological order; row i of the tables below
+        for name, shape in graph.shapes(self.cap).items():
+            self.values[name] = np.zeros(shape, self.dtype)
+        self._tables(self.cap)
+        # True while every computed row that holds a value (verified >= 0) is current: nothing
+        # but appends and reads happened since the sheet was made. A read then only runs the
+        # rows that never ran, with its bookkeeping done over all tensors at once (`_clean_read`).
+        self.clean = True
+        # During a clean read only (inputs cannot change mid-read): values one op hands the next,
+        # e.g. a softmax's exponentials from its sum. None otherwise, so ops recompute them.
+        self.memo: dict[Any, Any] | None = None
         self.stale: dict[str, Mask] = {}  # read through state(); deferred cones land here on flush
         self._sizes: dict[str, tuple[int, int]] = {}
         # The latest revision at which any row of a tensor changed: lets a read skip, with
@@ -83,18 +90,34 @@ class Store(Cones):
         # verified revision is max(verified[row], floor). It lets a read confirm a tensor whose
         # inputs did not change with scalar compares, instead of a pass over its rows.
         self.computed_any = False  # until the first read: then every row is simply computed
-        self.floor: dict[str, int] = dict.fromkeys(graph.computed, -1)
-        self.full: dict[str, int] = dict.fromkeys(graph.computed, 0)  # rows 0..full-1 all hold values
-        self.vmax: dict[str, int] = dict.fromkeys(graph.computed, -1)  # the highest verified revision
+        self.floor: dict[str, int] = dict.fromkeys(self._order, -1)
+        self.full: dict[str, int] = dict.fromkeys(self._order, 0)  # rows 0..full-1 all hold values
+        self.vmax: dict[str, int] = dict.fromkeys(self._order, -1)  # the highest verified revision
         self.pending: list[Pending] = []  # stale cones not yet materialised (see defer_stale)
         self.watch: dict[str, dict[int, np.ndarray | None]] = {}  # {tensor: {row: value before recompute}}
         self.pins: dict[str, dict[tuple[int, ...], float]] = {}
-        self.counts: Counter[str] = Counter()  # cells recomputed per tensor, since reset_counts
-        self.reused: Counter[str] = Counter()  # cells verified without recomputing
+        self._counts: Counter[str] = Counter()  # cells recomputed per tensor, since reset_counts
+        self._reused: Counter[str] = Counter()  # cells verified without recomputing
         self.cutoff: Counter[str] = Counter()  # cells recomputed whose row came out unchanged
-        self.total_recomputed: Counter[str] = Counter()  # never reset (receipts diff these)
-        self.total_reused: Counter[str] = Counter()
+        self._total_recomputed: Counter[str] = Counter()  # never reset (receipts diff these)
+        self._total_reused: Counter[str] = Counter()
         self.total_cutoff: Counter[str] = Counter()
+        # Clean reads' counts, [(recomputed, reused)] as (tensor, cells) pairs, added to the four
+        # counters above when one is next looked at: generation never looks, and pays nothing.
+        self._tally: list[tuple[list[tuple[str, int]], list[tuple[str, int]]]] = []
+
+    def _tables(self, cap: int, keep: int = 0) -> None:
+        """verified and changed of every computed tensor as rows of two [tensors, cap] tables
+        (each tensor's entry a view of its row), keeping the first `keep` positions."""
+        ver = np.full((len(self._order), cap), -1, np.int64)
+        chg = np.zeros((len(self._order), cap), np.int64)
+        for i, name in enumerate(self._order):
+            if keep:
+                ver[i, :keep] = self.verified[name][:keep]
+                chg[i, :keep] = self.changed[name][:keep]
+            self.verified[name] = ver[i]
+            self.changed[name] = chg[i]
+        self._ver, self._chg = ver, chg
 
     # -- shapes -----------------------------------------------------------------------
     def _cap_shape(self, name: str) -> tuple[int, ...]:
@@ -136,6 +159,42 @@ class Store(Cones):
         """How many position rows of a computed tensor hold a value (for tests)."""
         return int((self.verified[name][: self.T] >= 0).sum())
 
+    @property
+    def counts(self) -> Counter[str]:
+        """Cells recomputed per tensor, since reset_counts."""
+        if self._tally:
+            self._add_tally()
+        return self._counts
+
+    @property
+    def reused(self) -> Counter[str]:
+        """Cells verified without recomputing, per tensor, since reset_counts."""
+        if self._tally:
+            self._add_tally()
+        return self._reused
+
+    @property
+    def total_recomputed(self) -> Counter[str]:
+        """Cells recomputed per tensor, never reset (receipts diff these)."""
+        if self._tally:
+            self._add_tally()
+        return self._total_recomputed
+
+    @property
+    def total_reused(self) -> Counter[str]:
+        if self._tally:
+            self._add_tally()
+        return self._total_reused
+
+    def _add_tally(self) -> None:
+        tally, self._tally = self._tally, []
+        for ran, kept in tally:
+            for counter, total, pairs in ((self._counts, self._total_recomputed, ran),
+                                          (self._reused, self._total_reused, kept)):
+                for name, c in pairs:
+                    counter[name] += c
+                    total[name] += c
+
     def reset_counts(self) -> None:
         self.counts.clear()
         self.reused.clear()
@@ -150,6 +209,7 @@ class Store(Cones):
             self.values[name] = self.values[name].copy()
             self.owned.add(name)
         self.revision += 1
+        self.clean = False
         self.values[name][idx] = value
         if name == "tokens":
             self.changed["tokens"][idx[0]] = self.revision
@@ -161,6 +221,7 @@ class Store(Cones):
         """Pin a computed cell to a constant (None: unpin, recompute its row on the next read)."""
         self.flush_stale()
         self.revision += 1
+        self.clean = False
         row = idx[self.graph.row_axis[name]]  # computed tensors always have a position axis
         if value is None:
             self.pins.get(name, {}).pop(idx, None)
@@ -225,10 +286,9 @@ class Store(Cones):
             cut = tuple(slice(0, keep) if a in ("pos", "key") else slice(None) for a in spec.axes)
             new[cut] = arr[cut]
             self.values[name] = new
-        for table in (self.verified, self.changed):
-            for name, arr in table.items():
-                fill = -1 if table is self.verified else 0
-                table[name] = np.concatenate([arr[:keep], np.full(cap - keep, fill, np.int64)])
+        self._tables(cap, keep)
+        tok = self.changed["tokens"]
+        self.changed["tokens"] = np.concatenate([tok[:keep], np.zeros(cap - keep, np.int64)])
         for name, st in list(self.stale.items()):
             new = np.zeros(self._cap_shape(name), bool)
             cut = tuple(slice(0, min(n, m)) for n, m in zip(st.shape, new.shape))
@@ -237,6 +297,7 @@ class Store(Cones):
         if self.exact:
             # Rows computed at the old capacity may differ in the last bit from the same rows at
             # the new one (BLAS kernels block the key axis by its length): every row runs again.
+            self.clean = False  # -2 rows: the clean read runs only rows that never ran
             for name, v in self.verified.items():
                 v[v >= 0] = -2
                 self.full[name] = 0

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Mask, Op, Reads, _mm
+from .base import Mask, Op, Reads, _mask_later, _mm, _sel, _visible
 
-__all__ = ['Score', 'Softmax', 'SoftmaxMax', 'SoftmaxSum', 'Weighted']
+__all__ = ['Score', 'Softmax', 'SoftmaxMax', 'SoftmaxRows', 'SoftmaxSum', 'Weighted']
 
 
 def _causal(T: int) -> Mask:
@@ -26,13 +26,15 @@ class Score(Op):
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
         q, k = (ctx.values[n] for n in self.ins)  # [H, cap, hs]
-        width = ctx.cap if ctx.exact else int(rows.max()) + 1
-        s = _mm(q[:, rows], k[:, :width].transpose(0, 2, 1), ctx.exact)  # -> [H, R, width]
+        width = ctx.cap if ctx.exact else int(rows[-1]) + 1
+        sel = _sel(rows)
+        s = _mm(q[:, sel], k[:, :width].transpose(0, 2, 1), ctx.exact)  # -> [H, R, width]
         s *= float(1.0 / np.sqrt(q.shape[-1]))  # a Python float: a float32 score stays float32
-        s[:, np.arange(width)[None, :] > rows[:, None]] = -np.inf  # [R, width]: keys past each query
+        _mask_later(s, sel, -np.inf)  # [R, width]: keys past each query
         out = ctx.values[self.out]
-        out[:, rows, :width] = s
-        out[:, rows, width:] = -np.inf
+        out[:, sel, :width] = s
+        if width < out.shape[-1]:
+            out[:, sel, width:] = -np.inf
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         m = out_mask & _causal(ctx.T)
@@ -53,20 +55,24 @@ class Score(Op):
 def _shifted_exp(ctx: Any, score: str, top: str, temp: str | None, rows: np.ndarray) -> np.ndarray:
     """exp((score - max) / τ) for the given rows: [H, R, cap] for attention, [R, V] for logits."""
     s, mx = ctx.values[score], ctx.values[top]
-    visible: Any = True  # logits: every entry counts
+    sel = _sel(rows)
     if s.ndim == 3:
-        sr, mr = s[:, rows], mx[:, rows][..., None]
-        visible = np.arange(s.shape[-1])[None, :] <= rows[:, None]  # [R, cap]: the causal mask
+        sr, mr = s[:, sel], mx[:, sel][..., None]
     else:
-        sr, mr = s[rows], mx[rows][:, None]
+        sr, mr = s[sel], mx[sel][:, None]
     # The maximum is exp(0) even when it is infinite (inf - inf would be nan): a softmax over
     # one key stays 1 however large its score, as the cone's "cannot matter" claims.
     with np.errstate(invalid="ignore"):
-        z = np.where(sr == mr, 0.0, sr - mr)
-    z = np.where(visible, z, -np.inf)
+        z = sr - mr
+    z[sr == mr] = 0.0
+    if s.ndim == 3:
+        _mask_later(z, sel, -np.inf)  # [R, cap]: the causal mask
     if temp is not None:
-        z = z / ctx.values[temp]
-    return np.exp(z)
+        t = ctx.values[temp]
+        if t != 1:  # x / 1 is x, bit for bit
+            z /= t
+    np.exp(z, out=z)
+    return z
 
 
 def _read_row_keys(out_mask: Mask, T: int) -> Mask:
@@ -85,8 +91,9 @@ class SoftmaxMax(Op):
         s = ctx.values[self.ins[0]]  # [.., cap, cap] -> [.., R]
         if s.ndim == 3:
             # Mask by structure, not by the stored -inf: a pinned masked entry must stay unread.
-            visible = np.arange(s.shape[-1])[None, :] <= rows[:, None]  # [R, cap]
-            ctx.values[self.out][:, rows] = np.where(visible, s[:, rows], -np.inf).max(axis=-1)
+            sel = _sel(rows)
+            visible = _visible(s.shape[-1])[sel]  # [R, cap]
+            ctx.values[self.out][:, sel] = np.maximum.reduce(np.where(visible, s[:, sel], -np.inf), axis=-1)
         else:
             ctx.values[self.out][rows] = s[rows].max(axis=-1)
 
@@ -114,11 +121,15 @@ class SoftmaxSum(Op):
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
         temp = self.ins[2] if len(self.ins) > 2 else None
-        e = _shifted_exp(ctx, self.ins[0], self.ins[1], temp, rows).sum(axis=-1)
+        ex = _shifted_exp(ctx, self.ins[0], self.ins[1], temp, rows)
+        memo = getattr(ctx, "memo", None)
+        if memo is not None:  # the softmax of these rows divides the same exponentials next
+            memo[(self.ins[0], self.ins[1], temp, rows.tobytes())] = ex
+        e = np.add.reduce(ex, axis=-1)
         if e.ndim == 2:
-            ctx.values[self.out][:, rows] = e
+            ctx.values[self.out][:, _sel(rows)] = e
         else:
-            ctx.values[self.out][rows] = e
+            ctx.values[self.out][_sel(rows)] = e
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         if k == 2:
@@ -153,12 +164,17 @@ class Softmax(Op):
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
         total = ctx.values[self.ins[2]]
         temp = self.ins[3] if len(self.ins) > 3 else None
-        e = _shifted_exp(ctx, self.ins[0], self.ins[1], temp, rows)
+        memo = getattr(ctx, "memo", None)
+        e = None if memo is None else memo.pop((self.ins[0], self.ins[1], temp, rows.tobytes()), None)
+        if e is None:
+            e = _shifted_exp(ctx, self.ins[0], self.ins[1], temp, rows)
         if e.ndim == 3:
             # A masked entry reads nothing, so it is 0 whatever the row's sum (even a pinned 0).
-            visible = np.arange(e.shape[-1])[None, :] <= rows[:, None]  # [R, cap]
+            sel = _sel(rows)
             with np.errstate(invalid="ignore", divide="ignore"):
-                ctx.values[self.out][:, rows] = np.where(visible, e / total[:, rows][..., None], 0.0)
+                e /= total[:, sel][..., None]
+            _mask_later(e, sel, 0.0)
+            ctx.values[self.out][:, sel] = e
         else:
             ctx.values[self.out][rows] = e / total[rows][:, None]
 
@@ -197,10 +213,10 @@ class Weighted(Op):
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
         att, v = (ctx.values[n] for n in self.ins)  # [H, cap, cap], [H, cap, hs]
-        width = ctx.cap if ctx.exact else int(rows.max()) + 1
+        width = ctx.cap if ctx.exact else int(rows[-1]) + 1
         vv = v[:, :width]
         if np.isfinite(vv).all():
-            y = _mm(att[:, rows, :width], vv, ctx.exact)  # [H, R, width] @ [H, width, hs]
+            y = _mm(att[:, _sel(rows), :width], vv, ctx.exact)  # [H, R, width] @ [H, width, hs]
         else:
             # 0 · inf is nan: a later row's non-finite v (a pin) must not leak into earlier rows.
             keep = np.arange(width)[None, :] <= rows[:, None]  # [R, width]
@@ -226,3 +242,50 @@ class Weighted(Op):
             # y[t][h, d] reads v[h][s][d] for all s <= t.
             out |= np.logical_or.accumulate(masks[1], axis=1)
         return out.transpose(1, 0, 2).reshape(T, H * hs)
+
+
+@dataclass(frozen=True)
+class SoftmaxRows:
+    """An attention softmax's max, sum and output over the same rows in one call, for a read
+    that runs all three on the same rows (the engine's clean reads, where no pin can land
+    between them): the same operations in the same order as SoftmaxMax, SoftmaxSum and
+    Softmax, so the same values bit for bit, with the score row read and exponentiated once."""
+
+    top: SoftmaxMax
+    total: SoftmaxSum
+    soft: Softmax
+
+    @staticmethod
+    def fits(ops: list[Any]) -> bool:
+        m, s, p = ops
+        return (isinstance(m, SoftmaxMax) and isinstance(s, SoftmaxSum) and isinstance(p, Softmax)
+                and s.ins[:2] == (m.ins[0], m.out) and p.ins[:3] == (m.ins[0], m.out, s.out)
+                and s.ins[2:] == p.ins[3:])
+
+    def forward(self, ctx: Any, rows: np.ndarray) -> None:
+        vals = ctx.values
+        s = vals[self.top.ins[0]]
+        if s.ndim != 3:  # the logits' softmax: nothing to share worth a second path
+            for op in (self.top, self.total, self.soft):
+                op.forward(ctx, rows)
+            return
+        sel = _sel(rows)
+        sr = s[:, sel]  # [H, R, cap]
+        mx = np.maximum.reduce(np.where(_visible(s.shape[-1])[sel], sr, -np.inf), axis=-1)  # [H, R]
+        vals[self.top.out][:, sel] = mx
+        mr = mx[..., None]
+        with np.errstate(invalid="ignore"):
+            z = sr - mr
+        z[sr == mr] = 0.0  # as _shifted_exp
+        _mask_later(z, sel, -np.inf)
+        if len(self.total.ins) > 2:
+            t = vals[self.total.ins[2]]
+            if t != 1:
+                z /= t
+        np.exp(z, out=z)
+        total = np.add.reduce(z, axis=-1)
+        vals[self.total.out][:, sel] = total
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z /= total[..., None]
+        _mask_later(z, sel, 0.0)
+        vals[self.soft.out][:, sel] = z

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -15,9 +16,45 @@ Mask = Any
 Reads = str  # "row", "prefix" or "whole"
 
 
+def _sel(rows: np.ndarray) -> Any:
+    """Sorted row indices as a slice when they are contiguous (views, not copies: a one-row call
+    reads and writes in place), else as they are. The values are the same either way."""
+    n = len(rows)
+    r0 = int(rows[0])
+    if n == 1 or int(rows[-1]) - r0 + 1 == n:
+        return slice(r0, r0 + n)
+    return rows
+
+
+@functools.lru_cache(maxsize=64)
+def _later(width: int) -> np.ndarray:
+    """[width, width] read-only: later[t, s] = s > t, the keys past each query (the causal mask)."""
+    m = np.arange(width)[None, :] > np.arange(width)[:, None]
+    m.flags.writeable = False
+    return m
+
+
+@functools.lru_cache(maxsize=64)
+def _visible(width: int) -> np.ndarray:
+    """[width, width] read-only: visible[t, s] = s <= t."""
+    m = ~_later(width)
+    m.flags.writeable = False
+    return m
+
+
+def _mask_later(a: np.ndarray, sel: Any, value: float) -> None:
+    """a[h][j][s] = value for every key s past row j's position ([H, R, width], rows `sel`)."""
+    if isinstance(sel, slice) and sel.stop - sel.start == 1:
+        a[:, 0, sel.stop :] = value  # one row: a slice, not a boolean mask
+    else:
+        a[:, _later(a.shape[-1])[sel]] = value
+
+
 def _mm(a: np.ndarray, b: np.ndarray, exact: bool) -> np.ndarray:
     """[..., R, K] @ [..., K, N] -> [..., R, N], row-canonical when exact."""
-    if exact:
+    if exact and a.shape[-2] != 1:
+        # Each row its own [1, K] @ [K, N] product; a single row already is one (numpy's matmul
+        # picks its BLAS call per [m, K] @ [K, N] core, the same core either way).
         return np.matmul(a[..., :, None, :], b[..., None, :, :])[..., 0, :]
     return np.matmul(a, b)
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Mask, Op, Reads
+from .base import Mask, Op, Reads, _sel
 
 __all__ = ['GELU_C', 'Add', 'Gelu', 'gelu']
 
@@ -24,7 +24,11 @@ class Add(Op):
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
         a, b = (ctx.values[n] for n in self.ins)
-        ctx.values[self.out][rows] = a[rows] + b[rows]
+        sel = _sel(rows)
+        if isinstance(sel, slice):
+            np.add(a[sel], b[sel], out=ctx.values[self.out][sel])
+        else:
+            ctx.values[self.out][sel] = a[sel] + b[sel]
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         return out_mask.copy()
@@ -46,8 +50,8 @@ class Gelu(Op):
     row_reads: ClassVar[tuple[Reads, ...]] = ("row",)
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        x = ctx.values[self.ins[0]][rows]
-        ctx.values[self.out][rows] = gelu(x, self.approx)
+        sel = _sel(rows)
+        ctx.values[self.out][sel] = gelu(ctx.values[self.ins[0]][sel], self.approx)
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         return out_mask.copy()
@@ -63,7 +67,21 @@ class Gelu(Op):
 def gelu(x: np.ndarray, approx: str) -> np.ndarray:
     """GELU, elementwise (shape kept)."""
     if approx == "tanh":
-        return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * (x * x * x))))
+        x = np.asarray(x)
+        if x.ndim == 0:
+            return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * (x * x * x))))
+        # 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))) in place in one temporary: the same operations
+        # in the same order (each product and sum commutes exactly), so the same bits.
+        t = x * x
+        t *= x
+        t *= 0.044715
+        t += x
+        t *= GELU_C
+        np.tanh(t, out=t)
+        t += 1.0
+        y = 0.5 * x
+        y *= t
+        return y
     from scipy.special import erf
 
     return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))

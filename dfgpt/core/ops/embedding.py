@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Mask, Op, Reads, _rowany
+from .base import Mask, Op, Reads, _rowany, _sel
 
 __all__ = ['Embed']
 
@@ -21,7 +21,8 @@ class Embed(Op):
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
         tok, wte, wpe = (ctx.values[n] for n in self.ins)
-        ctx.values[self.out][rows] = wte[tok[rows]] + wpe[rows]  # [R] -> [R, C]
+        sel = _sel(rows)
+        ctx.values[self.out][sel] = wte[tok[sel]] + wpe[sel]  # [R] -> [R, C]
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         T = out_mask.shape[0]

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Mask, Op, Reads, _rowany
+from .base import Mask, Op, Reads, _rowany, _sel
 
-__all__ = ['LNMean', 'LNOut', 'LNVar']
+__all__ = ['LNMean', 'LNOut', 'LNVar', 'LayerNormRows']
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,9 @@ class LNMean(Op):
     row_reads: ClassVar[tuple[Reads, ...]] = ("row",)
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        x = ctx.values[self.ins[0]][rows]  # [R, C] -> [R]
-        ctx.values[self.out][rows] = x.sum(axis=-1) / x.shape[-1]
+        sel = _sel(rows)
+        x = ctx.values[self.ins[0]][sel]  # [R, C] -> [R]
+        ctx.values[self.out][sel] = np.add.reduce(x, axis=-1) / x.shape[-1]
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         return np.repeat(out_mask[:, None], ctx.shape(self.ins[0])[1], axis=1)
@@ -38,9 +39,11 @@ class LNVar(Op):
     row_reads: ClassVar[tuple[Reads, ...]] = ("row", "row")
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        x, mean = (ctx.values[n][rows] for n in self.ins)  # [R, C], [R] -> [R]
+        sel = _sel(rows)
+        x, mean = (ctx.values[n][sel] for n in self.ins)  # [R, C], [R] -> [R]
         d = x - mean[:, None]
-        ctx.values[self.out][rows] = (d * d).sum(axis=-1) / x.shape[-1]
+        np.multiply(d, d, out=d)
+        ctx.values[self.out][sel] = np.add.reduce(d, axis=-1) / x.shape[-1]
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         if k == 1:
@@ -68,12 +71,18 @@ class LNOut(Op):
         return ("row", "row", "row") + ("whole",) * (len(self.ins) - 3)
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        x, mean, var = (ctx.values[n][rows] for n in self.ins[:3])  # [R, C], [R], [R]
-        y = (x - mean[:, None]) / np.sqrt(var + self.eps)[:, None]
-        y = y * ctx.values[self.ins[3]]
+        sel = _sel(rows)
+        vals = ctx.values
+        x, mean, var = (vals[n][sel] for n in self.ins[:3])  # [R, C], [R], [R]
+        # In place, the same operations in the same order: (x - mean) / √(var + eps) · g + b.
+        y = vals[self.out][sel] if isinstance(sel, slice) else np.empty_like(x)
+        np.subtract(x, mean[:, None], out=y)
+        y /= np.sqrt(var + self.eps)[:, None]
+        y *= vals[self.ins[3]]
         if len(self.ins) > 4:
-            y = y + ctx.values[self.ins[4]]
-        ctx.values[self.out][rows] = y  # -> [R, C]
+            y += vals[self.ins[4]]
+        if not isinstance(sel, slice):
+            vals[self.out][sel] = y  # -> [R, C]
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         if k == 0:
@@ -97,3 +106,38 @@ class LNOut(Op):
 
     def params(self) -> dict[str, Any]:
         return {"eps": self.eps}
+
+
+@dataclass(frozen=True)
+class LayerNormRows:
+    """The three LayerNorm ops over the same rows in one call, for a read that runs all three
+    on the same rows (the engine's clean reads, where no pin can land between them): the same
+    operations in the same order as LNMean, LNVar and LNOut, so the same values bit for bit,
+    with the row read once and `x - mean` computed once."""
+
+    mean: LNMean
+    var: LNVar
+    out: LNOut
+
+    @staticmethod
+    def fits(ops: list[Any]) -> bool:
+        m, v, o = ops
+        return (isinstance(m, LNMean) and isinstance(v, LNVar) and isinstance(o, LNOut)
+                and v.ins == (m.ins[0], m.out) and o.ins[:3] == (m.ins[0], m.out, v.out))
+
+    def forward(self, ctx: Any, rows: np.ndarray) -> None:
+        sel = _sel(rows)
+        vals = ctx.values
+        x = vals[self.mean.ins[0]][sel]  # [R, C]
+        C = x.shape[-1]
+        mean = np.add.reduce(x, axis=-1) / C
+        vals[self.mean.out][sel] = mean
+        d = x - mean[:, None]
+        var = np.add.reduce(d * d, axis=-1) / C
+        vals[self.var.out][sel] = var
+        o = self.out
+        d /= np.sqrt(var + o.eps)[:, None]
+        d *= vals[o.ins[3]]
+        if len(o.ins) > 4:
+            d += vals[o.ins[4]]
+        vals[o.out][sel] = d

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Mask, Op, Reads, _mm, _rowany
+from .base import Mask, Op, Reads, _mm, _rowany, _sel
 
 __all__ = ['Linear']
 
@@ -45,22 +45,25 @@ class Linear(Op):
         return W[sl].T if self.layout == "out_in" else W[:, sl]
 
     def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        out = ctx.values[self.out]
-        r0, r1 = int(rows[0]), int(rows[-1]) + 1
-        if not ctx.exact and not self.heads and r1 - r0 == len(rows):  # a block of rows, batched
-            dst = out[r0:r1]  # [R, n]: the product lands in place, no [R, n] temporaries (a 50k-wide logit)
-            np.matmul(ctx.values[self.ins[0]][r0:r1], self.weight_t(ctx), out=dst)  # [R, K] @ [K, n]
+        vals = ctx.values
+        out = vals[self.out]
+        sel = _sel(rows)
+        W = vals[self.ins[1]]
+        off = self.offset
+        wt = W[off : off + self.n_out].T if self.layout == "out_in" else W[:, off : off + self.n_out]  # [K, n]
+        if not ctx.exact and not self.heads and isinstance(sel, slice):  # a block of rows, batched
+            dst = out[sel]  # [R, n]: the product lands in place, no [R, n] temporaries (a 50k-wide logit)
+            np.matmul(vals[self.ins[0]][sel], wt, out=dst)  # [R, K] @ [K, n]
             if len(self.ins) > 2:
-                dst += ctx.values[self.ins[2]][self.offset : self.offset + self.n_out]
+                dst += vals[self.ins[2]][off : off + self.n_out]
             return
-        x = ctx.values[self.ins[0]][rows]  # [R, K]
-        y = _mm(x, self.weight_t(ctx), ctx.exact)  # [R, K] @ [K, n] -> [R, n]
+        y = _mm(vals[self.ins[0]][sel], wt, ctx.exact)  # [R, K] @ [K, n] -> [R, n]
         if len(self.ins) > 2:
-            y = y + ctx.values[self.ins[2]][self.offset : self.offset + self.n_out]
+            y += vals[self.ins[2]][off : off + self.n_out]
         if self.heads:
-            out[:, rows, :] = y.reshape(len(rows), self.heads, -1).transpose(1, 0, 2)
+            out[:, sel, :] = y.reshape(len(rows), self.heads, -1).transpose(1, 0, 2)
         else:
-            out[rows] = y
+            out[sel] = y
 
     def _flat(self, m: Mask) -> Mask:
         """[H, T, hs] -> [T, n] for head outputs."""
