@@ -6,14 +6,15 @@
 'logit[5][A]'
 """
 
+from .batch.api import attribution_patch, sweep
+from .batch.pairs import read_pairs
 from .core.config import Config
 from .errors import DfgptError
-from .interventions.attribution import attribution_patch
 from .interventions.lens import logit_lens
-from .interventions.sweep import sweep
 from .model import Model, load
 from .sheet import Sheet
 from .views.render import draw
 
-__all__ = ["Config", "DfgptError", "Model", "Sheet", "attribution_patch", "draw", "load", "logit_lens", "sweep"]
+__all__ = ["Config", "DfgptError", "Model", "Sheet", "attribution_patch", "draw", "load", "logit_lens", "read_pairs",
+           "sweep"]
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "CheckpointError",
+    "ClusterError",
     "DfgptError",
     "EditError",
     "IndexError_",
@@ -70,6 +71,10 @@ class EditError(DfgptError):
 
 class QueryError(DfgptError):
     """A query with arguments out of their domain (top < 1, unknown `by`, ...)."""
+
+
+class ClusterError(DfgptError):
+    """A distributed run that cannot start or finish (no scheduler there, a chunk failed on every retry)."""
 
 
 class OutputError(DfgptError):

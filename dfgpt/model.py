@@ -24,7 +24,12 @@ __all__ = ["Model", "load"]
 
 
 class Model(Weights):
-    """Weights and architecture, and the sheets and generations made from them."""
+    """Weights and architecture, and the sheets and generations made from them.
+
+    `source`: the (name or path, dtype) `load` read it from, so a worker can load it again.
+    """
+
+    source: tuple[str, str | None] | None = None
 
     @classmethod
     def of(cls, weights: Weights) -> Model:
@@ -49,4 +54,6 @@ def load(name: str | Path = "sort", dtype: str | None = None) -> Model:
     >>> dfgpt.load("sort-random").config.vocab
     ('A', 'B', 'C')
     """
-    return Model.of(load_weights(name, dtype))
+    model = Model.of(load_weights(name, dtype))
+    model.source = (str(name), dtype)
+    return model

@@ -112,9 +112,10 @@ class Sheet(Cells):
         """Pin cells to their values in `source` (same model and length); with `receivers`, path patching."""
         return patching.patch(self, source, cells, receivers=receivers)
 
-    def ablate(self, cells: str | list[str], how: str = "zero", reference: list[Cells] | None = None,
+    def ablate(self, cells: str | list[str], how: str = "zero", reference: list[Any] | None = None,
                seed: int = 0) -> Receipt:
-        """Pin cells to zero, their mean over `reference` sheets, or one reference's values (seeded)."""
+        """Pin cells to zero, their mean over `reference` (sheets, texts or token lists), or one reference's
+        values (seeded)."""
         return patching.ablate(self, cells, how=how, reference=reference, seed=seed)
 
     def task_score(self, **kw: Any) -> TaskScore:

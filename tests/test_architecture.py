@@ -29,6 +29,7 @@ LAYERS = (
     "training",
     "export",
     "sheet model",  # the façade: the public Sheet and Model, and load
+    "batch",  # many pairs: dataset sweeps, in process or on a Dask cluster
     "views",
     "cli server",  # the command line and the explorer's web server: the top; only `dfgpt serve` joins them
 )

@@ -1,9 +1,14 @@
-"""`dfgpt patch --clean TEXT --corrupted TEXT --metric SPEC --over FAMILY`: an activation-patching sweep."""
+"""`dfgpt patch --clean TEXT --corrupted TEXT --metric SPEC --over FAMILY`: an activation-patching sweep;
+`--pairs pairs.jsonl` sweeps a dataset (the mean, and each pair's unpatched metrics), in process or
+with `--scheduler local|tcp://host:port` (`--workers N`) on a Dask cluster."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..batch import api
+from ..batch.pairs import read_pairs
+from ..errors import QueryError
 from ..interventions.attribution import attribution_patch
 from ..interventions.sites import FAMILIES
 from ..interventions.sweep import sweep
@@ -14,7 +19,36 @@ from .options import model_arg
 __all__ = ["register"]
 
 
+def _pairs(args: argparse.Namespace) -> int:
+    model = load(args.model)
+    pairs = read_pairs(args.pairs)
+    kw = {"over": args.over, "positions": "all" if args.all_positions else "each", "position": args.position}
+    exact = None if args.attribution else api.sweep(
+        model, pairs, args.metric, scheduler=args.scheduler, workers=args.workers, chunk=args.chunk,
+        progress=False if args.no_progress else None, **kw)
+    approx = api.attribution_patch(model, pairs, args.metric, **kw) if args.attribution or args.compare else None
+    shown = exact if exact is not None else approx
+    assert shown is not None
+    print(shown.table())
+    if exact is not None and approx is not None:
+        print()
+        print("attribution patching against the exact sweep (means over pairs):")
+        print(exact.mean().compare(approx.mean()))
+    if args.output:
+        sweep_map(shown.mean(), args.output)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def _patch(args: argparse.Namespace) -> int:
+    if args.pairs is not None:
+        if args.clean is not None or args.corrupted is not None:
+            raise QueryError("give either --pairs or --clean and --corrupted, not both.")
+        return _pairs(args)
+    if args.clean is None or args.corrupted is None:
+        raise QueryError("give --clean and --corrupted (one pair), or --pairs pairs.jsonl (a dataset).")
+    if args.scheduler is not None or args.workers is not None:
+        raise QueryError("--scheduler and --workers run a dataset: give --pairs pairs.jsonl (one pair a line).")
     model = load(args.model)
     clean, corrupted = model.sheet(args.clean), model.sheet(args.corrupted)
     positions = "all" if args.all_positions else "each"
@@ -36,8 +70,16 @@ def _patch(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("patch", help="activation patching: patch each site from the clean input into the corrupted one")
-    p.add_argument("--clean", required=True, help="the clean input, e.g. CABACA")
-    p.add_argument("--corrupted", required=True, help="the corrupted input, of the same length")
+    p.add_argument("--clean", default=None, help="the clean input, e.g. CABACA")
+    p.add_argument("--corrupted", default=None, help="the corrupted input, of the same length")
+    p.add_argument("--pairs", default=None,
+                   help='a dataset: a .jsonl file, one pair a line '
+                        '({"clean": ..., "corrupted": ...} or [clean, corrupted])')
+    p.add_argument("--scheduler", default=None,
+                   help="run --pairs on Dask: 'local' (one worker process per core) or tcp://host:port")
+    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (implies --scheduler local)")
+    p.add_argument("--chunk", type=int, default=None, help="sites per Dask task (default: about four tasks per worker)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--metric", default="kl",
                    help="logit_diff:A,C | logit:A | prob:A | logprob:A | kl, optionally @position (default kl)")
     p.add_argument("--over", default="resid_pre",

@@ -195,10 +195,22 @@ def _path_pins(sheet: Cells, senders: dict[str, Mask], values: Pins, receivers: 
     return out
 
 
+def _reference(sheet: Cells, r: Cells | str | Sequence[int]) -> Cells:
+    """A reference sheet; a text or token list (a dataset's input) is run under this sheet's weights."""
+    if hasattr(r, "engine"):
+        return r  # type: ignore[return-value]
+    eng = sheet.engine
+    c = type(sheet)(sheet.model, sheet.model.encode(r), float(eng.values["temperature"]), eng.exact)  # type: ignore[arg-type]
+    for n in sheet.graph.parameters:
+        c.engine.values[n] = eng.values[n]
+    return c
+
+
 def ablate(sheet: Cells, cells: str | Sequence[str], how: str = "zero",
-           reference: Sequence[Cells] | None = None, seed: int = 0) -> Receipt:
+           reference: Sequence[Cells | str | Sequence[int]] | None = None, seed: int = 0) -> Receipt:
     """Pin cells to 0 ("zero"), their mean over `reference` sheets ("mean"), or their values in one
-    reference sheet drawn with `seed` ("resample"); one edit with a receipt.
+    reference sheet drawn with `seed` ("resample"); one edit with a receipt. A reference may be
+    a text or a list of token ids (a dataset of inputs), run under this sheet's weights.
 
     >>> import dfgpt
     >>> m = dfgpt.load("sort-random")
@@ -207,6 +219,10 @@ def ablate(sheet: Cells, cells: str | Sequence[str], how: str = "zero",
     >>> s.value("h[2].attn.out[5][0]"), s.value("h[2].mid[5][0]") == s.value("h[1].out[5][0]")
     (0.0, True)
     >>> _ = s.ablate("h[2].attn.out[4]", how="mean", reference=[m.sheet("AAAAAA"), m.sheet("CCCCCC")])
+    >>> v = s.value("h[2].attn.out[4][0]")
+    >>> _ = s.undo(); _ = s.ablate("h[2].attn.out[4]", how="mean", reference=["AAAAAA", [2, 2, 2, 2, 2, 2]])
+    >>> s.value("h[2].attn.out[4][0]") == v
+    True
     """
     if how not in ("zero", "mean", "resample"):
         raise QueryError(f"ablate: how must be 'zero', 'mean' or 'resample', got {how!r}.")
@@ -214,7 +230,7 @@ def ablate(sheet: Cells, cells: str | Sequence[str], how: str = "zero",
     if how == "zero":
         pins = [(t, tuple(int(i) for i in idx), 0.0) for t, m in masks.items() for idx in np.argwhere(m)]
         return pin_many(sheet, f"ablate {how}", pins)
-    refs = list(reference) if isinstance(reference, (list, tuple)) else None
+    refs = [_reference(sheet, r) for r in reference] if isinstance(reference, (list, tuple)) else None
     if not refs:
         raise QueryError(
             f"ablate how={how!r} needs reference=[sheets] (inputs of the same length to take "

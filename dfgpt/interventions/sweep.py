@@ -38,7 +38,7 @@ from .sites import Sites, sites
 if TYPE_CHECKING:
     from ..cells import Cells
 
-__all__ = ["Comparison", "Sweep", "sweep"]
+__all__ = ["Comparison", "SiteRunner", "Sweep", "order", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def _same(a: float, b: float) -> bool:
     return bool(a == b and np.signbit(a) == np.signbit(b))
 
 
-def _order(keys: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+def order(keys: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
     """Layer by layer, later positions first: consecutive sites share most of their cone."""
     return sorted(keys, key=lambda k: (k[0], *(-x for x in k[1:])))
 
@@ -198,29 +198,52 @@ def sweep(clean: Cells, corrupted: Cells, metric: str | Callable[[Any], float] |
     m = parse_metric(metric, clean, position)
     g = sites(corrupted, over, positions)
     clean_v, corr_v = m(clean), m(corrupted)
-    values: dict[tuple[int, ...], float] = {}
-    if m.of_row is not None and m.position is not None:  # a spec: only logit[position] is read
-        t = m.position
-        cols = m.tokens if m.kind in ("logit_diff", "logit") else None
-        replay = Replay(corrupted, {"logit": np.arange(corrupted.T) == t}, cols)
-        clean.engine.ensure({n: np.ones(clean.T, bool) for n in clean.graph.computed})  # every site's values
-        for key in _order(list(g.sites)):
-            pins = site_pins(clean, g.sites[key].masks, compute=False)
-            if all(_same(replay.values[n][idx], v) for n, idx, v in pins if n in replay.base):
-                values[key] = corr_v  # the site holds the clean values already: nothing changes
-                continue
-            replay.run(pins)
-            values[key] = m.of_row(replay.values["logit"][t])
-            replay.restore()
-        return result(g, m, clean, corrupted, values, clean_v, corr_v, "exact")
-    work = scratch(corrupted)  # a callable may read any cell: pins on a private sheet
-    eng = work.engine
-    for key in _order(list(g.sites)):
-        pins = site_pins(clean, g.sites[key].masks)
-        old = [eng.pins.get(n, {}).get(idx) for n, idx, _ in pins]
-        for n, idx, v in pins:
-            eng.pin(n, idx, v)
-        values[key] = m(work)
-        for (n, idx, _), o in zip(pins, old):
-            eng.pin(n, idx, o)
+    run = SiteRunner(clean, corrupted, m, g, corr_v)
+    values = {key: run(key) for key in order(list(g.sites))}
     return result(g, m, clean, corrupted, values, clean_v, corr_v, "exact")
+
+
+class SiteRunner:
+    """One pair's sweep, a site at a time: `runner(key)` is the metric with that site patched.
+
+    Each call leaves the state as it found it, so any subset of sites in any order gives the
+    values the whole sweep gives (what a chunk of a distributed sweep relies on). The sheets
+    are only read: a spec metric runs on a `Replay`'s copy, a callable on a private sheet.
+    """
+
+    def __init__(self, clean: Cells, corrupted: Cells, m: Metric, g: Sites, corr_v: float) -> None:
+        self.clean, self.m, self.g, self.corr_v = clean, m, g, corr_v
+        self.replay: Replay | None = None
+        self.work: Cells | None = None
+        if m.of_row is not None and m.position is not None:  # a spec: only logit[position] is read
+            cols = m.tokens if m.kind in ("logit_diff", "logit") else None
+            self.replay = Replay(corrupted, {"logit": np.arange(corrupted.T) == m.position}, cols)
+            clean.engine.ensure({n: np.ones(clean.T, bool) for n in clean.graph.computed})  # every site's values
+        else:
+            self.work = scratch(corrupted)  # a callable may read any cell: pins on a private sheet
+
+    def __call__(self, key: tuple[int, ...]) -> float:
+        masks = self.g.sites[key].masks
+        replay = self.replay
+        if replay is not None:
+            assert self.m.of_row is not None and self.m.position is not None
+            pins = site_pins(self.clean, masks, compute=False)
+            if all(_same(replay.values[n][idx], v) for n, idx, v in pins if n in replay.base):
+                return self.corr_v  # the site holds the clean values already: nothing changes
+            try:
+                replay.run(pins)
+                return self.m.of_row(replay.values["logit"][self.m.position])
+            finally:
+                replay.restore()
+        work = self.work
+        assert work is not None
+        eng = work.engine
+        pins = site_pins(self.clean, masks)
+        old = [eng.pins.get(n, {}).get(idx) for n, idx, _ in pins]
+        try:
+            for n, idx, v in pins:
+                eng.pin(n, idx, v)
+            return self.m(work)
+        finally:
+            for (n, idx, _), o in zip(pins, old):
+                eng.pin(n, idx, o)

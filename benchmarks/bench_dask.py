@@ -1,0 +1,176 @@
+"""Dataset sweeps on Dask: in process against 1 and 2 local worker processes, and a projection.
+
+    pip install "dask[distributed]" torch==2.13.0 transformers   # the GPT-2-shaped model is saved by transformers
+    python benchmarks/bench_dask.py            # sort, and a 4-layer GPT-2 shape at T = 16 (about two minutes)
+    python benchmarks/bench_dask.py --quick    # sort, and the GPT-2 shape at T = 8
+
+A head × position sweep (`head_out`, logit difference of two tokens at the last position)
+over 8 pairs, each pair one token apart (seeded), on `sort` and on a seeded random 4-layer
+GPT-2-shaped model (n_embd 768, 12 heads, saved by `transformers`, loaded by path on every
+worker). Timed: the in-process sweep; the same sweep on a local cluster of 1 and of 2
+single-threaded worker processes (cluster start-up apart, printed on its own; the first sweep
+on a fresh cluster includes each worker loading the model, the second is warm). Asserts real
+work: the distributed values equal the in-process ones bit for bit, in the same order, and
+patching moved the metric. Then projects a 100-pair GPT-2-small sweep on 8 and 64 workers
+from the measured per-site cost and per-chunk overhead (see `project`).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_patching import save_gpt2
+
+import dfgpt
+from dfgpt.batch.chunks import chunks
+
+A, B = 11, 22  # the logit difference's two tokens (ids) on the GPT-2 shape
+N_PAIRS = 8
+
+
+def pairs_of(model: dfgpt.Model, T: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    """N_PAIRS seeded pairs of T tokens, the corrupted one with one token changed (a random position)."""
+    rng = np.random.default_rng(seed)
+    V = model.config.vocab_size
+    out = []
+    for _ in range(N_PAIRS):
+        clean = rng.integers(0, V, T).tolist()
+        bad = list(clean)
+        p = int(rng.integers(0, T - 1))
+        bad[p] = (bad[p] + 1 + int(rng.integers(0, V - 1))) % V
+        out.append((clean, bad))
+    return out
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+HALF = """
+import json, sys, time
+import dfgpt
+model, pairs, metric = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+m = dfgpt.load(model)
+t = time.perf_counter()
+dfgpt.sweep(m, pairs, metric, over="head_out", progress=False)
+print(time.perf_counter() - t)
+"""
+
+
+def ceiling(model: str | Path, pairs: list, metric: str, t_in: float) -> float:
+    """What two cores give this workload with no Dask at all: two plain processes, half the pairs each,
+    at once (their sweeps timed inside, model loading apart). The best a 2-worker run can reach."""
+    import json
+    import subprocess
+    import sys
+
+    half = len(pairs) // 2
+    procs = [subprocess.Popen([sys.executable, "-c", HALF, str(model), json.dumps(part), metric],
+                              stdout=subprocess.PIPE, text=True) for part in (pairs[:half], pairs[half:])]
+    secs = [float(p.communicate()[0].split()[-1]) for p in procs]
+    wall = max(secs)
+    print(f"  2 plain processes, half the pairs each, at once: {wall:7.2f} s ({t_in / wall:4.2f}x): this "
+          "machine's ceiling for two workers")
+    return wall
+
+
+def compare(name: str, model: str | Path, pairs: list, metric: str) -> dict[str, float]:
+    """In process, then on 1 and 2 local workers; the values must be equal."""
+    from dask.distributed import Client, LocalCluster
+
+    m = dfgpt.load(model)
+    here, t_in = timed(lambda: dfgpt.sweep(m, pairs, metric, over="head_out", progress=False))
+    assert np.ptp(here.values[np.isfinite(here.values)]) > 0, "patching never moved the metric"
+    sites = int(np.isfinite(here.values).sum())
+    print(f"{name}: {here!r}, {sites} sites")
+    print(f"  in process              {t_in:7.2f} s   ({t_in / sites * 1e3:.2f} ms/site)")
+    got = {"in": t_in, "sites": sites, "ceiling": ceiling(model, pairs, metric, t_in)}
+    for n in (1, 2):
+        def start(n: int = n):
+            c = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address="127.0.0.1:0")
+            return c, Client(c)
+
+        (cluster, client), t_up = timed(start)
+        try:
+            cold, t_cold = timed(lambda c=client: dfgpt.sweep(model, pairs, metric, over="head_out", scheduler=c,
+                                                              progress=False))
+            warm, t_warm = timed(lambda c=client: dfgpt.sweep(model, pairs, metric, over="head_out", scheduler=c,
+                                                              progress=False))
+        finally:
+            client.close()
+            cluster.close()
+        for r in (cold, warm):
+            assert np.array_equal(r.values, here.values, equal_nan=True), "a distributed sweep differs"
+            assert np.array_equal(r.clean, here.clean) and np.array_equal(r.corrupted, here.corrupted)
+        print(f"  {n} worker{'s' if n > 1 else ' '} (start-up {t_up:4.1f} s) first {t_cold:7.2f} s "
+              f"({t_in / t_cold:4.2f}x), warm {t_warm:7.2f} s ({t_in / t_warm:4.2f}x in-process speed)")
+        got[f"cold{n}"], got[f"warm{n}"] = t_cold, t_warm
+    return got
+
+
+def project(per_site: float, overhead: float, per_pair: float, T: int = 64) -> None:
+    """A 100-pair head × position sweep of GPT-2 small (12 layers × 12 heads × T positions), on W workers.
+
+    The per-site cost measured on the 4-layer shape at the measured T is scaled (by the caller)
+    for deeper cones (a head in layer l recomputes layers l..L-1: on average 2.5 of 4 layers, 6.5
+    of 12) and for more rows per site (about linear in T); `per_pair` is one pair's set-up (two
+    forwards), paid once per pair and once more per chunk that starts inside a pair;
+    `overhead` the measured scheduling cost per chunk. Rough by design: it says the order of
+    magnitude, and where the time goes.
+    """
+    sites = 100 * 12 * 12 * T
+    for W in (8, 64):
+        n_chunks = 4 * W
+        work = sites * per_site + 100 * per_pair
+        wall = work / W + n_chunks * overhead / W + per_pair * (n_chunks / 100)
+        print(f"  {W:>2} workers: {sites} sites, {n_chunks} chunks of {math.ceil(sites / n_chunks)} → about "
+              f"{wall / 60:6.1f} min (in process: {work / 3600:5.1f} h)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    T = 8 if args.quick else 16
+    sort = dfgpt.load("sort")
+    sort_pairs = [(p, q) for p, q in pairs_of(sort, 9, seed=1)]
+    s = compare("sort, head_out × 8 pairs", "sort", sort_pairs, "kl")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_gpt2(folder, 4)
+        path = folder / "model"
+        g2 = dfgpt.load(path)
+        g = compare(f"GPT-2 shape, 4 layers, T = {T}, head_out × 8 pairs", path, pairs_of(g2, T),
+                    f"logit_diff:#{A},#{B}")
+        speedup = g["in"] / g["warm2"]
+        print(f"2 workers against in process on the GPT-2 shape: {speedup:.2f}x (goal ≥ 1.7x; two plain "
+              f"processes reach {g['in'] / g['ceiling']:.2f}x here); on sort: {s['in'] / s['warm2']:.2f}x")
+        # Per-site cost from the in-process run; per-chunk overhead from the 1-worker run's excess
+        # over in process, spread over its chunks (about four per worker: 4).
+        per_site = g["in"] / g["sites"]
+        overhead = max(0.0, (g["warm1"] - g["in"]) / len(chunks(list(range(int(g["sites"]))), 1)))
+        m = dfgpt.load(path)
+        a, b = pairs_of(m, T)[0]
+        _, per_pair = timed(lambda: (m.sheet(a).values("logit"), m.sheet(b).values("logit")))
+        scale = (6.5 / 2.5) * (64 / T)  # deeper cones (12 layers), more rows per site (T = 64)
+        print(f"projection (per site {per_site * 1e3:.2f} ms at 4 layers, T = {T}, ×{scale:.1f} for GPT-2 small at "
+              f"T = 64; per chunk {overhead * 1e3:.0f} ms; per pair set-up {per_pair * 1e3:.0f} ms ×{scale:.1f}):")
+        project(per_site * scale, overhead, per_pair * scale)
+
+
+if __name__ == "__main__":
+    main()

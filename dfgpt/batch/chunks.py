@@ -1,0 +1,171 @@
+"""A dataset sweep as work: every (pair, site) in one order, cut into chunks, each run anywhere.
+
+A `Plan` is what a worker needs to run any chunk: the model's name or path (never the
+loaded model), the pairs as token ids, the metric, the family. `run_chunk(plan, items)`
+loads the model once per process (`cached_model`), keeps each pair's `SiteRunner` for the
+next chunk of the same pair, and returns the metric of every site of the chunk, in the
+chunk's order, with each touched pair's unpatched metrics, on one BLAS thread (the sums do
+not depend on the thread count, and many processes share the cores). The in-process sweep runs the
+same function over all the items, so a distributed sweep gives the same values.
+
+>>> import dfgpt
+>>> plan = Plan.of(dfgpt.load("sort"), [("CABACAAAA", "CACACAAAA")], "logit_diff:B,C", "resid_pre")
+>>> items = work(plan.n_pairs, [(0, 8), (1, 8)])
+>>> items
+[(0, (0, 8)), (0, (1, 8))]
+>>> got = run_chunk(plan, items)
+>>> [round(v, 3) for v in got.values], {p: tuple(round(x, 3) for x in e) for p, e in got.ends.items()}
+([-10.749, 12.48], {0: (12.503, -10.749)})
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.blas import one_blas_thread
+from ..errors import ClusterError
+from ..interventions.metrics import Metric, parse_metric
+from ..interventions.patching import check_pair
+from ..interventions.sites import Sites, sites
+from ..interventions.sweep import SiteRunner
+from ..model import Model, load
+from .pairs import Tokens, as_pairs
+
+__all__ = ["Chunk", "Item", "Plan", "cached_model", "chunks", "first_sites", "forget", "metric_name", "run_chunk",
+           "work"]
+
+Item = tuple[int, tuple[int, ...]]  # (pair index, site key)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a chunk needs, small enough to ship: the model by name or path, pairs as ids."""
+
+    model: str  # a shipped name or a path: each worker loads it once
+    dtype: str | None
+    pairs: Tokens
+    metric: str | Callable[[Any], float]
+    over: str
+    positions: str = "each"
+    position: int | None = None
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # this sweep's runners in a worker's cache
+    local: Model | None = field(default=None, repr=False, compare=False)  # in process: the model itself
+
+    @classmethod
+    def of(cls, model: Model, pairs: Sequence[Any], metric: str | Callable[[Any], float], over: str,
+           positions: str = "each", position: int | None = None) -> Plan:
+        """A plan for a loaded model (kept for in-process runs; workers load `model.source`)."""
+        if isinstance(metric, Metric):
+            metric = metric.fn if metric.kind is None else metric.name
+        name, dtype = model.source or ("", None)
+        return cls(name, dtype, as_pairs(model, pairs), metric, over, positions, position, local=model)
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pairs)
+
+    def shipped(self) -> Plan:
+        """The plan without the in-process model (what is sent to workers)."""
+        if not self.model:
+            raise ClusterError(
+                "a distributed sweep loads the model on each worker by name or path, and this model was not "
+                "loaded by dfgpt.load(name or path) (it was built in memory); save it and load it from its path, "
+                "or run the sweep in process (scheduler=None).")
+        return Plan(self.model, self.dtype, self.pairs, self.metric, self.over, self.positions, self.position,
+                    self.token)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk's answer: the metric per item (in order), and per pair touched (clean, corrupted)."""
+
+    items: list[Item]
+    values: list[float]
+    ends: dict[int, tuple[float, float]]
+
+
+_MODELS: dict[tuple[str, str | None], Model] = {}
+_RUNNERS: OrderedDict[tuple[str, int], tuple[SiteRunner, float, float]] = OrderedDict()
+KEEP = 4  # runners kept per process: a chunk seldom spans more than two pairs
+
+
+def cached_model(name: str, dtype: str | None) -> Model:
+    """The model loaded once per process (a worker's every chunk shares it)."""
+    key = (name, dtype)
+    if key not in _MODELS:
+        _MODELS[key] = load(name, dtype)
+    return _MODELS[key]
+
+
+def model_of(plan: Plan) -> Model:
+    return plan.local if plan.local is not None else cached_model(plan.model, plan.dtype)
+
+
+def first_sites(plan: Plan) -> Sites:
+    """The sites of the sweep (the same cells in every pair): those of pair 0."""
+    model = model_of(plan)
+    return sites(model.sheet(list(plan.pairs[0][1])), plan.over, plan.positions)
+
+
+def _runner(plan: Plan, p: int) -> tuple[SiteRunner, float, float]:
+    key = (plan.token, p)
+    got = _RUNNERS.get(key)
+    if got is not None:
+        _RUNNERS.move_to_end(key)
+        return got
+    model = model_of(plan)
+    clean, corrupted = (model.sheet(list(t)) for t in plan.pairs[p])
+    check_pair(corrupted, clean, "clean", "the corrupted one")
+    m = parse_metric(plan.metric, clean, plan.position)
+    clean_v, corr_v = m(clean), m(corrupted)
+    got = (SiteRunner(clean, corrupted, m, sites(corrupted, plan.over, plan.positions), corr_v), clean_v, corr_v)
+    _RUNNERS[key] = got
+    while len(_RUNNERS) > KEEP:
+        _RUNNERS.popitem(last=False)
+    return got
+
+
+def forget(token: str) -> None:
+    """Drop one sweep's runners (their sheets) from this process's cache."""
+    for key in [k for k in _RUNNERS if k[0] == token]:
+        del _RUNNERS[key]
+
+
+def run_chunk(plan: Plan, items: list[Item]) -> Chunk:
+    """The metric at each (pair, site) of `items`, exactly as the whole sweep computes it."""
+    values: list[float] = []
+    ends: dict[int, tuple[float, float]] = {}
+    with one_blas_thread():  # in process and on a worker alike: the same kernels, the same sums
+        for p, key in items:
+            run, clean_v, corr_v = _runner(plan, p)
+            ends[p] = (clean_v, corr_v)
+            values.append(run(key))
+    return Chunk(items, values, ends)
+
+
+def metric_name(plan: Plan) -> str:
+    """The metric's printed name, as pair 0 reads it (`logit_diff:B,C@8`)."""
+    model = model_of(plan)
+    return parse_metric(plan.metric, model.sheet(list(plan.pairs[0][0])), plan.position).name
+
+
+def work(n_pairs: int, keys: list[tuple[int, ...]]) -> list[Item]:
+    """Every (pair, site), pair by pair, each pair's sites in the sweep's order (`keys`, already ordered)."""
+    return [(p, k) for p in range(n_pairs) for k in keys]
+
+
+def chunks(items: list[Item], workers: int, size: int | None = None) -> list[list[Item]]:
+    """Consecutive runs of `size` items (default: about four chunks per worker, so a slow or lost
+    chunk costs little, yet each is many sites long to amortise scheduling).
+
+    >>> [len(c) for c in chunks([(0, (i,)) for i in range(10)], workers=1)]
+    [3, 3, 3, 1]
+    """
+    if size is None:
+        size = max(1, math.ceil(len(items) / (4 * max(1, workers))))
+    return [items[i:i + size] for i in range(0, len(items), size)]
