@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.blas import one_blas_thread
 from ..core.graph import Graph
 from ..core.ops import GELU_C, Op, gelu
 from ..html import table
@@ -441,7 +442,8 @@ def grad(sheet: Cells, target: str) -> Gradient:
     value = sum((float(np.sum(p)) for p in parts), 0.0)
     if value == 0 and picked.size and np.all(np.signbit(picked)):
         value = -0.0  # a sum of -0.0 cells is -0.0 (IEEE), which np.sum's +0.0 start would lose
-    G = backward(sheet.graph, V, seeds, pinned_cells(eng.pins, V))
+    with one_blas_thread():  # ~150 medium matmuls: threads cost more than they give (3.3 s vs 1.7 s at GPT-2 size)
+        G = backward(sheet.graph, V, seeds, pinned_cells(eng.pins, V))
     arrays: dict[str, np.ndarray] = {}
     for tensor, m in masks.items():  # a selected parameter: ∂target/∂itself
         if specs[tensor].kind == "parameter":

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from ..core.blas import one_blas_thread
 from ..errors import QueryError, show
 from ..html import table
 from .gradients import grad
@@ -274,6 +275,11 @@ def influence(sheet: Cells, target: str, top: int = 20, by: str = "grad*value",
             "tensor(s); name one cell, e.g. 'logit[5][A]' (sheet.provenance(selection) summarises the cone "
             "of a selection, and sheet.grad(selection) differentiates its sum)."
         )
+    with one_blas_thread():  # see grad: on two cores BLAS threads slow the whole ranking down
+        return _influence(sheet, target, top, by, candidates)
+
+
+def _influence(sheet: Cells, target: str, top: int, by: str, candidates: int | None) -> Influence:
     prov = provenance(sheet, target)
     g = grad(sheet, target)
     engine = sheet.engine
