@@ -27,8 +27,9 @@ def _pairs(args: argparse.Namespace) -> int:
         model, pairs, args.metric, scheduler=args.scheduler, workers=args.workers, chunk=args.chunk,
         progress=False if args.no_progress else None, **kw)
     approx = api.attribution_patch(model, pairs, args.metric, **kw) if args.attribution or args.compare else None
-    shown = exact if exact is not None else approx
-    assert shown is not None
+    shown = exact if exact is not None else approx  # --attribution makes approx; without it, exact
+    if shown is None:  # argparse's choices leave no such case; a typed error all the same
+        raise QueryError("nothing to show: give --attribution, --compare or neither.")
     print(shown.table())
     if exact is not None and approx is not None:
         print()
@@ -55,8 +56,9 @@ def _patch(args: argparse.Namespace) -> int:
     kw = {"over": args.over, "positions": positions, "position": args.position}
     exact = None if args.attribution else sweep(clean, corrupted, args.metric, **kw)
     approx = attribution_patch(clean, corrupted, args.metric, **kw) if args.attribution or args.compare else None
-    shown = exact if exact is not None else approx
-    assert shown is not None
+    shown = exact if exact is not None else approx  # --attribution makes approx; without it, exact
+    if shown is None:
+        raise QueryError("nothing to show: give --attribution, --compare or neither.")
     print(shown.table())
     if exact is not None and approx is not None:
         print()

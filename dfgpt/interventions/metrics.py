@@ -79,7 +79,8 @@ class Metric:
         tau = float(sheet.engine.values["temperature"])
         p = np.exp(_log_softmax(np.asarray(sheet.value(f"logit[{t}]"), np.float64) / tau))
         if self.kind == "kl":
-            assert self.clean_logp is not None
+            if self.clean_logp is None:  # parse_metric sets it for every "kl" metric
+                raise QueryError("a KL metric needs the clean run's distribution; make it with parse_metric.")
             return t, (p - np.exp(self.clean_logp)) / tau
         g[self.tokens[0]] = 1.0
         g = (g - p) / tau  # ∂ log p_A / ∂ logit
@@ -153,9 +154,12 @@ def parse_metric(metric: str | Callable[[Any], float] | Metric, clean: Cells, po
         def of_row(row: np.ndarray) -> float:
             return float(logp(row)[toks[0]])
     else:
+        if ref is None:  # kl: the clean distribution is read above
+            raise QueryError("a KL metric needs the clean run's distribution.")
+        clean_ref = ref
+
         def of_row(row: np.ndarray) -> float:
-            assert ref is not None
-            return max(0.0, float(np.sum(np.exp(ref) * (ref - logp(row)))))
+            return max(0.0, float(np.sum(np.exp(clean_ref) * (clean_ref - logp(row)))))
 
     def fn(sheet: Any) -> float:
         return of_row(sheet.value(f"logit[{t}]"))

@@ -228,7 +228,8 @@ class SiteRunner:
         masks = self.g.sites[key].masks
         replay = self.replay
         if replay is not None:
-            assert self.m.of_row is not None and self.m.position is not None
+            if self.m.of_row is None or self.m.position is None:  # a replay is made only for a spec metric
+                raise QueryError("a replayed sweep needs a spec metric read at one position.")
             pins = site_pins(self.clean, masks, compute=False)
             if all(_same(replay.values[n][idx], v) for n, idx, v in pins if n in replay.base):
                 return self.corr_v  # the site holds the clean values already: nothing changes
@@ -238,7 +239,8 @@ class SiteRunner:
             finally:
                 replay.restore()
         work = self.work
-        assert work is not None
+        if work is None:  # made in __init__ whenever there is no replay
+            raise QueryError("a sweep with a callable metric needs its private sheet.")
         eng = work.engine
         pins = site_pins(self.clean, masks)
         old = [eng.pins.get(n, {}).get(idx) for n, idx, _ in pins]
