@@ -52,12 +52,7 @@ def sweep_map(result: Sweep, path: str | Path | None = None) -> graphviz.Digraph
             colour = COLORS["stale"] if share < -0.02 else heat(share)  # visibly worse than corrupted: red
             tds.append(f'<TD BGCOLOR="{colour}"><FONT COLOR="{_ink(share)}">{x:+.2f}</FONT></TD>')
         out.append("<TR>" + "".join(tds) + "</TR>")
-    dot = new_digraph("sweep", rankdir="TB")
-    label = '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">' + "".join(out) + "</TABLE>>"
-    dot.node("sweep", label=label, shape="plaintext", style="")
-    if path is not None:
-        write(dot, path)
-    return dot
+    return _grid("sweep", out, path)
 
 
 def lens_map(lens: Lens, path: str | Path | None = None) -> graphviz.Digraph:
@@ -75,9 +70,14 @@ def lens_map(lens: Lens, path: str | Path | None = None) -> graphviz.Digraph:
             text = f"{html.escape(lens.vocab[top[lyr, t]])} ({rank[lyr, t]})"
             tds.append(f'<TD BGCOLOR="{heat(share)}"><FONT COLOR="{_ink(share)}">{text}</FONT></TD>')
         out.append("<TR>" + "".join(tds) + "</TR>")
-    dot = new_digraph("lens", rankdir="TB")
-    label = '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">' + "".join(out) + "</TABLE>>"
-    dot.node("lens", label=label, shape="plaintext", style="")
+    return _grid("lens", out, path)
+
+
+def _grid(name: str, rows: list[str], path: str | Path | None) -> graphviz.Digraph:
+    """HTML table rows as one plaintext node `name` (its stable id), written to `path` if given."""
+    dot = new_digraph(name, rankdir="TB")
+    label = '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="4">' + "".join(rows) + "</TABLE>>"
+    dot.node(name, label=label, shape="plaintext", style="")
     if path is not None:
         write(dot, path)
     return dot
