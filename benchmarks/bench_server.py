@@ -31,7 +31,7 @@ import uvicorn
 
 import dfgpt
 from dfgpt.models.catalog import random_params
-from dfgpt.server.app import create_app, load_models
+from dfgpt.server.app import create_app, load_models, warm
 
 GPT2 = dfgpt.Config(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, dtype="float32",
                     name="gpt2-shape")
@@ -112,6 +112,9 @@ def main() -> None:
         names.append(str(Path(scratch.name) / "gpt2-shape"))
         print(f"made and saved a GPT-2-small-shaped model (seeded random weights) in {time.perf_counter() - t0:.1f} s")
     models = load_models(names)
+    t0 = time.perf_counter()
+    warm(models)  # as `dfgpt serve` does before it listens
+    print(f"warmed the influence workspace as `dfgpt serve` does at start-up in {time.perf_counter() - t0:.1f} s")
     server, base = start(models)
     try:
         sort = replay(base, "sort", "CABACA", 6, ["A", "B", "C"], args.rounds)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import dfgpt
 from dfgpt import Config
-from dfgpt.analysis.gradients import backward, forward
+from dfgpt.analysis.backprop import backward, forward
 
 SWITCHES = list(itertools.product(
     ("out_in", "in_out"), ("tanh", "erf"), (True, False), (True, False), (True, False), (True, False)
@@ -242,3 +242,35 @@ def test_temperature_gradient_matches_finite_differences(target):
     fd = (-at(tau + 2 * h) + 8 * at(tau + h) - 8 * at(tau - h) + at(tau - 2 * h)) / (12 * h)
     got = model.sheet("CABACA", temperature=tau).grad(target)["temperature"]
     assert got == pytest.approx(fd, rel=1e-6, abs=1e-10)  # logit_max does not read it: 0
+
+
+# -- the arena: reused memory must never change a result somebody still holds ----------------------
+def test_a_gradient_kept_is_not_overwritten_by_the_next_one():
+    s = dfgpt.load("sort").sheet("CABACA")
+    g1 = s.grad("logit[5][A]")
+    kept = {n: a.copy() for n, a in g1.arrays.items()}
+    g2 = s.grad("logit[4][C]")  # g1 still holds its block: g2 must get other memory
+    assert all(np.array_equal(g1.arrays[n], kept[n]) for n in kept)
+    assert not np.array_equal(g1.arrays["lm_head.w"], g2.arrays["lm_head.w"])
+
+
+def test_a_dropped_gradient_block_is_reused_with_the_same_answer():
+    from dfgpt.analysis import arena
+
+    s = dfgpt.load("sort").sheet("CABACA")
+    first = {n: a.copy() for n, a in s.grad("logit[5][A]").arrays.items()}  # the result is dropped at once
+    used, free = arena.held()
+    again = s.grad("logit[5][A]").arrays
+    assert arena.held()[1] < free + 1  # no new free memory: the freed block was taken again
+    assert used == 0 and all(np.array_equal(again[n], first[n]) for n in first)
+
+
+def test_influences_kept_side_by_side_keep_their_own_scores():
+    s = dfgpt.load("sort").sheet("CABACA")
+    r1 = s.influence("logit[5][A]", top=5)
+    scores = {t: a.copy() for t, a in r1.scores.items()}
+    rows = r1.by_block()
+    r2 = s.influence("logit[3][B]", top=5)
+    assert [g.score for g in r1.by_block()] == [g.score for g in rows]
+    assert all(np.array_equal(Influence_scores, scores[t]) for t, Influence_scores in r1.scores.items())
+    assert [it.cell for it in r2] != [it.cell for it in r1]

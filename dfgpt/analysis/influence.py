@@ -25,6 +25,7 @@ import numpy as np
 from ..core.blas import one_blas_thread
 from ..errors import QueryError, show
 from ..html import table
+from . import arena
 from .gradients import grad
 from .provenance import provenance
 
@@ -100,12 +101,15 @@ class Influence(Sequence[Item]):
         """key_of(tensor, mask) -> [(key, bool mask of the cells in that group)]."""
         acc: dict[str, list[float]] = {}
         for tensor, m in self.scored.items():
-            sc = self.scores[tensor]
+            flat, cone = self._flat[tensor], self._cells[tensor]
             for key, sel in key_of(tensor, m):
+                # the scores of sel's cells straight from the flat cone scores (mask order): no
+                # tensor-shaped copy, which at GPT-2 size is a gigabyte per call
+                part = flat if sel is cone else flat[sel[cone]]
                 got = acc.setdefault(key, [0, 0.0, 0.0])
                 got[0] += int(sel.sum())
-                got[1] += float(sc[sel].sum())
-                got[2] += float(np.abs(sc[sel]).sum())
+                got[1] += float(part.sum(dtype=np.float64))
+                got[2] += _abs_sum(part)
         rows = [Group(k, int(v[0]), v[1], v[2]) for k, v in acc.items() if v[0]]
         return sorted(rows, key=lambda g: -g.abs_score)
 
@@ -204,28 +208,48 @@ def _top(flat: dict[str, np.ndarray], k: int) -> list[tuple[str, int]]:
     """The k largest |score| over every tensor: [(tensor, flat index into its cone cells)].
 
     One total order: |score| descending (nan, an undefined target, first), then graph order,
-    then index. A GPT-2 cone has ~10^8 cells, so no array of all of them is built: a lower
-    bound of the k-th value (the k-th largest of the tensors' maxima: those are k cells at
-    least that large) leaves a handful of candidates per tensor, ranked exactly.
+    then index. A GPT-2 cone has ~10^8 cells, so no array of all of them is built: tensors are
+    visited smallest first, each keeping its own best k of the cells at or above a running
+    bound (the k-th best kept so far: k real cells are at least that large), so the big tensors
+    come last and leave a handful of candidates each; |score| goes through one scratch buffer.
     """
     names = [n for n in flat if flat[n].size]
     if not names or k <= 0:
         return []
-    peaks = np.array([_nan_high(np.abs(flat[n])).max() for n in names])
-    tau = float(peaks[top_indices(peaks, k)[-1]]) if len(names) >= k else -1.0
+    rank = {n: j for j, n in enumerate(names)}
+    scratch: dict[np.dtype, np.ndarray] = {}
+    longest = max(flat[n].size for n in names)
+    tau = -1.0
     vals, tens, idxs = [], [], []
-    for j, n in enumerate(names):
-        a = np.abs(flat[n])
+    for n in sorted(names, key=lambda n: (flat[n].size, rank[n])):
+        f = flat[n].reshape(-1)
+        buf = scratch.get(f.dtype)
+        if buf is None:
+            buf = scratch[f.dtype] = arena.block(longest, f.dtype)
+        a = np.abs(f, out=buf[: f.size])  # [n] -> [n], no new array per tensor
         at = np.flatnonzero(~(a < tau))  # >= tau, and nan (nan < tau is False)
-        if at.size:
-            v = _nan_high(a[at])
-            keep = top_indices(v, k)
-            vals.append(v[keep])
-            tens.append(np.full(keep.size, j))
-            idxs.append(at[keep])
+        if not at.size:
+            continue
+        v = _nan_high(a[at])
+        keep = top_indices(v, k)
+        vals.append(v[keep])
+        tens.append(np.full(keep.size, rank[n]))
+        idxs.append(at[keep])
+        best = np.concatenate(vals)
+        if best.size >= k:
+            tau = float(best[top_indices(best, k)[-1]])
     v, t, i = np.concatenate(vals), np.concatenate(tens), np.concatenate(idxs)
     order = np.lexsort((i, t, -v))[:k]  # by |score| descending, then graph order, then index
     return [(names[int(t[o])], int(i[o])) for o in order]
+
+
+def _abs_sum(a: np.ndarray, chunk: int = 1 << 18) -> float:
+    """Σ|a| in float64, through a small buffer that stays in cache instead of an |a| copy."""
+    if a.size <= chunk:
+        return float(np.abs(a).sum(dtype=np.float64))
+    buf = np.empty(chunk, a.dtype)
+    return sum(float(np.abs(a[i:i + chunk], out=buf[: min(chunk, a.size - i)]).sum(dtype=np.float64))
+               for i in range(0, a.size, chunk))
 
 
 def _nan_high(a: np.ndarray) -> np.ndarray:
@@ -285,15 +309,22 @@ def _influence(sheet: Cells, target: str, top: int, by: str, candidates: int | N
     engine = sheet.engine
     sheet.compute(prov.seeds)  # the seeds' rows pull in every row of the cone
     cells = _rankable(sheet, prov.masks, prov.seeds)
-    flat = {}
+    sizes = {t: int(m.sum()) for t, m in cells.items()}
+    store = arena.block(sum(sizes.values()), np.dtype(engine.dtype))  # every score, in one reused block
+    flat, at = {}, 0
     for t, m in cells.items():  # [cone cells of t]: the score of each, in row-major order
+        out = flat[t] = store[at : at + sizes[t]]
+        at += sizes[t]
         ga = g.arrays.get(t)
         if ga is None:
-            flat[t] = np.zeros(int(m.sum()))
+            out.fill(0)
             continue
-        whole = bool(m.all())  # most cone tensors are whole: read them as views, copy nothing
+        whole = sizes[t] == m.size  # most cone tensors are whole: read them as views, copy nothing
         grads = ga.reshape(-1) if whole else ga[m]
-        flat[t] = grads.copy() if by == "grad" else grads * (engine.view(t).reshape(-1) if whole else engine.view(t)[m])
+        if by == "grad":
+            np.copyto(out, grads)
+        else:
+            np.multiply(grads, engine.view(t).reshape(-1) if whole else engine.view(t)[m], out=out)
     scored = cells
     if by == "ablation":
         n = candidates if candidates is not None else 2 * top

@@ -26,7 +26,7 @@ import numpy as np
 from ..core.graph import Graph
 from ..errors import QueryError
 from ..html import table
-from .gradients import FORWARD
+from .backprop import FORWARD
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -62,7 +62,7 @@ def sort_ids(cfg: Any) -> np.ndarray:
 
 
 class _Decoder:
-    """Batched incremental forward over gradients.FORWARD: new positions in, their logits out.
+    """Batched incremental forward over backprop.FORWARD: new positions in, their logits out.
 
     Attention reads every earlier position through its keys and values (the second input
     of `score` and of `weighted`), so those tensors are kept and grown; every other tensor

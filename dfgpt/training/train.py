@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..analysis.gradients import backward, forward
+from ..analysis.backprop import backward, forward
 from ..analysis.task import N_IN, all_inputs, greedy_sort, sort_batch
 from ..core.blas import machine, one_blas_thread
 from ..core.config import Config
