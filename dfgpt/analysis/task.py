@@ -26,7 +26,7 @@ import numpy as np
 from ..core.graph import Graph
 from ..errors import QueryError
 from ..html import table
-from .backprop import FORWARD
+from .backprop import FORWARD_ROWS
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -62,7 +62,7 @@ def sort_ids(cfg: Any) -> np.ndarray:
 
 
 class _Decoder:
-    """Batched incremental forward over backprop.FORWARD: new positions in, their logits out.
+    """Batched incremental forward over backprop.FORWARD_ROWS: new positions in, their logits out.
 
     Attention reads every earlier position through its keys and values (the second input
     of `score` and of `weighted`), so those tensors are kept and grown; every other tensor
@@ -95,7 +95,7 @@ class _Decoder:
         V["tokens"] = ids
         V["temperature"] = np.array(1.0, dtype=self.dtype)
         for op in self.ops:
-            out = FORWARD[op.kind](op, V)
+            out = FORWARD_ROWS[op.kind](op, V)
             axis = self.keyed.get(op.out)
             if axis is not None:
                 if op.out in self.cache:
