@@ -74,7 +74,10 @@ def warm(models: Mapping[str, Model], T: int = 64) -> None:
     of a T-token input leaves those blocks in dfgpt.analysis.arena's pool for the requests
     (a block serves inputs whose cone has between half and all of its cells).
     """
-    for model in models.values():
+    for name, model in models.items():
+        if model.n_params > 10_000_000:  # seconds, not milliseconds: say why the address is not up yet
+            print(f"dfgpt serve: preparing {name}'s influence workspace ({model.n_params:,} parameters)…",
+                  file=sys.stderr, flush=True)
         n = max(1, min(T, model.config.block_size))
         sheet = model.sheet([0] * n)
         sheet.influence(sheet.name("logit", (n - 1, 0)), top=1)
