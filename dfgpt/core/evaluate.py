@@ -21,7 +21,9 @@ import numpy as np
 
 from .cones import Mask, Pending
 from .ops.attention import SoftmaxRows
+from .ops.base import _sel
 from .ops.layernorm import LayerNormRows
+from .ops.linear import LinearHeads
 from .store import Store
 
 __all__ = ["Engine", "Mask", "Pending"]
@@ -74,40 +76,42 @@ class Engine(Store):
         from the plan and which rows hold values or were verified at this revision, so they are
         worked out once per such state (`_schedule`, memoised on the graph) and then applied.
         """
+        fresh = not self.computed_any  # nothing ran yet: every cell of the tables is 0
         self.computed_any = True
         rev, T, cap = self.revision, self.T, self.cap
-        ver = self._ver[:, :T]
-        # Per cell of the tables: 0 never ran, 1 holds a value, 2 verified at this revision.
-        state = (ver >= 0).view(np.uint8) + (ver >= rev).view(np.uint8)
-        if state.size > _MEMO_CELLS:  # a large model: its ops dwarf working the schedule out again
-            sched = self._schedule(plan, state)
+        if len(self._order) * T > _MEMO_CELLS:  # a large model: its ops dwarf working the schedule out again
+            sched = self._schedule(plan, self._state(T, rev))
         else:
-            key = (id(plan), cap, state.tobytes())
+            # Per cell of the tables: 0 never ran, 1 holds a value, 2 verified at this revision.
+            state = T if fresh else self._state(T, rev).tobytes()
+            key = (id(plan), cap, self.exact, state)
             cache = self.graph.schedules
             got = cache.get(key)
             if got is None or got[0] is not plan:
                 if len(cache) >= 1024:
                     cache.clear()
-                got = cache[key] = (plan, self._schedule(plan, state))
+                got = cache[key] = (plan, self._schedule(plan, self._state(T, rev)))
             sched = got[1]
         run, ran_at, checked_at, ran_names, names, whole, full, counts, reused = sched
-        self.memo = {}
-        try:
-            for op, rows in run:
-                op.forward(self, rows)
-        finally:
-            self.memo = None
+        vals = self.values
+        for kernel in run:
+            kernel(vals)
         if ran_names:
-            self._chg.reshape(-1)[ran_at] = rev
+            np.putmask(self._chg, ran_at, rev)
             self.last_change.update(dict.fromkeys(ran_names, rev))
-        self._ver.reshape(-1)[checked_at] = rev
+        np.putmask(self._ver, checked_at, rev)
         self.vmax.update(dict.fromkeys(names, rev))
-        for name in whole:
-            self.floor[name] = rev  # every row of these tensors verified now
+        if whole:
+            self.floor.update(dict.fromkeys(whole, rev))  # every row of these tensors verified now
         self.full.update(full)
         self._tally.append((counts, reused))  # counted when next looked at (Store.counts)
         if len(self._tally) > 1024:
             self._add_tally()
+
+    def _state(self, T: int, rev: int) -> np.ndarray:
+        """[tensors, T] uint8: 0 never ran, 1 holds a value, 2 verified at revision `rev`."""
+        ver = self._ver[:, :T]
+        return (ver >= 0).view(np.uint8) + (ver >= rev).view(np.uint8)
 
     def _schedule(self, plan: list[tuple[str, Any, int]], state: np.ndarray) -> tuple[Any, ...]:
         """What a clean read of `plan` does from `state` (see `_clean_read`)."""
@@ -116,7 +120,7 @@ class Engine(Store):
         checked = want & (state < 2)  # planned rows not yet verified at this revision
         ran = checked & (state == 0)  # of those, the rows that never ran (clean: the rest are current)
         order, ops = self._order, self.graph.ops
-        run: list[tuple[Any, np.ndarray]] = []  # (an op, or LayerNormRows; its rows)
+        run: list[tuple[Any, np.ndarray]] = []  # (an op, or LayerNormRows; its rows), then their kernels
         ran_names = []
         for i in ran.any(axis=1).nonzero()[0].tolist():  # topological order
             run.append((ops[order[i]], ran[i].nonzero()[0]))
@@ -130,7 +134,10 @@ class Engine(Store):
                     run[k : k + 3] = [(LayerNormRows(ops3[0], ops3[1], ops3[2]), three[0][1])]
                 elif SoftmaxRows.fits(ops3):
                     run[k : k + 3] = [(SoftmaxRows(ops3[0], ops3[1], ops3[2]), three[0][1])]
+                elif LinearHeads.fits(ops3):  # q, k and v
+                    run[k : k + 3] = [(LinearHeads(tuple(ops3)), three[0][1])]
             k += 1
+        kernels = [op.kernel(_sel(rows), cap, self.exact) for op, rows in run]
         holes = (state == 0) & ~checked
         first = np.where(holes.any(axis=1), holes.argmax(axis=1), T)
         full = dict(zip(order, first.tolist()))
@@ -138,8 +145,9 @@ class Engine(Store):
         n_kept = checked.sum(axis=1) * sizes - n_ran
         counts = [(order[i], int(n_ran[i])) for i in n_ran.nonzero()[0].tolist()]
         reused = [(order[i], int(n_kept[i])) for i in n_kept.nonzero()[0].tolist()]
-        at = np.arange(len(order))[:, None] * cap + np.arange(T)[None, :]  # flat index in [tensors, cap]
-        return run, at[ran], at[checked], ran_names, names, whole, full, counts, reused
+        ran_at, checked_at = (np.zeros((len(order), cap), bool) for _ in range(2))  # as masks of [tensors, cap]
+        ran_at[:, :T], checked_at[:, :T] = ran, checked
+        return kernels, ran_at, checked_at, ran_names, names, whole, full, counts, reused
 
     def _plan_tables(self, plan: list[tuple[str, Any, int]]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         """A plan as tables over every computed tensor (memoised with the plan on the graph):

@@ -59,7 +59,7 @@ class Store(Cones):
         self.values: dict[str, np.ndarray] = dict(params)
         self.base: dict[str, np.ndarray] = dict(params)  # the model's arrays, never written
         self.owned: set[str] = set()  # parameters copied on first write (the model keeps its own)
-        self.param_changed: dict[str, int] = {n: 0 for n in graph.parameters}
+        self.param_changed: dict[str, int] = dict.fromkeys(graph.parameters, 0)
         self.param_changed["temperature"] = 0
         self.values["temperature"] = np.array(temperature, dtype=self.dtype)
         self.owned.add("temperature")
@@ -71,16 +71,13 @@ class Store(Cones):
         self.verified: dict[str, np.ndarray] = {}
         self.changed: dict[str, np.ndarray] = {"tokens": np.zeros(self.cap, np.int64)}
         self._order: list[str] = graph.computed  # topological order; row i of the tables below
-        for name, shape in graph.shapes(self.cap).items():
-            self.values[name] = np.zeros(shape, self.dtype)
+        dtype = self.dtype
+        self.values.update((name, np.zeros(shape, dtype)) for name, shape in graph.shapes(self.cap).items())
         self._tables(self.cap)
         # True while every computed row that holds a value (verified >= 0) is current: nothing
         # but appends and reads happened since the sheet was made. A read then only runs the
         # rows that never ran, with its bookkeeping done over all tensors at once (`_clean_read`).
         self.clean = True
-        # During a clean read only (inputs cannot change mid-read): values one op hands the next,
-        # e.g. a softmax's exponentials from its sum. None otherwise, so ops recompute them.
-        self.memo: dict[Any, Any] | None = None
         self.stale: dict[str, Mask] = {}  # read through state(); deferred cones land here on flush
         self._sizes: dict[str, tuple[int, int]] = {}
         # The latest revision at which any row of a tensor changed: lets a read skip, with
@@ -111,12 +108,12 @@ class Store(Cones):
         (each tensor's entry a view of its row), keeping the first `keep` positions."""
         ver = np.full((len(self._order), cap), -1, np.int64)
         chg = np.zeros((len(self._order), cap), np.int64)
-        for i, name in enumerate(self._order):
-            if keep:
+        if keep:
+            for i, name in enumerate(self._order):
                 ver[i, :keep] = self.verified[name][:keep]
                 chg[i, :keep] = self.changed[name][:keep]
-            self.verified[name] = ver[i]
-            self.changed[name] = chg[i]
+        self.verified = dict(zip(self._order, ver))  # rows of a 2-D array: views, made in C
+        self.changed.update(zip(self._order, chg))
         self._ver, self._chg = ver, chg
 
     # -- shapes -----------------------------------------------------------------------

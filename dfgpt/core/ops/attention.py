@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Mask, Op, Reads, _mask_later, _mm, _sel, _visible
+from .base import Kernel, Mask, Op, Reads, _last_row, _later_of, _mask_later, _mm, _visible
 
 __all__ = ['Score', 'Softmax', 'SoftmaxMax', 'SoftmaxRows', 'SoftmaxSum', 'Weighted']
 
@@ -24,17 +25,22 @@ class Score(Op):
     masked: ClassVar[float] = -np.inf
     row_reads: ClassVar[tuple[Reads, ...]] = ("row", "prefix")
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        q, k = (ctx.values[n] for n in self.ins)  # [H, cap, hs]
-        width = ctx.cap if ctx.exact else int(rows[-1]) + 1
-        sel = _sel(rows)
-        s = _mm(q[:, sel], k[:, :width].transpose(0, 2, 1), ctx.exact)  # -> [H, R, width]
-        s *= float(1.0 / np.sqrt(q.shape[-1]))  # a Python float: a float32 score stays float32
-        _mask_later(s, sel, -np.inf)  # [R, width]: keys past each query
-        out = ctx.values[self.out]
-        out[:, sel, :width] = s
-        if width < out.shape[-1]:
-            out[:, sel, width:] = -np.inf
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        (q_name, k_name), out_name = self.ins, self.out
+        width = cap if exact else _last_row(sel) + 1
+        later = _later_of(sel, width)  # [R, width]: keys past each query
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            q, k = vals[q_name], vals[k_name]  # [H, cap, hs]
+            s = _mm(q[:, sel], k[:, :width].transpose(0, 2, 1), exact)  # -> [H, R, width]
+            s *= 1.0 / math.sqrt(q.shape[-1])  # a Python float (as np.sqrt's, bit for bit): float32 stays float32
+            _mask_later(s, later, -np.inf)
+            out = vals[out_name]
+            out[:, sel, :width] = s
+            if width < out.shape[-1]:
+                out[:, sel, width:] = -np.inf
+
+        return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         m = out_mask & _causal(ctx.T)
@@ -52,23 +58,23 @@ class Score(Op):
         return out & _causal(T)
 
 
-def _shifted_exp(ctx: Any, score: str, top: str, temp: str | None, rows: np.ndarray) -> np.ndarray:
-    """exp((score - max) / τ) for the given rows: [H, R, cap] for attention, [R, V] for logits."""
-    s, mx = ctx.values[score], ctx.values[top]
-    sel = _sel(rows)
+def _shifted_exp(vals: dict[str, np.ndarray], score: str, top: str, temp: str | None, sel: Any,
+                 later: Any) -> np.ndarray:
+    """exp((score - max) / τ) for rows `sel`: [H, R, cap] for attention (`later` from `_later_of`),
+    [R, V] for logits."""
+    s, mx = vals[score], vals[top]
     if s.ndim == 3:
         sr, mr = s[:, sel], mx[:, sel][..., None]
     else:
         sr, mr = s[sel], mx[sel][:, None]
     # The maximum is exp(0) even when it is infinite (inf - inf would be nan): a softmax over
     # one key stays 1 however large its score, as the cone's "cannot matter" claims.
-    with np.errstate(invalid="ignore"):
-        z = sr - mr
+    z = sr - mr
     z[sr == mr] = 0.0
     if s.ndim == 3:
-        _mask_later(z, sel, -np.inf)  # [R, cap]: the causal mask
+        _mask_later(z, later, -np.inf)  # the causal mask
     if temp is not None:
-        t = ctx.values[temp]
+        t = vals[temp]
         if t != 1:  # x / 1 is x, bit for bit
             z /= t
     np.exp(z, out=z)
@@ -87,15 +93,19 @@ class SoftmaxMax(Op):
     kind: ClassVar[str] = "softmax_max"
     row_reads: ClassVar[tuple[Reads, ...]] = ("row",)
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        s = ctx.values[self.ins[0]]  # [.., cap, cap] -> [.., R]
-        if s.ndim == 3:
-            # Mask by structure, not by the stored -inf: a pinned masked entry must stay unread.
-            sel = _sel(rows)
-            visible = _visible(s.shape[-1])[sel]  # [R, cap]
-            ctx.values[self.out][:, sel] = np.maximum.reduce(np.where(visible, s[:, sel], -np.inf), axis=-1)
-        else:
-            ctx.values[self.out][rows] = s[rows].max(axis=-1)
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        s_name, out = self.ins[0], self.out
+        visible = _visible(cap)[sel]  # [R, cap], for attention's [H, cap, cap] scores
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            s = vals[s_name]  # [.., cap, cap] -> [.., R]
+            if s.ndim == 3:
+                # Mask by structure, not by the stored -inf: a pinned masked entry must stay unread.
+                vals[out][:, sel] = np.maximum.reduce(np.where(visible, s[:, sel], -np.inf), axis=-1)
+            else:
+                vals[out][sel] = s[sel].max(axis=-1)
+
+        return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         if out_mask.ndim == 2:
@@ -119,17 +129,19 @@ class SoftmaxSum(Op):
     def row_reads(self) -> tuple[Reads, ...]:  # type: ignore[override]
         return ("row", "row") + ("whole",) * (len(self.ins) - 2)
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        s_name, top, out = self.ins[0], self.ins[1], self.out
         temp = self.ins[2] if len(self.ins) > 2 else None
-        ex = _shifted_exp(ctx, self.ins[0], self.ins[1], temp, rows)
-        memo = getattr(ctx, "memo", None)
-        if memo is not None:  # the softmax of these rows divides the same exponentials next
-            memo[(self.ins[0], self.ins[1], temp, rows.tobytes())] = ex
-        e = np.add.reduce(ex, axis=-1)
-        if e.ndim == 2:
-            ctx.values[self.out][:, _sel(rows)] = e
-        else:
-            ctx.values[self.out][_sel(rows)] = e
+        later = _later_of(sel, cap)
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            e = np.add.reduce(_shifted_exp(vals, s_name, top, temp, sel, later), axis=-1)
+            if e.ndim == 2:
+                vals[out][:, sel] = e
+            else:
+                vals[out][sel] = e
+
+        return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         if k == 2:
@@ -161,22 +173,23 @@ class Softmax(Op):
     def row_reads(self) -> tuple[Reads, ...]:  # type: ignore[override]
         return ("row", "row", "row") + ("whole",) * (len(self.ins) - 3)
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        total = ctx.values[self.ins[2]]
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        s_name, top, total_name = self.ins[:3]
         temp = self.ins[3] if len(self.ins) > 3 else None
-        memo = getattr(ctx, "memo", None)
-        e = None if memo is None else memo.pop((self.ins[0], self.ins[1], temp, rows.tobytes()), None)
-        if e is None:
-            e = _shifted_exp(ctx, self.ins[0], self.ins[1], temp, rows)
-        if e.ndim == 3:
-            # A masked entry reads nothing, so it is 0 whatever the row's sum (even a pinned 0).
-            sel = _sel(rows)
-            with np.errstate(invalid="ignore", divide="ignore"):
+        out, later = self.out, _later_of(sel, cap)
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            total = vals[total_name]
+            e = _shifted_exp(vals, s_name, top, temp, sel, later)
+            if e.ndim == 3:
+                # A masked entry reads nothing, so it is 0 whatever the row's sum (even a pinned 0).
                 e /= total[:, sel][..., None]
-            _mask_later(e, sel, 0.0)
-            ctx.values[self.out][:, sel] = e
-        else:
-            ctx.values[self.out][rows] = e / total[rows][:, None]
+                _mask_later(e, later, 0.0)
+                vals[out][:, sel] = e
+            else:
+                vals[out][sel] = e / total[sel][:, None]
+
+        return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         causal = out_mask.ndim == 3
@@ -211,18 +224,25 @@ class Weighted(Op):
     kind: ClassVar[str] = "weighted"
     row_reads: ClassVar[tuple[Reads, ...]] = ("row", "prefix")
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        att, v = (ctx.values[n] for n in self.ins)  # [H, cap, cap], [H, cap, hs]
-        width = ctx.cap if ctx.exact else int(rows[-1]) + 1
-        vv = v[:, :width]
-        if np.isfinite(vv).all():
-            y = _mm(att[:, _sel(rows), :width], vv, ctx.exact)  # [H, R, width] @ [H, width, hs]
-        else:
-            # 0 · inf is nan: a later row's non-finite v (a pin) must not leak into earlier rows.
-            keep = np.arange(width)[None, :] <= rows[:, None]  # [R, width]
-            masked = np.where(keep[None, :, :, None], vv[:, None], 0.0)  # [H, R, width, hs]
-            y = np.matmul(att[:, rows, None, :width], masked)[:, :, 0, :]  # -> [H, R, hs]
-        ctx.values[self.out][rows] = y.transpose(1, 0, 2).reshape(len(rows), -1)  # -> [R, C]
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        (att_name, v_name), out = self.ins, self.out
+        width = cap if exact else _last_row(sel) + 1
+        rows = np.arange(sel.start, sel.stop) if isinstance(sel, slice) else sel
+        R = len(rows)
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            att, v = vals[att_name], vals[v_name]  # [H, cap, cap], [H, cap, hs]
+            vv = v[:, :width]
+            if math.isfinite(np.add.reduce(vv, axis=None)):  # every v finite (a sum with an inf or nan is not)
+                y = _mm(att[:, sel, :width], vv, exact)  # [H, R, width] @ [H, width, hs]
+            else:
+                # 0 · inf is nan: a later row's non-finite v (a pin) must not leak into earlier rows.
+                keep = np.arange(width)[None, :] <= rows[:, None]  # [R, width]
+                masked = np.where(keep[None, :, :, None], vv[:, None], 0.0)  # [H, R, width, hs]
+                y = np.matmul(att[:, rows, None, :width], masked)[:, :, 0, :]  # -> [H, R, hs]
+            vals[out][sel] = y.transpose(1, 0, 2).reshape(R, -1)  # -> [R, C]
+
+        return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         H, T, hs = ctx.shape(self.ins[1])
@@ -262,30 +282,34 @@ class SoftmaxRows:
                 and s.ins[:2] == (m.ins[0], m.out) and p.ins[:3] == (m.ins[0], m.out, s.out)
                 and s.ins[2:] == p.ins[3:])
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        vals = ctx.values
-        s = vals[self.top.ins[0]]
-        if s.ndim != 3:  # the logits' softmax: nothing to share worth a second path
-            for op in (self.top, self.total, self.soft):
-                op.forward(ctx, rows)
-            return
-        sel = _sel(rows)
-        sr = s[:, sel]  # [H, R, cap]
-        mx = np.maximum.reduce(np.where(_visible(s.shape[-1])[sel], sr, -np.inf), axis=-1)  # [H, R]
-        vals[self.top.out][:, sel] = mx
-        mr = mx[..., None]
-        with np.errstate(invalid="ignore"):
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        parts = [op.kernel(sel, cap, exact) for op in (self.top, self.total, self.soft)]
+        s_name, top, total, soft = self.top.ins[0], self.top.out, self.total.out, self.soft.out
+        temp = self.total.ins[2] if len(self.total.ins) > 2 else None
+        visible, later = _visible(cap)[sel], _later_of(sel, cap)
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            s = vals[s_name]
+            if s.ndim != 3:  # the logits' softmax: nothing to share worth a second path
+                for part in parts:
+                    part(vals)
+                return
+            sr = s[:, sel]  # [H, R, cap]
+            mx = np.maximum.reduce(np.where(visible, sr, -np.inf), axis=-1)  # [H, R]
+            vals[top][:, sel] = mx
+            mr = mx[..., None]
             z = sr - mr
-        z[sr == mr] = 0.0  # as _shifted_exp
-        _mask_later(z, sel, -np.inf)
-        if len(self.total.ins) > 2:
-            t = vals[self.total.ins[2]]
-            if t != 1:
-                z /= t
-        np.exp(z, out=z)
-        total = np.add.reduce(z, axis=-1)
-        vals[self.total.out][:, sel] = total
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z /= total[..., None]
-        _mask_later(z, sel, 0.0)
-        vals[self.soft.out][:, sel] = z
+            z[sr == mr] = 0.0  # as _shifted_exp
+            _mask_later(z, later, -np.inf)
+            if temp is not None:
+                t = vals[temp]
+                if t != 1:
+                    z /= t
+            np.exp(z, out=z)
+            e = np.add.reduce(z, axis=-1)
+            vals[total][:, sel] = e
+            z /= e[..., None]
+            _mask_later(z, later, 0.0)
+            vals[soft][:, sel] = z
+
+        return run

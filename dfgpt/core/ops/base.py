@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ['Mask', 'Op', 'Reads']
+__all__ = ['Kernel', 'Mask', 'Op', 'Reads']
 
 
 # numpy bool arrays; numpy's stubs type `.any(axis=...)` as `bool | ndarray`, so this stays loose.
 Mask = Any
 Reads = str  # "row", "prefix" or "whole"
+# An op's computation of some rows, worked out once: called with the values ({tensor: array}),
+# it writes those rows of the op's output in place.
+Kernel = Callable[[dict[str, np.ndarray]], None]
 
 
 def _sel(rows: np.ndarray) -> Any:
@@ -42,12 +46,28 @@ def _visible(width: int) -> np.ndarray:
     return m
 
 
-def _mask_later(a: np.ndarray, sel: Any, value: float) -> None:
-    """a[h][j][s] = value for every key s past row j's position ([H, R, width], rows `sel`)."""
+def _n_rows(sel: Any) -> int:
+    return sel.stop - sel.start if isinstance(sel, slice) else len(sel)
+
+
+def _last_row(sel: Any) -> int:
+    return sel.stop - 1 if isinstance(sel, slice) else int(sel[-1])
+
+
+def _later_of(sel: Any, width: int) -> Any:
+    """Where `_mask_later` writes for rows `sel` over `width` keys: the first key past a single
+    row's position (an int: a slice is cheaper than a mask), else a [R, width] bool mask."""
     if isinstance(sel, slice) and sel.stop - sel.start == 1:
-        a[:, 0, sel.stop :] = value  # one row: a slice, not a boolean mask
+        return sel.stop
+    return _later(width)[sel]
+
+
+def _mask_later(a: np.ndarray, later: Any, value: float) -> None:
+    """a[h][j][s] = value for every key s past row j's position ([H, R, width]; `later` from `_later_of`)."""
+    if isinstance(later, int):
+        a[:, 0, later:] = value
     else:
-        a[:, _later(a.shape[-1])[sel]] = value
+        np.copyto(a, value, where=later)  # [R, width] broadcast over heads: a third of a boolean setitem's cost
 
 
 def _mm(a: np.ndarray, b: np.ndarray, exact: bool) -> np.ndarray:
@@ -69,8 +89,19 @@ class Op:
     masked: ClassVar[float] = 0.0  # the value of a cell the causal mask leaves unread (a key past its query)
     row_reads: ClassVar[tuple[Reads, ...]] = ()
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        """The computation of rows `sel` (a slice or sorted indices) at capacity `cap`, with
+        everything that depends only on them worked out now: a clean read runs a cached list
+        of these, so a forward of a small model pays no per-op set-up. A kernel leaves floating-point
+        warnings to its caller (a pin may make inf or nan, shown as such): `Engine.ensure` and
+        `forward` silence them once around many kernels."""
         raise NotImplementedError
+
+    def forward(self, ctx: Any, rows: np.ndarray) -> None:
+        """Compute the given rows of the output in `ctx.values`, in place. The same kernel a clean
+        read runs, so every road to a row computes it with the same operations, bit for bit."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            self.kernel(_sel(rows), ctx.cap, ctx.exact)(ctx.values)
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         """Cells of input `k` read by the cells of `out_mask` (None: none)."""

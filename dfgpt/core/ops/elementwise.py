@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Mask, Op, Reads, _sel
+from .base import Kernel, Mask, Op, Reads
 
 __all__ = ['GELU_C', 'Add', 'Gelu', 'gelu']
 
@@ -22,13 +22,19 @@ class Add(Op):
     kind: ClassVar[str] = "add"
     row_reads: ClassVar[tuple[Reads, ...]] = ("row", "row")
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        a, b = (ctx.values[n] for n in self.ins)
-        sel = _sel(rows)
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        (a, b), out = self.ins, self.out
         if isinstance(sel, slice):
-            np.add(a[sel], b[sel], out=ctx.values[self.out][sel])
-        else:
-            ctx.values[self.out][sel] = a[sel] + b[sel]
+
+            def in_place(vals: dict[str, np.ndarray]) -> None:
+                np.add(vals[a][sel], vals[b][sel], out=vals[out][sel])
+
+            return in_place
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            vals[out][sel] = vals[a][sel] + vals[b][sel]
+
+        return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         return out_mask.copy()
@@ -49,9 +55,13 @@ class Gelu(Op):
     kind: ClassVar[str] = "gelu"
     row_reads: ClassVar[tuple[Reads, ...]] = ("row",)
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        sel = _sel(rows)
-        ctx.values[self.out][sel] = gelu(ctx.values[self.ins[0]][sel], self.approx)
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        x, out, approx = self.ins[0], self.out, self.approx
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            vals[out][sel] = gelu(vals[x][sel], approx)
+
+        return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         return out_mask.copy()

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Mask, Op, Reads, _rowany, _sel
+from .base import Kernel, Mask, Op, Reads, _rowany
 
 __all__ = ['Embed']
 
@@ -19,10 +19,13 @@ class Embed(Op):
     kind: ClassVar[str] = "embed"
     row_reads: ClassVar[tuple[Reads, ...]] = ("row", "whole", "whole")
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        tok, wte, wpe = (ctx.values[n] for n in self.ins)
-        sel = _sel(rows)
-        ctx.values[self.out][sel] = wte[tok[sel]] + wpe[sel]  # [R] -> [R, C]
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        (tok, wte, wpe), out = self.ins, self.out
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            vals[out][sel] = vals[wte][vals[tok][sel]] + vals[wpe][sel]  # [R] -> [R, C]
+
+        return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         T = out_mask.shape[0]

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Mask, Op, Reads, _rowany, _sel
+from .base import Kernel, Mask, Op, Reads, _rowany
 
 __all__ = ['LNMean', 'LNOut', 'LNVar', 'LayerNormRows']
 
@@ -19,10 +19,14 @@ class LNMean(Op):
     kind: ClassVar[str] = "ln_mean"
     row_reads: ClassVar[tuple[Reads, ...]] = ("row",)
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        sel = _sel(rows)
-        x = ctx.values[self.ins[0]][sel]  # [R, C] -> [R]
-        ctx.values[self.out][sel] = np.add.reduce(x, axis=-1) / x.shape[-1]
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        x_name, out = self.ins[0], self.out
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            x = vals[x_name][sel]  # [R, C] -> [R]
+            vals[out][sel] = np.add.reduce(x, axis=-1) / x.shape[-1]
+
+        return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         return np.repeat(out_mask[:, None], ctx.shape(self.ins[0])[1], axis=1)
@@ -38,12 +42,16 @@ class LNVar(Op):
     kind: ClassVar[str] = "ln_var"
     row_reads: ClassVar[tuple[Reads, ...]] = ("row", "row")
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        sel = _sel(rows)
-        x, mean = (ctx.values[n][sel] for n in self.ins)  # [R, C], [R] -> [R]
-        d = x - mean[:, None]
-        np.multiply(d, d, out=d)
-        ctx.values[self.out][sel] = np.add.reduce(d, axis=-1) / x.shape[-1]
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        (x_name, mean_name), out = self.ins, self.out
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            x, mean = vals[x_name][sel], vals[mean_name][sel]  # [R, C], [R] -> [R]
+            d = x - mean[:, None]
+            np.multiply(d, d, out=d)
+            vals[out][sel] = np.add.reduce(d, axis=-1) / x.shape[-1]
+
+        return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         if k == 1:
@@ -70,19 +78,24 @@ class LNOut(Op):
     def row_reads(self) -> tuple[Reads, ...]:  # type: ignore[override]
         return ("row", "row", "row") + ("whole",) * (len(self.ins) - 3)
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        sel = _sel(rows)
-        vals = ctx.values
-        x, mean, var = (vals[n][sel] for n in self.ins[:3])  # [R, C], [R], [R]
-        # In place, the same operations in the same order: (x - mean) / √(var + eps) · g + b.
-        y = vals[self.out][sel] if isinstance(sel, slice) else np.empty_like(x)
-        np.subtract(x, mean[:, None], out=y)
-        y /= np.sqrt(var + self.eps)[:, None]
-        y *= vals[self.ins[3]]
-        if len(self.ins) > 4:
-            y += vals[self.ins[4]]
-        if not isinstance(sel, slice):
-            vals[self.out][sel] = y  # -> [R, C]
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        x_name, mean_name, var_name, g_name = self.ins[:4]
+        b_name = self.ins[4] if len(self.ins) > 4 else None
+        out, eps, in_place = self.out, self.eps, isinstance(sel, slice)
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            x, mean, var = vals[x_name][sel], vals[mean_name][sel], vals[var_name][sel]  # [R, C], [R], [R]
+            # In place, the same operations in the same order: (x - mean) / √(var + eps) · g + b.
+            y = vals[out][sel] if in_place else np.empty_like(x)
+            np.subtract(x, mean[:, None], out=y)
+            y /= np.sqrt(var + eps)[:, None]
+            y *= vals[g_name]
+            if b_name is not None:
+                y += vals[b_name]
+            if not in_place:
+                vals[out][sel] = y  # -> [R, C]
+
+        return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
         if k == 0:
@@ -125,19 +138,27 @@ class LayerNormRows:
         return (isinstance(m, LNMean) and isinstance(v, LNVar) and isinstance(o, LNOut)
                 and v.ins == (m.ins[0], m.out) and o.ins[:3] == (m.ins[0], m.out, v.out))
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        sel = _sel(rows)
-        vals = ctx.values
-        x = vals[self.mean.ins[0]][sel]  # [R, C]
-        C = x.shape[-1]
-        mean = np.add.reduce(x, axis=-1) / C
-        vals[self.mean.out][sel] = mean
-        d = x - mean[:, None]
-        var = np.add.reduce(d * d, axis=-1) / C
-        vals[self.var.out][sel] = var
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        x_name, mean_out, var_out = self.mean.ins[0], self.mean.out, self.var.out
         o = self.out
-        d /= np.sqrt(var + o.eps)[:, None]
-        d *= vals[o.ins[3]]
-        if len(o.ins) > 4:
-            d += vals[o.ins[4]]
-        vals[o.out][sel] = d
+        g_name, b_name = o.ins[3], (o.ins[4] if len(o.ins) > 4 else None)
+        out, eps, in_place = o.out, o.eps, isinstance(sel, slice)
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            x = vals[x_name][sel]  # [R, C]
+            C = x.shape[-1]
+            mean = np.add.reduce(x, axis=-1) / C
+            vals[mean_out][sel] = mean
+            # x - mean straight into the output rows (LNOut's in-place steps, in its order)
+            d = vals[out][sel] if in_place else np.empty_like(x)
+            np.subtract(x, mean[:, None], out=d)
+            var = np.add.reduce(d * d, axis=-1) / C
+            vals[var_out][sel] = var
+            d /= np.sqrt(var + eps)[:, None]
+            d *= vals[g_name]
+            if b_name is not None:
+                d += vals[b_name]
+            if not in_place:
+                vals[out][sel] = d
+
+        return run

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Mask, Op, Reads, _mm, _rowany, _sel
+from .base import Kernel, Mask, Op, Reads, _mm, _n_rows, _rowany
 
-__all__ = ['Linear']
+__all__ = ['Linear', 'LinearHeads']
 
 
 @dataclass(frozen=True)
@@ -44,26 +44,38 @@ class Linear(Op):
         sl = slice(self.offset, self.offset + self.n_out)
         return W[sl].T if self.layout == "out_in" else W[:, sl]
 
-    def forward(self, ctx: Any, rows: np.ndarray) -> None:
-        vals = ctx.values
-        out = vals[self.out]
-        sel = _sel(rows)
-        W = vals[self.ins[1]]
-        off = self.offset
-        wt = W[off : off + self.n_out].T if self.layout == "out_in" else W[:, off : off + self.n_out]  # [K, n]
-        if not ctx.exact and not self.heads and isinstance(sel, slice):  # a block of rows, batched
-            dst = out[sel]  # [R, n]: the product lands in place, no [R, n] temporaries (a 50k-wide logit)
-            np.matmul(vals[self.ins[0]][sel], wt, out=dst)  # [R, K] @ [K, n]
-            if len(self.ins) > 2:
-                dst += vals[self.ins[2]][off : off + self.n_out]
-            return
-        y = _mm(vals[self.ins[0]][sel], wt, ctx.exact)  # [R, K] @ [K, n] -> [R, n]
-        if len(self.ins) > 2:
-            y += vals[self.ins[2]][off : off + self.n_out]
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
         if self.heads:
-            out[:, sel, :] = y.reshape(len(rows), self.heads, -1).transpose(1, 0, 2)
-        else:
-            out[sel] = y
+            return LinearHeads((self,)).kernel(sel, cap, exact)
+        x_name, w_name, out_name = self.ins[0], self.ins[1], self.out
+        b_name = self.ins[2] if len(self.ins) > 2 else None
+        cols = slice(self.offset, self.offset + self.n_out)
+        out_in = self.layout == "out_in"
+        if not exact and isinstance(sel, slice):  # a block of rows, batched
+
+            def batched(vals: dict[str, np.ndarray]) -> None:
+                W = vals[w_name]  # looked up per call: an edit may have copied it
+                dst = vals[out_name][sel]  # [R, n]: the product lands in place, no temporary (a 50k-wide logit)
+                np.matmul(vals[x_name][sel], W[cols].T if out_in else W[:, cols], out=dst)  # [R, K] @ [K, n]
+                if b_name is not None:
+                    dst += vals[b_name][cols]
+
+            return batched
+
+        in_place = isinstance(sel, slice)
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            W = vals[w_name]
+            y = _mm(vals[x_name][sel], W[cols].T if out_in else W[:, cols], exact)  # [R, K] @ [K, n] -> [R, n]
+            if b_name is None:
+                vals[out_name][sel] = y
+            elif in_place:
+                np.add(y, vals[b_name][cols], out=vals[out_name][sel])  # the bias added on the way in
+            else:
+                y += vals[b_name][cols]
+                vals[out_name][sel] = y
+
+        return run
 
     def _flat(self, m: Mask) -> Mask:
         """[H, T, hs] -> [T, n] for head outputs."""
@@ -106,3 +118,57 @@ class Linear(Op):
 
     def params(self) -> dict[str, Any]:
         return {"n_out": self.n_out, "offset": self.offset, "layout": self.layout, "heads": self.heads}
+
+
+@dataclass(frozen=True)
+class LinearHeads:
+    """Head-split Linears that read the same rows of the same input through consecutive, equally
+    wide slices of one weight (q, k and v of `c_attn`), as one numpy call: the slices stacked as
+    [m, K, n] views with the strides each slice has alone, so numpy's matmul makes, per core, the
+    very BLAS call each Linear makes alone, with the same operands (the same bits by construction).
+    A clean read runs them so; alone, a Linear is a `LinearHeads` of one."""
+
+    linears: tuple[Linear, ...]
+
+    @staticmethod
+    def fits(ops: list[Any]) -> bool:
+        first = ops[0]
+        if not (isinstance(first, Linear) and first.heads):
+            return False
+        return all(isinstance(op, Linear) and op.ins == first.ins and op.heads == first.heads
+                   and op.layout == first.layout and op.n_out == first.n_out
+                   and op.offset == first.offset + i * first.n_out for i, op in enumerate(ops))
+
+    def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
+        first = self.linears[0]
+        x_name, w_name = first.ins[0], first.ins[1]
+        b_name = first.ins[2] if len(first.ins) > 2 else None
+        m, n, heads = len(self.linears), first.n_out, first.heads
+        cols = slice(first.offset, first.offset + m * n)
+        outs, out_in, R = [op.out for op in self.linears], first.layout == "out_in", _n_rows(sel)
+        stacked = exact and R != 1  # as _mm: one [1, K] @ [K, n] core per row
+        in_place = isinstance(sel, slice)
+
+        def run(vals: dict[str, np.ndarray]) -> None:
+            W = vals[w_name]
+            if out_in:  # W[off + j·n + o][i] -> [m, K, n], each [K, n] the view W[off:off+n].T
+                wt = W[cols].reshape(m, n, -1).transpose(0, 2, 1)
+            else:  # W[i][off + j·n + o] -> [m, K, n], each the view W[:, off:off+n]
+                wt = W[:, cols].reshape(W.shape[0], m, n).transpose(1, 0, 2)
+            x = vals[x_name][sel]  # [R, K]
+            if stacked:
+                y = np.matmul(x[None, :, None, :], wt[:, None, :, :])[:, :, 0, :]  # -> [m, R, n]
+            else:
+                y = np.matmul(x[None], wt)  # [1, R, K] @ [m, K, n] -> [m, R, n]
+            if b_name is None:
+                for j, out in enumerate(outs):
+                    vals[out][:, sel, :] = y[j].reshape(R, heads, -1).transpose(1, 0, 2)  # -> [H, R, hs]
+                return
+            b = vals[b_name][cols].reshape(m, heads, 1, -1)  # [m, H, 1, hs]
+            for j, out in enumerate(outs):  # the bias added on the way in: y + b, once per cell
+                if in_place:
+                    np.add(y[j].reshape(R, heads, -1).transpose(1, 0, 2), b[j], out=vals[out][:, sel, :])
+                else:
+                    vals[out][:, sel, :] = y[j].reshape(R, heads, -1).transpose(1, 0, 2) + b[j]
+
+        return run
