@@ -108,8 +108,9 @@ class Influence(Sequence[Item]):
                 part = flat if sel is cone else flat[sel[cone]]
                 got = acc.setdefault(key, [0, 0.0, 0.0])
                 got[0] += int(sel.sum())
-                got[1] += float(part.sum(dtype=np.float64))
-                got[2] += _abs_sum(part)
+                total, magnitude = _sums(part)
+                got[1] += total
+                got[2] += magnitude
         rows = [Group(k, int(v[0]), v[1], v[2]) for k, v in acc.items() if v[0]]
         return sorted(rows, key=lambda g: -g.abs_score)
 
@@ -243,13 +244,17 @@ def _top(flat: dict[str, np.ndarray], k: int) -> list[tuple[str, int]]:
     return [(names[int(t[o])], int(i[o])) for o in order]
 
 
-def _abs_sum(a: np.ndarray, chunk: int = 1 << 18) -> float:
-    """Σ|a| in float64, through a small buffer that stays in cache instead of an |a| copy."""
+def _sums(a: np.ndarray, chunk: int = 1 << 16) -> tuple[float, float]:
+    """(Σa, Σ|a|) in float64, chunk by chunk: each chunk is read from memory once and its |a| stays in cache."""
     if a.size <= chunk:
-        return float(np.abs(a).sum(dtype=np.float64))
+        return float(a.sum(dtype=np.float64)), float(np.abs(a).sum(dtype=np.float64))
     buf = np.empty(chunk, a.dtype)
-    return sum(float(np.abs(a[i:i + chunk], out=buf[: min(chunk, a.size - i)]).sum(dtype=np.float64))
-               for i in range(0, a.size, chunk))
+    total = magnitude = 0.0
+    for i in range(0, a.size, chunk):
+        c = a[i : i + chunk]
+        total += float(c.sum(dtype=np.float64))
+        magnitude += float(np.abs(c, out=buf[: c.size]).sum(dtype=np.float64))
+    return total, magnitude
 
 
 def _nan_high(a: np.ndarray) -> np.ndarray:
