@@ -3,7 +3,7 @@
     python benchmarks/bench_edits.py            # GPT-2-small shape, T = 64 (under half a minute)
     python benchmarks/bench_edits.py --small    # a quick run on a 4-layer model
 
-Prints ratios (the goals of DESIGN §6): full forward engine / numpy (≤ 1.2× GPT-2, ≤ 3× sort);
+Prints ratios (the goals of DESIGN §6): full forward engine / numpy (≤ 1.2× GPT-2, ≤ 1.5× sort);
 read logit[T-1] after one weight edit in the last block vs a numpy forward of only what
 logit[T-1] needs (≥ 10×); 32 appended tokens vs recomputing every position each step (≥ 20×).
 
@@ -246,7 +246,7 @@ def main() -> None:
     t_s_eng = best(lambda: sort.sheet(text).values("logit"), 20)
     t_s_fast = best(lambda: sort.sheet(text, exact=False).values("logit"), 20)
     print(f"sort full forward: engine {t_s_eng * 1e3:.2f} ms exact mode, {t_s_fast * 1e3:.2f} ms fast mode; "
-          f"numpy {t_s_np * 1e3:.2f} ms -> {t_s_eng / t_s_np:.1f}x / {t_s_fast / t_s_np:.1f}x (goal <= 3x)")
+          f"numpy {t_s_np * 1e3:.2f} ms -> {t_s_eng / t_s_np:.2f}x / {t_s_fast / t_s_np:.2f}x (goal <= 1.5x)")
 
 
 def numpy_sort(cfg, P, ids):
