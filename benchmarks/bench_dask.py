@@ -65,7 +65,7 @@ import dfgpt
 model, pairs, metric = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 m = dfgpt.load(model)
 t = time.perf_counter()
-dfgpt.sweep(m, pairs, metric, over="head_out", progress=False)
+dfgpt.sweep(m, pairs, metric, over="head_out", scheduler="inline", progress=False)
 print(time.perf_counter() - t)
 """
 
@@ -92,7 +92,7 @@ def compare(name: str, model: str | Path, pairs: list, metric: str) -> dict[str,
     from dask.distributed import Client, LocalCluster
 
     m = dfgpt.load(model)
-    here, t_in = timed(lambda: dfgpt.sweep(m, pairs, metric, over="head_out", progress=False))
+    here, t_in = timed(lambda: dfgpt.sweep(m, pairs, metric, over="head_out", scheduler="inline", progress=False))
     assert np.ptp(here.values[np.isfinite(here.values)]) > 0, "patching never moved the metric"
     sites = int(np.isfinite(here.values).sum())
     print(f"{name}: {here!r}, {sites} sites")

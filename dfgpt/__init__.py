@@ -6,8 +6,10 @@
 'logit[5][A]'
 """
 
-from .batch.api import attribution_patch, sweep
-from .batch.pairs import read_pairs
+from .batch.api import ablation_sweep, attribution_patch, sweep
+from .batch.influence import influence
+from .batch.pairs import read_inputs, read_pairs
+from .batch.task import task_score
 from .core.config import Config
 from .errors import DfgptError
 from .interventions.lens import logit_lens
@@ -15,6 +17,6 @@ from .model import Model, load
 from .sheet import Sheet
 from .views.render import draw
 
-__all__ = ["Config", "DfgptError", "Model", "Sheet", "attribution_patch", "draw", "load", "logit_lens", "read_pairs",
-           "sweep"]
+__all__ = ["Config", "DfgptError", "Model", "Sheet", "ablation_sweep", "attribution_patch", "draw", "influence", "load",
+           "logit_lens", "read_inputs", "read_pairs", "sweep", "task_score"]
 __version__ = "0.1.0"

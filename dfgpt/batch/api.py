@@ -1,22 +1,29 @@
-"""`dfgpt.sweep` and `dfgpt.attribution_patch` for one pair of sheets or for a dataset of pairs.
+"""`dfgpt.sweep`, `dfgpt.ablation_sweep` and `dfgpt.attribution_patch` for one pair of sheets or a dataset.
 
 `sweep(clean_sheet, corrupted_sheet, metric, over=...)` is the one-pair sweep of
 `dfgpt.interventions.sweep`. `sweep(model, pairs, metric, over=...)` sweeps every pair (texts
 or token lists of one length, or a `.jsonl` path) and returns a `PairSweep`: the metric per
-pair and per site (a `pair` axis first) and its mean. In process by default, one pair after
-the other; `scheduler="local"` runs it on an embedded Dask cluster of one worker process per
-core (`workers=N` to choose), `scheduler="tcp://host:port"` on an existing cluster. Either way
-the values, and their order, are the in-process ones exactly.
+pair and per site (a `pair` axis first) and its mean. `ablation_sweep(model, inputs, metric,
+over=..., how="zero" | "mean")` ablates each site of each input (zero, or its mean over
+`reference`, by default the inputs themselves) and returns an `AblationSweep` (an `input` axis
+first). A dataset of more than one runs on an embedded Dask cluster of one worker process per
+core by default (`workers=N` to choose), `scheduler="tcp://host:port"` on an existing cluster,
+`scheduler="inline"` in this process, one after the other; a dataset of one runs in process.
+Either way the values, and their order, are the in-process ones exactly.
 
 >>> import dfgpt
 >>> m = dfgpt.load("sort")
 >>> pairs = [("CABACAAAA", "CACACAAAA"), ("CBBACAAAA", "CCBACAAAA")]
->>> r = sweep(m, pairs, "logit_diff:B,C", over="resid_pre")
+>>> r = sweep(m, pairs, "logit_diff:B,C", over="resid_pre", scheduler="inline")
 >>> r
 PairSweep(resid_pre, logit_diff:B,C@8, pair 2 × layer 3 × position 9, exact)
 >>> one = sweep(m.sheet(pairs[1][0]), m.sheet(pairs[1][1]), "logit_diff:B,C", over="resid_pre")
 >>> bool((r.pair(1).values == one.values).all()), r.mean().values.shape
 (True, (3, 9))
+>>> a = ablation_sweep(m, ["CABACAAAA", "CBBACAAAA"], "logit_diff:B,C", over="head_out", how="mean",
+...                    scheduler="inline")
+>>> a, a.base.shape
+(AblationSweep(head_out, logit_diff:B,C@8, input 2 × layer 3 × head 3 × position 9, mean ablation), (2,))
 """
 
 from __future__ import annotations
@@ -30,35 +37,45 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..cells import Cells
-from ..errors import ClusterError, QueryError
+from ..errors import ClusterError, QueryError, SequenceLengthError
 from ..interventions import attribution as attr
 from ..interventions import sweep as one
 from ..interventions.metrics import Metric
 from ..interventions.sweep import Sweep, order
 from ..model import Model, load
+from .ablation import HOWS
 from .chunks import Chunk, Plan, first_sites, forget, metric_name, run_chunk, work
-from .cluster import Failed, progress_default, run
-from .pairs import read_pairs
-from .result import PairSweep
+from .cluster import Failed, progress_default, run, where
+from .pairs import Inputs, as_inputs, read_inputs, read_pairs
+from .result import AblationSweep, PairSweep
 
-__all__ = ["attribution_patch", "sweep"]
+__all__ = ["ablation_sweep", "as_model", "attribution_patch", "dataset_inputs", "sweep"]
 
 MetricArg = str | Callable[[Any], float] | Metric
 
 
-def _model(model: Any) -> Model:
+def as_model(model: Any) -> Model:
+    """The model of a dataset call: a `Model`, or a shipped name or path loaded by `dfgpt.load`."""
     if isinstance(model, Model):
         return model
     if isinstance(model, (str, Path)):
         return load(model)
-    raise QueryError(f"a dataset sweep takes the model first (dfgpt.load(...), a name or a path), then the "
-                     f"pairs; got {type(model).__name__}. For one pair, pass two sheets: sweep(clean, corrupted, ...).")
+    raise QueryError(f"a dataset call takes the model first (dfgpt.load(...), a name or a path), then the "
+                     f"pairs or inputs; got {type(model).__name__}. For one pair, pass two sheets: "
+                     "sweep(clean, corrupted, ...).")
+
+
+def _is_path(data: Any) -> bool:
+    return isinstance(data, Path) or (isinstance(data, str) and data.endswith((".jsonl", ".json", ".txt")))
 
 
 def _pairs(pairs: Any) -> Sequence[Any]:
-    if isinstance(pairs, Path) or (isinstance(pairs, str) and pairs.endswith((".jsonl", ".json"))):
-        return read_pairs(pairs)
-    return pairs  # type: ignore[no-any-return]
+    return read_pairs(pairs) if _is_path(pairs) else pairs  # type: ignore[no-any-return]
+
+
+def dataset_inputs(data: Any) -> Sequence[Any]:
+    """A dataset of single inputs: a list as it is, a path read by `read_inputs`."""
+    return read_inputs(data) if _is_path(data) else data  # type: ignore[no-any-return]
 
 
 def sweep(clean: Any, corrupted: Any, metric: MetricArg, over: str = "resid_pre", positions: str = "each",
@@ -67,26 +84,35 @@ def sweep(clean: Any, corrupted: Any, metric: MetricArg, over: str = "resid_pre"
           partial: bool = False) -> Any:
     """One pair of sheets: a `Sweep`. A model and pairs: a `PairSweep` (see the module).
 
-    `scheduler`: None (in process), "local", an address or a `dask.distributed.Client`;
+    `scheduler`: None (an embedded local cluster for more than one pair, else in process),
+    "inline" (in process), "local", an address or a `dask.distributed.Client`;
     `workers`: local worker processes (default: one per core); `chunk`: sites per task
     (default about four tasks per worker); `progress`: a bar (default: when a terminal or a
     notebook watches); `retries`: of a chunk whose code raised; `partial=True` keeps what
     came back when a chunk failed every retry (nan, listed in `failed`) instead of raising.
     """
     if isinstance(clean, Cells):
-        if scheduler is not None or workers is not None:
+        if where(scheduler, workers, 1) is not None:
             raise QueryError("a distributed sweep loads the model on each worker and makes the sheets there: pass "
                              "the model and the pairs, sweep(model, [(clean_text, corrupted_text)], ...), not sheets.")
         return one.sweep(clean, corrupted, metric, over=over, positions=positions, position=position)
-    model = _model(clean)
+    model = as_model(clean)
     plan = Plan.of(model, _pairs(corrupted), metric, over, positions, position)
+    return _run(plan, model, scheduler, workers, chunk, progress, retries, partial)
+
+
+def _run(plan: Plan, model: Model, scheduler: Any, workers: int | None, chunk: int | None, progress: bool | None,
+         retries: int, partial: bool) -> PairSweep:
+    """Every (pair, site) of the plan, in process or on Dask (see `where`), assembled in order."""
     g = first_sites(plan)
     items = work(plan.n_pairs, order(list(g.sites)))
     failed: list[Failed] = []
-    if scheduler is None and workers is None:
+    at = where(scheduler, workers, plan.n_pairs, bool(plan.model))
+    if at is None:
         done: list[Chunk] = []
         per = len(g.sites)
-        bar = tqdm(total=len(items), unit="site", desc=f"sweep {over}", disable=not progress_default(progress))
+        what = "sweep" if plan.how is None else "ablate"
+        bar = tqdm(total=len(items), unit="site", desc=f"{what} {plan.over}", disable=not progress_default(progress))
         try:
             for i in range(0, len(items), per):  # one pair at a time
                 done.append(run_chunk(plan, items[i:i + per]))
@@ -95,9 +121,46 @@ def sweep(clean: Any, corrupted: Any, metric: MetricArg, over: str = "resid_pre"
             bar.close()
             forget(plan.token)
     else:
-        done, failed = run(plan, items, "local" if scheduler is None else scheduler, workers, chunk, progress,
-                           retries)
+        done, failed = run(plan, items, at, workers, chunk, progress, retries)
     return _assemble(plan, model, g, items, done, failed, partial)
+
+
+def ablation_sweep(model: Any, inputs: Any, metric: MetricArg, over: str = "resid_pre", how: str = "zero",
+                   reference: Any = None, positions: str = "each", position: int | None = None, *,
+                   scheduler: Any = None, workers: int | None = None, chunk: int | None = None,
+                   progress: bool | None = None, retries: int = 2, partial: bool = False) -> AblationSweep:
+    """Ablate each site of `over` in each input and measure `metric`: an `AblationSweep` (see the module).
+
+    `inputs`: texts or token lists of one length, or a file (`read_inputs`). `how="zero"` sets the
+    site's cells to 0; `how="mean"` to their mean over `reference` (texts or token lists of the
+    same length; default: the inputs), the values `sheet.ablate(cells, how, reference)` pins, so
+    `r.values[i, *site]` is input i's metric after that ablation, bit for bit. The metric reads
+    each input's own run (`kl`: against the input unablated). Resample ablation is activation
+    patching from another input: `dfgpt.sweep(model, [(other, input), ...], ...)`. The other
+    arguments are `sweep`'s.
+
+    >>> import dfgpt
+    >>> r = ablation_sweep(dfgpt.load("sort"), ["CABACAAAA"], "logit_diff:B,C", over="head_out")
+    >>> r.values.shape, r.method
+    ((1, 3, 3, 9), 'zero ablation')
+    """
+    if how not in HOWS:
+        raise QueryError(f"how must be {' or '.join(map(repr, HOWS))}, got {how!r}; resample ablation over a "
+                         "dataset is patching from another input: dfgpt.sweep(model, [(other, input), ...], ...).")
+    m = as_model(model)
+    ids = as_inputs(m, dataset_inputs(inputs))
+    refs: Inputs = ()
+    if how == "mean":
+        refs = ids if reference is None else as_inputs(m, dataset_inputs(reference))
+        if len(refs[0]) != len(ids[0]):
+            raise SequenceLengthError(f"the reference inputs have {len(refs[0])} tokens and the inputs {len(ids[0])}: "
+                                      "a mean ablation averages the same cells, so give references of the same length.")
+    elif reference is not None:
+        raise QueryError("reference is what how='mean' averages over; how='zero' takes none: drop it.")
+    plan = Plan.of(m, [(x, x) for x in ids], metric, over, positions, position, how, refs)
+    r = _run(plan, m, scheduler, workers, chunk, progress, retries, partial)
+    return AblationSweep(r.family, r.metric, ("input", *r.axes[1:]), r.coords, r.values, r.clean, r.corrupted,
+                         f"{how} ablation", r.inputs, r.labels, r.cells, r.failed)
 
 
 def _assemble(plan: Plan, model: Model, g: Any, items: list[Any], done: list[Chunk], failed: list[Failed],
@@ -149,7 +212,7 @@ def attribution_patch(clean: Any, corrupted: Any, metric: MetricArg, over: str =
     """
     if isinstance(clean, Cells):
         return attr.attribution_patch(clean, corrupted, metric, over=over, positions=positions, position=position)
-    model = _model(clean)
+    model = as_model(clean)
     plan = Plan.of(model, _pairs(corrupted), metric, over, positions, position)
     per: list[Sweep] = [attr.attribution_patch(model.sheet(list(a)), model.sheet(list(b)), plan.metric, over=over,
                                                positions=positions, position=position) for a, b in plan.pairs]

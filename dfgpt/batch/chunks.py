@@ -1,7 +1,9 @@
 """A dataset sweep as work: every (pair, site) in one order, cut into chunks, each run anywhere.
 
 A `Plan` is what a worker needs to run any chunk: the model's name or path (never the
-loaded model), the pairs as token ids, the metric, the family. `run_chunk(plan, items)`
+loaded model), the pairs as token ids, the metric, the family, and for an ablation sweep how
+to ablate and the reference inputs of a mean (each input of an ablation sweep stands as its
+own pair, `(input, input)`: the run it ablates is the run its metric compares with). `run_chunk(plan, items)`
 loads the model once per process (`cached_model`), keeps each pair's `SiteRunner` for the
 next chunk of the same pair, and returns the metric of every site of the chunk, in the
 chunk's order, with each touched pair's unpatched metrics, on one BLAS thread (the sums do
@@ -20,6 +22,7 @@ same function over all the items, so a distributed sweep gives the same values.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections import OrderedDict
@@ -34,10 +37,11 @@ from ..interventions.patching import check_pair
 from ..interventions.sites import Sites, sites
 from ..interventions.sweep import SiteRunner
 from ..model import Model, load
-from .pairs import Tokens, as_pairs
+from .ablation import Ablator, Reference
+from .pairs import Inputs, Tokens, as_pairs
 
-__all__ = ["Chunk", "Item", "Plan", "cached_model", "chunks", "first_sites", "forget", "metric_name", "run_chunk",
-           "work"]
+__all__ = ["Chunk", "Item", "Plan", "Runner", "cached_model", "chunks", "first_sites", "forget", "metric_name",
+           "run_chunk", "work"]
 
 Item = tuple[int, tuple[int, ...]]  # (pair index, site key)
 
@@ -53,17 +57,21 @@ class Plan:
     over: str
     positions: str = "each"
     position: int | None = None
+    how: str | None = None  # an ablation sweep: "zero" or "mean"; None: activation patching
+    reference: Inputs = ()  # the inputs a mean ablation averages over
     token: str = field(default_factory=lambda: uuid.uuid4().hex)  # this sweep's runners in a worker's cache
     local: Model | None = field(default=None, repr=False, compare=False)  # in process: the model itself
 
     @classmethod
     def of(cls, model: Model, pairs: Sequence[Any], metric: str | Callable[[Any], float], over: str,
-           positions: str = "each", position: int | None = None) -> Plan:
+           positions: str = "each", position: int | None = None, how: str | None = None,
+           reference: Inputs = ()) -> Plan:
         """A plan for a loaded model (kept for in-process runs; workers load `model.source`)."""
         if isinstance(metric, Metric):
             metric = metric.fn if metric.kind is None else metric.name
         name, dtype = model.source or ("", None)
-        return cls(name, dtype, as_pairs(model, pairs), metric, over, positions, position, local=model)
+        return cls(name, dtype, as_pairs(model, pairs), metric, over, positions, position, how, reference,
+                   local=model)
 
     @property
     def n_pairs(self) -> int:
@@ -75,9 +83,8 @@ class Plan:
             raise ClusterError(
                 "a distributed sweep loads the model on each worker by name or path, and this model was not "
                 "loaded by dfgpt.load(name or path) (it was built in memory); save it and load it from its path, "
-                "or run the sweep in process (scheduler=None).")
-        return Plan(self.model, self.dtype, self.pairs, self.metric, self.over, self.positions, self.position,
-                    self.token)
+                "or run the sweep in process (scheduler='inline').")
+        return dataclasses.replace(self, local=None)
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,9 @@ class Chunk:
 
 
 _MODELS: dict[tuple[str, str | None], Model] = {}
-_RUNNERS: OrderedDict[tuple[str, int], tuple[SiteRunner, float, float]] = OrderedDict()
+Runner = Callable[[tuple[int, ...]], float]  # a site's key -> the metric (a SiteRunner, an Ablator)
+_RUNNERS: OrderedDict[tuple[str, int], tuple[Runner, float, float]] = OrderedDict()
+_REFERENCES: OrderedDict[str, Reference] = OrderedDict()  # per sweep: a mean ablation's reference values
 KEEP = 4  # runners kept per process: a chunk seldom spans more than two pairs
 
 
@@ -112,7 +121,17 @@ def first_sites(plan: Plan) -> Sites:
     return sites(model.sheet(list(plan.pairs[0][1])), plan.over, plan.positions)
 
 
-def _runner(plan: Plan, p: int) -> tuple[SiteRunner, float, float]:
+def _reference(plan: Plan, g: Sites) -> Reference:
+    """A mean ablation's reference values, made once per sweep and process (the sites are the same in every input)."""
+    got = _REFERENCES.get(plan.token)
+    if got is None:
+        got = _REFERENCES[plan.token] = Reference(model_of(plan), plan.reference, g)
+        while len(_REFERENCES) > 2:
+            _REFERENCES.popitem(last=False)
+    return got
+
+
+def _runner(plan: Plan, p: int) -> tuple[Runner, float, float]:
     key = (plan.token, p)
     got = _RUNNERS.get(key)
     if got is not None:
@@ -120,10 +139,15 @@ def _runner(plan: Plan, p: int) -> tuple[SiteRunner, float, float]:
         return got
     model = model_of(plan)
     clean, corrupted = (model.sheet(list(t)) for t in plan.pairs[p])
-    check_pair(corrupted, clean, "clean", "the corrupted one")
     m = parse_metric(plan.metric, clean, plan.position)
-    clean_v, corr_v = m(clean), m(corrupted)
-    got = (SiteRunner(clean, corrupted, m, sites(corrupted, plan.over, plan.positions), corr_v), clean_v, corr_v)
+    g = sites(corrupted, plan.over, plan.positions)
+    if plan.how is None:
+        check_pair(corrupted, clean, "clean", "the corrupted one")
+        clean_v, corr_v = m(clean), m(corrupted)
+        got = (SiteRunner(clean, corrupted, m, g, corr_v), clean_v, corr_v)
+    else:  # an ablation: the input is both runs; its unablated metric is both ends
+        v = m(clean)
+        got = (Ablator(clean, m, g, _reference(plan, g) if plan.how == "mean" else None), v, v)
     _RUNNERS[key] = got
     while len(_RUNNERS) > KEEP:
         _RUNNERS.popitem(last=False)
@@ -134,6 +158,7 @@ def forget(token: str) -> None:
     """Drop one sweep's runners (their sheets) from this process's cache."""
     for key in [k for k in _RUNNERS if k[0] == token]:
         del _RUNNERS[key]
+    _REFERENCES.pop(token, None)
 
 
 def run_chunk(plan: Plan, items: list[Item]) -> Chunk:

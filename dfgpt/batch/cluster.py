@@ -9,14 +9,23 @@ raises is retried `retries` times. Chunks that still fail are returned with thei
 for the caller to report or keep as holes. An interrupt (Ctrl-C) cancels every chunk and
 closes the embedded cluster; the sweep never wrote a sheet, so there is nothing to undo.
 
+`where(scheduler, workers, n)` says where a dataset of `n` pairs or inputs runs: a dataset of
+more than one runs on an embedded local cluster sized to the machine's cores by default (in
+process when Dask is not installed or the model was built in memory: the values are the same);
+`scheduler="inline"` keeps it in process, and a dataset of one stays in process.
+
 Dask is imported here, when a distributed sweep starts, never by `import dfgpt`.
 
 >>> progress_default(None) in (True, False), progress_default(False)
 (True, False)
+>>> where("inline", None, 8), where(None, None, 1), where(None, 2, 1)
+(None, None, 'local')
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import sys
 import threading
@@ -27,9 +36,10 @@ from tqdm.auto import tqdm
 from ..errors import ClusterError, QueryError
 from .chunks import Chunk, Item, Plan, chunks, run_chunk
 
-__all__ = ["LOCAL", "Failed", "progress_default", "run"]
+__all__ = ["INLINE", "LOCAL", "Failed", "progress_default", "run", "where"]
 
 LOCAL = "local"  # scheduler="local": an embedded cluster of one single-threaded process per core
+INLINE = "inline"  # scheduler="inline": in this process, one pair after the other
 Failed = tuple[list[Item], BaseException]
 _LOCK = threading.Lock()  # a worker with several threads runs one chunk at a time: runners are not shared
 
@@ -39,6 +49,49 @@ def progress_default(progress: bool | None) -> bool:
     if progress is not None:
         return bool(progress)
     return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
+
+
+def where(scheduler: Any, workers: int | None, n: int, shippable: bool = True) -> Any:
+    """None to run in this process, else the scheduler to run on (see the module). `shippable`: the
+    model can be loaded on a worker by name or path (one built in memory stays in process by default)."""
+    if isinstance(scheduler, str) and scheduler == INLINE:
+        if workers is not None:
+            raise QueryError(f"workers={workers} starts local Dask workers and scheduler='inline' runs in this "
+                             "process: drop one of them.")
+        return None
+    if scheduler is not None or workers is not None:
+        return LOCAL if scheduler is None else scheduler
+    if n > 1 and shippable and importlib.util.find_spec("distributed") is not None and not unguarded_script():
+        return LOCAL
+    return None
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test)
+
+
+def unguarded_script() -> bool:
+    """Whether this call runs from a script's top level outside `if __name__ == "__main__":`.
+
+    A local cluster's worker processes import the main script again (multiprocessing's spawn),
+    so such a script would start the sweep again in every worker; the default runs it in process.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(getattr(main, "__spec__", None), "name", "") or ""
+    if not path or spec == "__main__" or spec.endswith(".__main__"):
+        return False  # a notebook, `python -c`, `python -m package`: spawn imports no script again
+    frame: Any = sys._getframe(1)
+    while frame is not None and (frame.f_code.co_name != "<module>" or frame.f_globals.get("__name__") != "__main__"):
+        frame = frame.f_back
+    if frame is None or frame.f_code.co_filename != path:
+        return False  # the script's top level does not run this (a test runner, a function called later)
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    line = frame.f_lineno
+    return not any(_is_main_guard(node) and node.lineno <= line <= (node.end_lineno or line) for node in tree.body)
 
 
 def _chunk(plan: Plan, items: list[Item]) -> Chunk:
@@ -54,21 +107,27 @@ def _client(scheduler: Any, workers: int | None) -> tuple[Any, Any, bool]:
         from dask.utils import parse_timedelta
     except ImportError:
         raise ClusterError("a distributed sweep needs Dask: pip install 'dfgpt[dask]' (or 'dask[distributed]'); "
-                           "or run the sweep in process (scheduler=None).") from None
+                           "or run the sweep in process (scheduler='inline').") from None
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise QueryError(f"workers must be a whole number ≥ 1 (local worker processes), got {workers!r}.")
     if scheduler is None or scheduler == LOCAL:
         n = workers or os.cpu_count() or 1
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address="127.0.0.1:0")
+        try:
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address="127.0.0.1:0")
+        except (RuntimeError, OSError, TimeoutError) as e:
+            guard = (" This script runs it at its top level, and each worker process imports the script again: "
+                     "put the sweep under `if __name__ == \"__main__\":`." if unguarded_script() else "")
+            raise ClusterError(f"the embedded Dask cluster did not start ({type(e).__name__}: {e}).{guard} Or run "
+                               "in this process: scheduler='inline'.") from None
         return Client(cluster), cluster, True
     if isinstance(scheduler, str):
         if workers is not None:
             raise QueryError(f"workers={workers} starts local workers; an existing cluster ({scheduler}) has its "
                              "own: drop workers, or use scheduler='local'.")
         if "://" not in scheduler:
-            raise QueryError(f"scheduler must be 'local', an address such as 'tcp://127.0.0.1:8786', or a "
-                             f"dask.distributed.Client; got {scheduler!r}.")
+            raise QueryError(f"scheduler must be 'local', 'inline', an address such as 'tcp://127.0.0.1:8786', "
+                             f"or a dask.distributed.Client; got {scheduler!r}.")
         try:
             # At most 10 s, less if dask's config says so (distributed.comm.timeouts.connect).
             wait = min(10.0, float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))))
@@ -78,7 +137,7 @@ def _client(scheduler: Any, workers: int | None) -> tuple[Any, Any, bool]:
                                "(`dask scheduler`, then `dask worker ADDRESS` on each machine), or use "
                                "scheduler='local'.") from None
     if not hasattr(scheduler, "submit") or not hasattr(scheduler, "scatter"):
-        raise QueryError(f"scheduler must be 'local', an address or a dask.distributed.Client, got "
+        raise QueryError(f"scheduler must be 'local', 'inline', an address or a dask.distributed.Client, got "
                          f"{type(scheduler).__name__}.")
     return scheduler, None, False
 

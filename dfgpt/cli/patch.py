@@ -1,13 +1,17 @@
 """`dfgpt patch --clean TEXT --corrupted TEXT --metric SPEC --over FAMILY`: an activation-patching sweep;
-`--pairs pairs.jsonl` sweeps a dataset (the mean, and each pair's unpatched metrics), in process or
-with `--scheduler local|tcp://host:port` (`--workers N`) on a Dask cluster."""
+`--pairs pairs.jsonl` sweeps a dataset (the mean, and each pair's unpatched metrics), and
+`--ablate zero|mean --inputs inputs.jsonl` ablates each site of each input instead. A dataset of
+more than one runs on an embedded local Dask cluster by default, `--scheduler inline` in
+process, `--scheduler tcp://host:port` on a running cluster (`--workers N` local workers)."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..batch import api
-from ..batch.pairs import read_pairs
+from ..batch.ablation import HOWS
+from ..batch.cluster import INLINE
+from ..batch.pairs import read_inputs, read_pairs
 from ..errors import QueryError
 from ..interventions.attribution import attribution_patch
 from ..interventions.sites import FAMILIES
@@ -41,14 +45,40 @@ def _pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate(args: argparse.Namespace) -> int:
+    if args.inputs is None:
+        raise QueryError("--ablate sweeps a dataset of inputs: give --inputs inputs.jsonl (one input a line).")
+    if args.pairs is not None or args.clean is not None or args.corrupted is not None:
+        raise QueryError("--ablate takes --inputs, not --pairs, --clean or --corrupted.")
+    if args.attribution or args.compare:
+        raise QueryError("--attribution and --compare approximate patching, not ablation: drop them.")
+    if args.reference is not None and args.ablate != "mean":
+        raise QueryError("--reference is what --ablate mean averages over: drop it, or use --ablate mean.")
+    r = api.ablation_sweep(
+        load(args.model), read_inputs(args.inputs), args.metric, over=args.over, how=args.ablate,
+        reference=None if args.reference is None else read_inputs(args.reference),
+        positions="all" if args.all_positions else "each", position=args.position, scheduler=args.scheduler,
+        workers=args.workers, chunk=args.chunk, progress=False if args.no_progress else None)
+    print(r.table())
+    if args.output:
+        sweep_map(r.mean(), args.output)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def _patch(args: argparse.Namespace) -> int:
+    if args.ablate is not None:
+        return _ablate(args)
+    if args.inputs is not None or args.reference is not None:
+        raise QueryError("--inputs and --reference are datasets of single inputs for --ablate zero|mean; "
+                         "activation patching takes --pairs pairs.jsonl.")
     if args.pairs is not None:
         if args.clean is not None or args.corrupted is not None:
             raise QueryError("give either --pairs or --clean and --corrupted, not both.")
         return _pairs(args)
     if args.clean is None or args.corrupted is None:
         raise QueryError("give --clean and --corrupted (one pair), or --pairs pairs.jsonl (a dataset).")
-    if args.scheduler is not None or args.workers is not None:
+    if (args.scheduler is not None and args.scheduler != INLINE) or args.workers is not None:
         raise QueryError("--scheduler and --workers run a dataset: give --pairs pairs.jsonl (one pair a line).")
     model = load(args.model)
     clean, corrupted = model.sheet(args.clean), model.sheet(args.corrupted)
@@ -77,8 +107,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", default=None,
                    help='a dataset: a .jsonl file, one pair a line '
                         '({"clean": ..., "corrupted": ...} or [clean, corrupted])')
+    p.add_argument("--ablate", default=None, choices=HOWS,
+                   help="ablate each site of each --inputs input (to zero, or to its mean over the inputs) "
+                        "instead of patching")
+    p.add_argument("--inputs", default=None,
+                   help='the inputs of --ablate: a .jsonl file, one input a line ("CABACA" or [2, 0, 1]), '
+                        "or a text file, one input a line")
+    p.add_argument("--reference", default=None,
+                   help="the inputs --ablate mean averages over (default: the --inputs), a file like --inputs")
     p.add_argument("--scheduler", default=None,
-                   help="run --pairs on Dask: 'local' (one worker process per core) or tcp://host:port")
+                   help="where a dataset runs: 'local' (default for more than one: one Dask worker process per "
+                        "core), 'inline' (this process) or tcp://host:port")
     p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (implies --scheduler local)")
     p.add_argument("--chunk", type=int, default=None, help="sites per Dask task (default: about four tasks per worker)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,4 +1,4 @@
-"""`dfgpt why CELL`: the exact cone of a cell and the cells that matter most."""
+"""`dfgpt why CELL`: the exact cone of a cell and the cells that matter most; `--inputs FILE`: over a dataset."""
 
 from __future__ import annotations
 
@@ -8,12 +8,36 @@ import json
 from ..analysis.attribution import direct_attribution
 from ..analysis.influence import influence
 from ..analysis.provenance import provenance
+from ..batch.influence import influence as influence_over
+from ..batch.pairs import read_inputs
+from ..errors import QueryError
 from ..model import load
 from .options import in_cli_terms, json_arg, model_arg, text_arg
 
 __all__ = ["register"]
 
+
+def _over(args: argparse.Namespace) -> int:
+    """The mean influence over the inputs of a file (`dfgpt.influence(model, inputs, target)`)."""
+    if args.by is not None:
+        raise QueryError("--by groups one input's cone; with --inputs, drop --by (the ranking is of mean scores).")
+    if args.text != args.text_default:
+        raise QueryError("give the input with --text, or a dataset with --inputs, not both.")
+    res = influence_over(load(args.model), read_inputs(args.inputs), args.cell, top=args.top, by=args.rank)
+    if args.json:
+        print(json.dumps({
+            "target": args.cell, "by": args.rank, "inputs": list(res.texts), "targets": list(res.targets),
+            "values": res.target_values.tolist(),
+            "top": [{"cell": it.cell, "score": it.score, "scores": res.scores[:, j].tolist()}
+                    for j, it in enumerate(res.items)]}))
+        return 0
+    print(res.table())
+    return 0
+
+
 def _why(args: argparse.Namespace) -> int:
+    if args.inputs is not None:
+        return _over(args)
     sheet = load(args.model).sheet(args.text)
     prov = provenance(sheet, args.cell)
     res = influence(sheet, args.cell, top=args.top, by=args.rank)  # bad arguments fail before printing
@@ -41,8 +65,11 @@ def _why(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("why", help="what affects a cell: its exact cone and the cells that matter most")
-    p.add_argument("cell", help="a cell name, e.g. 'logit[5][A]'")
+    p.add_argument("cell", help="a cell name, e.g. 'logit[5][A]' (with --inputs also 'logit[-1][A]' or "
+                                "'logit_diff:A,C', at each input's last position)")
     text_arg(p)
+    p.add_argument("--inputs", default=None,
+                   help="rank by the mean score over a dataset: a .jsonl file, one input a line, or a text file")
     p.add_argument("--top", type=int, default=20, help="how many contributors to list")
     json_arg(p)
     p.add_argument("--by", choices=["head", "position", "tensor", "block"], default=None,
