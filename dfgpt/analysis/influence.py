@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..cells import Cells
     from ..core.evaluate import Engine, Mask
 
-__all__ = ["RANKS", "Group", "Influence", "Item", "influence", "top_indices"]
+__all__ = ["RANKS", "Group", "Influence", "Item", "influence", "top_cells", "top_indices"]
 
 RANKS = ("grad*value", "grad", "ablation")
 
@@ -205,7 +205,7 @@ def _rankable(sheet: Cells, cone: dict[str, Mask], seeds: dict[str, Mask]) -> di
     return out
 
 
-def _top(flat: dict[str, np.ndarray], k: int) -> list[tuple[str, int]]:
+def top_cells(flat: dict[str, np.ndarray], k: int) -> list[tuple[str, int]]:
     """The k largest |score| over every tensor: [(tensor, flat index into its cone cells)].
 
     One total order: |score| descending (nan, an undefined target, first), then graph order,
@@ -213,6 +213,9 @@ def _top(flat: dict[str, np.ndarray], k: int) -> list[tuple[str, int]]:
     visited smallest first, each keeping its own best k of the cells at or above a running
     bound (the k-th best kept so far: k real cells are at least that large), so the big tensors
     come last and leave a handful of candidates each; |score| goes through one scratch buffer.
+
+    >>> top_cells({"a": np.array([0.5, -2.0]), "b": np.array([2.0, 1.0])}, 3)  # a tie: graph order
+    [('a', 1), ('b', 0), ('b', 1)]
     """
     names = [n for n in flat if flat[n].size]
     if not names or k <= 0:
@@ -335,7 +338,7 @@ def _influence(sheet: Cells, target: str, top: int, by: str, candidates: int | N
         n = candidates if candidates is not None else 2 * top
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise QueryError(f"candidates must be a whole number ≥ 1, got {candidates!r}.")
-        picks = _top(flat, n)
+        picks = top_cells(flat, n)
         exact = _ablate(sheet, target, [(t, _index(cells[t], i)) for t, i in picks])
         flat = {t: np.zeros(v.shape) for t, v in flat.items()}
         scored = {t: np.zeros_like(m) for t, m in cells.items()}
@@ -344,7 +347,7 @@ def _influence(sheet: Cells, target: str, top: int, by: str, candidates: int | N
             scored[t][_index(cells[t], i)] = True
         scored = {t: m for t, m in scored.items() if m.any()}
     items = []
-    for t, i in _top({t: flat[t] for t in scored}, top) if by == "ablation" else _top(flat, top):
+    for t, i in top_cells({t: flat[t] for t in scored}, top) if by == "ablation" else top_cells(flat, top):
         idx = _index(cells[t], i)
         ga = g.arrays.get(t)
         items.append(Item(sheet.name(t, idx), float(engine.view(t)[idx]), float(ga[idx]) if ga is not None else 0.0,

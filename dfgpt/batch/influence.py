@@ -43,7 +43,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from ..analysis.influence import Influence, _top
+from ..analysis.influence import Influence, top_cells
 from ..analysis.influence import influence as one_influence
 from ..cells import Cells
 from ..errors import DfgptError, QueryError, show
@@ -210,7 +210,7 @@ def influence(model: Any, inputs: Any, target: str | None = None, top: int = 20,
     n = len(ids)
     flat = {t: (acc[t] / n)[union[t]] for t in acc}  # [scored cells of t], row-major, as sheet.influence
     items, cols = [], []
-    for t, i in _top(flat, top):
+    for t, i in top_cells(flat, top):
         idx = tuple(int(j) for j in np.unravel_index(np.flatnonzero(union[t])[i], union[t].shape))
         items.append(MeanItem(namer.name(t, idx), float(flat[t][i]), t, idx))
         cols.append([float(s[t][idx]) if t in s and all(a < b for a, b in zip(idx, s[t].shape)) else 0.0
