@@ -94,18 +94,23 @@ def step(data, sheet, oracle, undo, redo):
     redo.clear()
 
 
+def edit_and_redo(data, model, sheet, n):
+    """n drawn actions on the sheet and on an oracle; (the oracle, a from-scratch sheet of it)."""
+    oracle = {"params": {k: v.copy() for k, v in model.params.items()}, "tokens": list(sheet.tokens),
+              "temp": 1.0, "pins": {}}
+    undo, redo = [], []
+    for _ in range(n):
+        step(data, sheet, oracle, undo, redo)
+    return oracle, fresh_like(model, oracle)
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), which=st.sampled_from(sorted(MODELS)), n=st.integers(1, 12))
 def test_any_edit_sequence_equals_from_scratch(data, which, n):
     model = MODELS[which]
     sheet = model.sheet(START[which])
     sheet.values("logit")  # start from a computed sheet so edits are incremental
-    oracle = {"params": {k: v.copy() for k, v in model.params.items()}, "tokens": list(sheet.tokens),
-              "temp": 1.0, "pins": {}}
-    undo, redo = [], []
-    for _ in range(n):
-        step(data, sheet, oracle, undo, redo)
-    fresh = fresh_like(model, oracle)
+    oracle, fresh = edit_and_redo(data, model, sheet, n)
     assert sheet.tokens == fresh.tokens
     names = sheet.tensors("*") if which == "tiny" else ["logit", "prob", *SOME]
     for tensor in names:

@@ -49,7 +49,8 @@ class Engine(Store):
 
     def ensure(self, need: dict[str, np.ndarray]) -> None:
         """Make the given rows ({tensor: bool[T]}) of computed tensors current."""
-        plan = self._plan({k: v for k, v in need.items() if self.specs[k].kind == "computed"})
+        need = {k: v for k, v in need.items() if self.specs[k].kind == "computed"}
+        plan = self._plan(need)
         if not plan:
             return
         # A pinned cell may be 0 where a formula divides by it: the result is inf or nan, shown
@@ -57,16 +58,22 @@ class Engine(Store):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if not (self.pins or self.stale or self.pending or self.watch):
                 if self.clean:
-                    self._clean_read(plan)
-                    return
-                if not self.computed_any:
+                    self._clean_read(plan, need)
+                elif not self.computed_any:
                     self._first_read(plan)
-                    return
-            self.computed_any = True
-            for name, rows, last_row in plan:
-                self._refresh(name, rows, last_row)
+                else:
+                    self._refreshes(plan)
+            else:
+                self._refreshes(plan)
+            if self.dropped:  # what a read asked for is held after it, even rows it found current
+                self.restore_for(need)
 
-    def _clean_read(self, plan: list[tuple[str, Any, int]]) -> None:
+    def _refreshes(self, plan: list[tuple[str, Any, int]]) -> None:
+        self.computed_any = True
+        for name, rows, last_row in plan:
+            self._refresh(name, rows, last_row)
+
+    def _clean_read(self, plan: list[tuple[str, Any, int]], targets: dict[str, Any]) -> None:
         """A read while the sheet is clean (no write, pin or stale cone since it was made): every
         row that holds a value is current, so exactly the planned rows that never ran are run,
         in topological order. Appending a token keeps a sheet clean, so this is generation's
@@ -79,8 +86,10 @@ class Engine(Store):
         fresh = not self.computed_any  # nothing ran yet: every cell of the tables is 0
         self.computed_any = True
         rev, T, cap = self.revision, self.T, self.cap
-        if len(self._order) * T > _MEMO_CELLS:  # a large model: its ops dwarf working the schedule out again
-            sched = self._schedule(plan, self._state(T, rev))
+        if self.transient or len(self._order) * T > _MEMO_CELLS:
+            # A large model: its ops dwarf working the schedule out again. A transient sheet's
+            # schedule is its own (it drops what this read did not ask for, and records writes).
+            sched = self._schedule(plan, self._state(T, rev), targets)
         else:
             # Per cell of the tables: 0 never ran, 1 holds a value, 2 verified at this revision.
             state = T if fresh else self._state(T, rev).tobytes()
@@ -113,7 +122,8 @@ class Engine(Store):
         ver = self._ver[:, :T]
         return (ver >= 0).view(np.uint8) + (ver >= rev).view(np.uint8)
 
-    def _schedule(self, plan: list[tuple[str, Any, int]], state: np.ndarray) -> tuple[Any, ...]:
+    def _schedule(self, plan: list[tuple[str, Any, int]], state: np.ndarray,
+                  targets: dict[str, Any] | None = None) -> tuple[Any, ...]:
         """What a clean read of `plan` does from `state` (see `_clean_read`)."""
         want, sizes, names, whole = self._plan_tables(plan)
         T, cap = self.T, self.cap
@@ -137,7 +147,10 @@ class Engine(Store):
                 elif LinearHeads.fits(ops3):  # q, k and v
                     run[k : k + 3] = [(LinearHeads(tuple(ops3)), three[0][1])]
             k += 1
-        kernels = [op.kernel(_sel(rows), cap, self.exact) for op, rows in run]
+        run = [(op, _sel(rows)) for op, rows in run]
+        kernels = [op.kernel(sel, cap, self.exact) for op, sel in run]
+        if self.transient:
+            kernels = self.transient_steps(run, kernels, targets or ())
         holes = (state == 0) & ~checked
         first = np.where(holes.any(axis=1), holes.argmax(axis=1), T)
         full = dict(zip(order, first.tolist()))
@@ -180,7 +193,12 @@ class Engine(Store):
             self.clean = True  # every row that holds a value is computed now, from the current inputs
         rev = self.revision
         for name, rows, last_row in plan:
-            self.graph.ops[name].forward(self, rows)
+            op = self.graph.ops[name]
+            if self.dropped:
+                self.restore_for((name, *op.ins))
+            op.forward(self, rows)
+            if name in self.transient:  # op.forward runs op.kernel(_sel(rows)): replayed so
+                self.record(name, op, _sel(rows))
             self.verified[name][rows] = rev
             self.changed[name][rows] = rev
             self.last_change[name] = rev
@@ -298,6 +316,8 @@ class Engine(Store):
         cut = 0
         if idx.size:
             op = self.graph.ops[name]
+            if self.dropped:
+                self.restore_for((name, *op.ins))
             arr = self.values[name]
             if fresh:  # nothing to compare against
                 op.forward(self, idx)

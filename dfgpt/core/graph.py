@@ -14,6 +14,7 @@ the cell level. Names follow the nanoGPT / GPT-2 checkpoints, so loading is key 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -99,6 +100,9 @@ class Graph:
         self.plan_tables: dict[int, tuple[Any, Any]] = {}  # {id(plan): (plan, its tables)} (evaluate)
         self.schedules: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # clean reads' schedules (evaluate)
         self._computed = [n for n in self.order if self.specs[n].kind == "computed"]
+        self.position = {n: i for i, n in enumerate(self._computed)}  # topological index of a computed tensor
+        self._downstream: dict[str, frozenset[str]] = {}
+        self._cells: dict[int, int] = {}
         self._parameters = [n for n, s in self.specs.items() if s.kind == "parameter"]
         self._shapes: dict[int, dict[str, tuple[int, ...]]] = {}
 
@@ -107,6 +111,21 @@ class Graph:
         got = self._shapes.get(cap)
         if got is None:
             got = self._shapes[cap] = {n: self.specs[n].shape(cap) for n in self._computed}
+        return got
+
+    def cells(self, cap: int) -> int:
+        """Cells of every computed tensor at a capacity (memoised: every new sheet asks)."""
+        got = self._cells.get(cap)
+        if got is None:
+            got = self._cells[cap] = sum(math.prod(s) for s in self.shapes(cap).values())
+        return got
+
+    def downstream(self, name: str) -> frozenset[str]:
+        """The computed tensors a tensor can change (itself included, if computed); memoised."""
+        got = self._downstream.get(name)
+        if got is None:
+            near = nx.descendants(self.nx, name) | {name}
+            got = self._downstream[name] = frozenset(n for n in near if n in self.position)
         return got
 
     def block_input(self, layer: int) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from .cones import Cones, Mask, Pending
 from .graph import Graph, TensorSpec
+from .transient import Transience, Values
 
 __all__ = ["Store", "capacity"]
 
@@ -33,9 +34,8 @@ def capacity(T: int, block_size: int) -> int:
     return min(block_size, max(16, 1 << (T - 1).bit_length()))
 
 
-class Store(Cones):
+class Store(Transience, Cones):
     """The values, caches, revisions and pins of one input run through one graph."""
-
 
     def __init__(
         self,
@@ -44,7 +44,10 @@ class Store(Cones):
         tokens: np.ndarray,
         temperature: float = 1.0,
         exact: bool = True,
+        transient: bool | None = None,
     ) -> None:
+        """`transient`: may the sheet drop intermediates once read (dfgpt.core.transient)? None:
+        when its activations are large; True or False to force it (tests)."""
         cfg = graph.config
         self.graph = graph
         self.specs: dict[str, TensorSpec] = graph.specs
@@ -56,7 +59,10 @@ class Store(Cones):
         # same length bit for bit; memory follows the input, not the model's context.
         self.cap = capacity(self.T, cfg.block_size) if exact else max(self.T, min(cfg.block_size, 16))
         self.revision = 0
-        self.values: dict[str, np.ndarray] = dict(params)
+        self._choose_transient(transient)
+        # Only a sheet that drops tensors needs a lookup that recomputes them; a plain dict keeps
+        # the kernels' lookups on the interpreter's fast path.
+        self.values: dict[str, np.ndarray] = Values(self, params) if self.transient else dict(params)
         self.base: dict[str, np.ndarray] = dict(params)  # the model's arrays, never written
         self.owned: set[str] = set()  # parameters copied on first write (the model keeps its own)
         self.param_changed: dict[str, int] = dict.fromkeys(graph.parameters, 0)
@@ -72,7 +78,10 @@ class Store(Cones):
         self.changed: dict[str, np.ndarray] = {"tokens": np.zeros(self.cap, np.int64)}
         self._order: list[str] = graph.computed  # topological order; row i of the tables below
         dtype = self.dtype
-        self.values.update((name, np.zeros(shape, dtype)) for name, shape in graph.shapes(self.cap).items())
+        shapes = graph.shapes(self.cap).items()
+        if self.transient:  # allocated when first written, so a large forward never holds them all
+            shapes = [(n, s) for n, s in shapes if n not in self.transient]  # type: ignore[assignment]
+        self.values.update((name, np.zeros(shape, dtype)) for name, shape in shapes)
         self._tables(self.cap)
         # True while every computed row that holds a value (verified >= 0) is current: nothing
         # but appends and reads happened since the sheet was made. A read then only runs the
@@ -125,7 +134,9 @@ class Store(Cones):
         return self.specs[name].shape(self.T)
 
     def view(self, name: str) -> np.ndarray:
-        """The current values of a tensor, cut to length T (no computation)."""
+        """The current values of a tensor, cut to length T (no computation but a dropped tensor's)."""
+        if self.dropped and name in self.dropped:
+            self.restore((name,))  # also when held: a copy's snapshot may have put stale values back
         v = self.values[name]
         spec = self.specs[name]
         if name == "tokens":
@@ -202,6 +213,7 @@ class Store(Cones):
         """Write one cell of a parameter or input, in place (copying a shared parameter once)."""
         if name == "tokens":
             self.flush_stale()  # a token changes which wte rows the cones go through
+        self.restore_downstream(name)
         if name not in self.owned and self.specs[name].kind == "parameter":
             self.values[name] = self.values[name].copy()
             self.owned.add(name)
@@ -217,6 +229,7 @@ class Store(Cones):
     def pin(self, name: str, idx: tuple[int, ...], value: float | None) -> None:
         """Pin a computed cell to a constant (None: unpin, recompute its row on the next read)."""
         self.flush_stale()
+        self.restore_downstream(name)
         self.revision += 1
         self.clean = False
         row = idx[self.graph.row_axis[name]]  # computed tensors always have a position axis
@@ -270,6 +283,8 @@ class Store(Cones):
 
     def _grow(self, cap: int) -> None:
         """Resize every position axis to `cap` (larger, or smaller down to T)."""
+        if self.transient:
+            self.restore_all()
         old_cap, self.cap = self.cap, cap
         keep = min(old_cap, cap)
         for name, arr in list(self.values.items()):

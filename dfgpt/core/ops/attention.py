@@ -275,6 +275,11 @@ class SoftmaxRows:
     total: SoftmaxSum
     soft: Softmax
 
+    @property
+    def parts(self) -> tuple[Op, ...]:
+        """The ops this runs, each of which gives the same bits alone."""
+        return (self.top, self.total, self.soft)
+
     @staticmethod
     def fits(ops: list[Any]) -> bool:
         m, s, p = ops

@@ -132,6 +132,11 @@ class LayerNormRows:
     var: LNVar
     out: LNOut
 
+    @property
+    def parts(self) -> tuple[Op, ...]:
+        """The ops this runs, each of which gives the same bits alone."""
+        return (self.mean, self.var, self.out)
+
     @staticmethod
     def fits(ops: list[Any]) -> bool:
         m, v, o = ops

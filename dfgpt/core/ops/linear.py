@@ -130,6 +130,11 @@ class LinearHeads:
 
     linears: tuple[Linear, ...]
 
+    @property
+    def parts(self) -> tuple[Op, ...]:
+        """The ops this runs, each of which gives the same bits alone."""
+        return self.linears
+
     @staticmethod
     def fits(ops: list[Any]) -> bool:
         first = ops[0]
