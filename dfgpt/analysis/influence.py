@@ -107,7 +107,7 @@ class Influence(Sequence[Item]):
                 # tensor-shaped copy, which at GPT-2 size is a gigabyte per call
                 part = flat if sel is cone else flat[sel[cone]]
                 got = acc.setdefault(key, [0, 0.0, 0.0])
-                got[0] += int(sel.sum())
+                got[0] += part.size
                 total, magnitude = _sums(part)
                 got[1] += total
                 got[2] += magnitude
@@ -299,7 +299,7 @@ def influence(sheet: Cells, target: str, top: int = 20, by: str = "grad*value",
     if not isinstance(target, str):
         raise QueryError(f"the target is one cell's name such as 'logit[5][A]', got {show(target)}.")
     sel = sheet.masks(target)
-    n = int(sum(int(m.sum()) for m in sel.values()))
+    n = sum(int(np.count_nonzero(m)) for m in sel.values())
     if n != 1:
         # A ranking explains one number; a sum over a stage (masked scores are -inf) explains none.
         raise QueryError(
@@ -317,7 +317,7 @@ def _influence(sheet: Cells, target: str, top: int, by: str, candidates: int | N
     engine = sheet.engine
     sheet.compute(prov.seeds)  # the seeds' rows pull in every row of the cone
     cells = _rankable(sheet, prov.masks, prov.seeds)
-    sizes = {t: int(m.sum()) for t, m in cells.items()}
+    sizes = {t: int(np.count_nonzero(m)) for t, m in cells.items()}  # a popcount, not a sum through int64
     store = arena.block(sum(sizes.values()), np.dtype(engine.dtype))  # every score, in one reused block
     flat, at = {}, 0
     for t, m in cells.items():  # [cone cells of t]: the score of each, in row-major order
