@@ -144,8 +144,9 @@ def project(per_site: float, overhead: float, per_pair: float, T: int = 64) -> N
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--T", type=int, default=16, help="positions of the GPT-2-shaped pairs (sites: 48 × T per pair)")
     args = ap.parse_args()
-    T = 8 if args.quick else 16
+    T = 8 if args.quick else args.T
     sort = dfgpt.load("sort")
     sort_pairs = [(p, q) for p, q in pairs_of(sort, 9, seed=1)]
     s = compare("sort, head_out × 8 pairs", "sort", sort_pairs, "kl")
