@@ -12,7 +12,9 @@ single-threaded worker processes (cluster start-up apart, printed on its own; th
 on a fresh cluster includes each worker loading the model, the second is warm). Asserts real
 work: the distributed values equal the in-process ones bit for bit, in the same order, and
 patching moved the metric. Then projects a 100-pair GPT-2-small sweep on 8 and 64 workers
-from the measured per-site cost and per-chunk overhead (see `project`).
+from the measured per-site cost and per-chunk overhead (see `project`). First it prints what
+two processes give compute-bound work here (a matmul loop), against which the sweeps' own
+two-process ceiling (two plain processes, half the pairs each) can be read.
 """
 
 from __future__ import annotations
@@ -87,6 +89,38 @@ def ceiling(model: str | Path, pairs: list, metric: str, t_in: float) -> float:
     return wall
 
 
+MATMULS = """
+import sys, time
+import numpy as np
+n, size = int(sys.argv[1]), int(sys.argv[2])
+a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+a @ a
+t = time.perf_counter()
+for _ in range(n):
+    a @ a
+print(time.perf_counter() - t)
+"""
+
+
+def compute_ceiling(size: int = 1536, n: int = 8) -> float:
+    """Two cores on compute-bound work: a float32 matmul loop alone, then twice at once in two
+    processes; what the machine gives a workload that does not wait on memory."""
+    import subprocess
+    import sys
+
+    def run(k: int) -> float:
+        procs = [subprocess.Popen([sys.executable, "-c", MATMULS, str(n), str(size)], stdout=subprocess.PIPE,
+                                  text=True) for _ in range(k)]
+        return max(float(p.communicate()[0].split()[-1]) for p in procs)
+
+    one = min(run(1) for _ in range(2))
+    two = min(run(2) for _ in range(2))
+    speed = 2 * one / two
+    print(f"compute-bound ceiling: {n} matmuls {size}² float32 in 1 process {one:.2f} s; the same in each of 2 "
+          f"at once {two:.2f} s: two cores give {speed:.2f}x")
+    return speed
+
+
 def compare(name: str, model: str | Path, pairs: list, metric: str) -> dict[str, float]:
     """In process, then on 1 and 2 local workers; the values must be equal."""
     from dask.distributed import Client, LocalCluster
@@ -147,6 +181,7 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=16, help="positions of the GPT-2-shaped pairs (sites: 48 × T per pair)")
     args = ap.parse_args()
     T = 8 if args.quick else args.T
+    compute_ceiling()
     sort = dfgpt.load("sort")
     sort_pairs = [(p, q) for p, q in pairs_of(sort, 9, seed=1)]
     s = compare("sort, head_out × 8 pairs", "sort", sort_pairs, "kl")
