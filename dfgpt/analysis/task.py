@@ -83,6 +83,7 @@ class _Decoder:
         self.keyed = {op.ins[1]: graph.specs[op.ins[1]].axes.index("pos") + 1
                       for op in self.ops if op.kind in ("score", "weighted")}
         self.cache: dict[str, np.ndarray] = {}
+        self.cap = graph.config.block_size
         self.T = 0
 
     def step(self, ids: np.ndarray) -> np.ndarray:
@@ -94,15 +95,23 @@ class _Decoder:
         V["wpe"] = self.params["wpe"][self.T :]  # the embed op reads wpe[:n]: these positions
         V["tokens"] = ids
         V["temperature"] = np.array(1.0, dtype=self.dtype)
+        T0, T1 = self.T, self.T + n
         for op in self.ops:
             out = FORWARD_ROWS[op.kind](op, V)
             axis = self.keyed.get(op.out)
-            if axis is not None:
-                if op.out in self.cache:
-                    out = np.concatenate([self.cache[op.out], out], axis=axis)
-                self.cache[op.out] = out
+            if axis is not None:  # keys and values: written into a cache as long as the context
+                buf = self.cache.get(op.out)
+                if buf is None:
+                    shape = list(out.shape)
+                    shape[axis] = self.cap
+                    buf = self.cache[op.out] = np.empty(shape, out.dtype)  # [B, H, cap, hs]
+                at = [slice(None)] * out.ndim
+                at[axis] = slice(T0, T1)
+                buf[tuple(at)] = out
+                at[axis] = slice(0, T1)
+                out = buf[tuple(at)]  # [B, H, T1, hs]: rows 0..T1-1, a view, no copy per step
             V[op.out] = out
-        self.T += n
+        self.T = T1
         return V[self.until]
 
 
