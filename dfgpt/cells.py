@@ -240,7 +240,14 @@ class Cells:
 
     def values(self, tensor: str) -> np.ndarray:
         """The whole current value of one tensor (computed as needed)."""
-        return np.asarray(self.value(tensor))
+        spec = self.graph.specs.get(tensor) if isinstance(tensor, str) else None
+        if spec is None or not spec.axes:  # a pattern, an alias, or a scalar: `value` reads it
+            return np.asarray(self.value(tensor))
+        # A tensor by its own name: every row, with no name parsing or masks (what `value` does
+        # for it, in fewer steps: a small model's forward is mostly such steps).
+        if spec.kind == "computed" and spec.row_axis is not None:
+            self.engine.ensure({tensor: np.ones(self.T, bool)})
+        return np.array(self.engine.view(tensor))
 
     # -- structure --------------------------------------------------------------------------
     def precedents(self, text: str) -> list[str]:

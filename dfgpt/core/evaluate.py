@@ -101,21 +101,44 @@ class Engine(Store):
                     cache.clear()
                 got = cache[key] = (plan, self._schedule(plan, self._state(T, rev)))
             sched = got[1]
-        run, ran_at, checked_at, ran_names, names, whole, full, counts, reused = sched
+        run, ran_at, checked_at, ran_names, names, whole, full, counts, reused, _ = sched
         vals = self.values
         for kernel in run:
             kernel(vals)
-        if ran_names:
+        if fresh:  # every bookkeeping dict held its default: the outcome is memoised per revision
+            self._fresh_books(sched, rev)
+        elif ran_names:
             np.putmask(self._chg, ran_at, rev)
             self.last_change.update(dict.fromkeys(ran_names, rev))
-        np.putmask(self._ver, checked_at, rev)
-        self.vmax.update(dict.fromkeys(names, rev))
-        if whole:
-            self.floor.update(dict.fromkeys(whole, rev))  # every row of these tensors verified now
-        self.full.update(full)
+        if not fresh:
+            np.putmask(self._ver, checked_at, rev)
+            self.vmax.update(dict.fromkeys(names, rev))
+            if whole:
+                self.floor.update(dict.fromkeys(whole, rev))  # every row of these tensors verified now
+            self.full.update(full)
         self._tally.append((counts, reused))  # counted when next looked at (Store.counts)
         if len(self._tally) > 1024:
             self._add_tally()
+
+    def _fresh_books(self, sched: tuple[Any, ...], rev: int) -> None:
+        """A first clean read's bookkeeping (as `_clean_read`'s updates would leave it, from every
+        table and dict at its default), worked out once per schedule and revision, then copied."""
+        _, ran_at, checked_at, ran_names, names, whole, full, _, _, books = sched
+        got = books.get(rev)
+        if got is None:
+            defaults = self.graph.sheet_defaults
+            vmax, floor, last = defaults["minus"].copy(), defaults["minus"].copy(), defaults["last_change"].copy()
+            vmax.update(dict.fromkeys(names, rev))
+            floor.update(dict.fromkeys(whole, rev))
+            last.update(dict.fromkeys(ran_names, rev))
+            ver = np.where(checked_at, rev, self._ver)  # the default tables: -1, and 0
+            chg = np.where(ran_at, rev, self._chg)
+            got = books[rev] = (vmax, floor, {**defaults["zero"], **full}, last, ver, chg)
+        vmax, floor, full_, last, ver, chg = got
+        tokens = self.last_change["tokens"]  # appends before the first read moved it
+        self.vmax, self.floor, self.full, self.last_change = vmax.copy(), floor.copy(), full_.copy(), last.copy()
+        self.last_change["tokens"] = tokens
+        self._ver[:], self._chg[:] = ver, chg  # in place: the row views handed out stay valid
 
     def _state(self, T: int, rev: int) -> np.ndarray:
         """[tensors, T] uint8: 0 never ran, 1 holds a value, 2 verified at revision `rev`."""
@@ -160,7 +183,8 @@ class Engine(Store):
         reused = [(order[i], int(n_kept[i])) for i in n_kept.nonzero()[0].tolist()]
         ran_at, checked_at = (np.zeros((len(order), cap), bool) for _ in range(2))  # as masks of [tensors, cap]
         ran_at[:, :T], checked_at[:, :T] = ran, checked
-        return kernels, ran_at, checked_at, ran_names, names, whole, full, counts, reused
+        books: dict[int, Any] = {}  # a first read's bookkeeping per revision (`_fresh_books`)
+        return kernels, ran_at, checked_at, ran_names, names, whole, full, counts, reused, books
 
     def _plan_tables(self, plan: list[tuple[str, Any, int]]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         """A plan as tables over every computed tensor (memoised with the plan on the graph):

@@ -99,6 +99,7 @@ class Graph:
         self.plans: dict[tuple[Any, ...], list[tuple[str, Any, int]]] = {}  # memoised read plans (evaluate)
         self.plan_tables: dict[int, tuple[Any, Any]] = {}  # {id(plan): (plan, its tables)} (evaluate)
         self.schedules: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # clean reads' schedules (evaluate)
+        self.sheet_defaults: dict[str, dict[str, int]] = {}  # a new sheet's bookkeeping dicts, copied (store)
         self._computed = [n for n in self.order if self.specs[n].kind == "computed"]
         self.position = {n: i for i, n in enumerate(self._computed)}  # topological index of a computed tensor
         self._downstream: dict[str, frozenset[str]] = {}

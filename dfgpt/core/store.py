@@ -65,8 +65,13 @@ class Store(Transience, Cones):
         self.values: dict[str, np.ndarray] = Values(self, params) if self.transient else dict(params)
         self.base: dict[str, np.ndarray] = dict(params)  # the model's arrays, never written
         self.owned: set[str] = set()  # parameters copied on first write (the model keeps its own)
-        self.param_changed: dict[str, int] = dict.fromkeys(graph.parameters, 0)
-        self.param_changed["temperature"] = 0
+        defaults = graph.sheet_defaults  # per-graph starting dicts, copied (cheaper than built per sheet)
+        if not defaults:
+            defaults["param_changed"] = dict.fromkeys((*graph.parameters, "temperature"), 0)
+            defaults["last_change"] = dict.fromkeys(("tokens", *graph.computed), 0)
+            defaults["minus"] = dict.fromkeys(graph.computed, -1)
+            defaults["zero"] = dict.fromkeys(graph.computed, 0)
+        self.param_changed: dict[str, int] = defaults["param_changed"].copy()
         self.values["temperature"] = np.array(temperature, dtype=self.dtype)
         self.owned.add("temperature")
         self.base["temperature"] = self.values["temperature"].copy()
@@ -74,8 +79,9 @@ class Store(Transience, Cones):
         tok[: self.T] = tokens
         self.base["tokens"] = np.array(tokens, dtype=np.int64)  # the input the sheet was made with
         self.values["tokens"] = tok
-        self.verified: dict[str, np.ndarray] = {}
-        self.changed: dict[str, np.ndarray] = {"tokens": np.zeros(self.cap, np.int64)}
+        self._tok_changed = np.zeros(self.cap, np.int64)  # changed["tokens"]
+        self._ver: np.ndarray  # [tensors, cap] tables (`_tables`)
+        self._chg: np.ndarray
         self._order: list[str] = graph.computed  # topological order; row i of the tables below
         dtype = self.dtype
         shapes = graph.shapes(self.cap).items()
@@ -91,14 +97,14 @@ class Store(Transience, Cones):
         self._sizes: dict[str, tuple[int, int]] = {}
         # The latest revision at which any row of a tensor changed: lets a read skip, with
         # one comparison, every tensor whose inputs did not change since it was verified.
-        self.last_change: dict[str, int] = dict.fromkeys(self.changed, 0)
+        self.last_change: dict[str, int] = defaults["last_change"].copy()
         # Per tensor, a revision at which every computed row is known valid: a row's effective
         # verified revision is max(verified[row], floor). It lets a read confirm a tensor whose
         # inputs did not change with scalar compares, instead of a pass over its rows.
         self.computed_any = False  # until the first read: then every row is simply computed
-        self.floor: dict[str, int] = dict.fromkeys(self._order, -1)
-        self.full: dict[str, int] = dict.fromkeys(self._order, 0)  # rows 0..full-1 all hold values
-        self.vmax: dict[str, int] = dict.fromkeys(self._order, -1)  # the highest verified revision
+        self.floor: dict[str, int] = defaults["minus"].copy()
+        self.full: dict[str, int] = defaults["zero"].copy()  # rows 0..full-1 all hold values
+        self.vmax: dict[str, int] = defaults["minus"].copy()  # the highest verified revision
         self.pending: list[Pending] = []  # stale cones not yet materialised (see defer_stale)
         self.watch: dict[str, dict[int, np.ndarray | None]] = {}  # {tensor: {row: value before recompute}}
         self.pins: dict[str, dict[tuple[int, ...], float]] = {}
@@ -113,17 +119,34 @@ class Store(Transience, Cones):
         self._tally: list[tuple[list[tuple[str, int]], list[tuple[str, int]]]] = []
 
     def _tables(self, cap: int, keep: int = 0) -> None:
-        """verified and changed of every computed tensor as rows of two [tensors, cap] tables
-        (each tensor's entry a view of its row), keeping the first `keep` positions."""
+        """verified and changed of every computed tensor as rows of two [tensors, cap] tables,
+        keeping the first `keep` positions. The {tensor: row view} dicts are made when first
+        asked for (`verified`, `changed`): a clean read works on the tables alone."""
         ver = np.full((len(self._order), cap), -1, np.int64)
         chg = np.zeros((len(self._order), cap), np.int64)
-        if keep:
-            for i, name in enumerate(self._order):
-                ver[i, :keep] = self.verified[name][:keep]
-                chg[i, :keep] = self.changed[name][:keep]
-        self.verified = dict(zip(self._order, ver))  # rows of a 2-D array: views, made in C
-        self.changed.update(zip(self._order, chg))
+        if keep:  # row i of the tables is tensor i of `_order`, every entry of the dicts a view of it
+            ver[:, :keep] = self._ver[:, :keep]
+            chg[:, :keep] = self._chg[:, :keep]
         self._ver, self._chg = ver, chg
+        self._verified: dict[str, np.ndarray] | None = None
+        self._changed: dict[str, np.ndarray] | None = None
+
+    @property
+    def verified(self) -> dict[str, np.ndarray]:
+        """{computed tensor: [cap] revision each row was last verified at} (-1 never, -2 must rerun)."""
+        got = self._verified
+        if got is None:
+            got = self._verified = dict(zip(self._order, self._ver))  # rows of a 2-D array: views, made in C
+        return got
+
+    @property
+    def changed(self) -> dict[str, np.ndarray]:
+        """{"tokens" or computed tensor: [cap] revision each row last changed at}."""
+        got = self._changed
+        if got is None:
+            got = self._changed = {"tokens": self._tok_changed}
+            got.update(zip(self._order, self._chg))
+        return got
 
     # -- shapes -----------------------------------------------------------------------
     def _cap_shape(self, name: str) -> tuple[int, ...]:
@@ -221,7 +244,7 @@ class Store(Transience, Cones):
         self.clean = False
         self.values[name][idx] = value
         if name == "tokens":
-            self.changed["tokens"][idx[0]] = self.revision
+            self._tok_changed[idx[0]] = self.revision
             self.last_change["tokens"] = self.revision
         else:
             self.param_changed[name] = self.revision
@@ -253,7 +276,7 @@ class Store(Transience, Cones):
                        else min(self.graph.config.block_size, 2 * self.cap))
         self.revision += 1
         self.values["tokens"][self.T] = token
-        self.changed["tokens"][self.T] = self.revision
+        self._tok_changed[self.T] = self.revision
         self.last_change["tokens"] = self.revision
         self.T += 1
 
@@ -266,7 +289,7 @@ class Store(Transience, Cones):
         self.T -= 1
         t = self.T
         self.values["tokens"][t] = 0
-        self.changed["tokens"][t] = self.revision
+        self._tok_changed[t] = self.revision
         self.last_change["tokens"] = self.revision
         for name in self.verified:
             self.verified[name][t] = -1
@@ -298,9 +321,9 @@ class Store(Transience, Cones):
             cut = tuple(slice(0, keep) if a in ("pos", "key") else slice(None) for a in spec.axes)
             new[cut] = arr[cut]
             self.values[name] = new
+        tok = self._tok_changed
+        self._tok_changed = np.concatenate([tok[:keep], np.zeros(cap - keep, np.int64)])
         self._tables(cap, keep)
-        tok = self.changed["tokens"]
-        self.changed["tokens"] = np.concatenate([tok[:keep], np.zeros(cap - keep, np.int64)])
         for name, st in list(self.stale.items()):
             new = np.zeros(self._cap_shape(name), bool)
             cut = tuple(slice(0, min(n, m)) for n, m in zip(st.shape, new.shape))

@@ -102,6 +102,8 @@ class Weights:
                     f"the tokenizer encodes {show(text)} to token ids {bad[:5]}, out of range: this model "
                     f"has ids 0..{V - 1}; the tokenizer file does not match the model's vocabulary."
                 )
+        elif isinstance(text, list) and all(type(i) is int and 0 <= i < self.config.vocab_size for i in text):
+            ids = text.copy()  # ids already in range (as `Model.sheet` hands on what it encoded)
         elif isinstance(text, (list, tuple, np.ndarray)):
             ids = [self._token(i) for i in text]
         else:

@@ -304,7 +304,7 @@ class SoftmaxRows:
             vals[top][:, sel] = mx
             mr = mx[..., None]
             z = sr - mr
-            z[sr == mr] = 0.0  # as _shifted_exp
+            np.copyto(z, 0.0, where=sr == mr)  # as _shifted_exp (a masked copy: cheaper than a boolean setitem)
             _mask_later(z, later, -np.inf)
             if temp is not None:
                 t = vals[temp]

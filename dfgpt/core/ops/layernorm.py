@@ -152,14 +152,21 @@ class LayerNormRows:
         def run(vals: dict[str, np.ndarray]) -> None:
             x = vals[x_name][sel]  # [R, C]
             C = x.shape[-1]
-            mean = np.add.reduce(x, axis=-1) / C
-            vals[mean_out][sel] = mean
+            if in_place:  # each quotient straight into its rows: the same division, no copy
+                mean = np.divide(np.add.reduce(x, axis=-1), C, out=vals[mean_out][sel])
+            else:
+                mean = np.add.reduce(x, axis=-1) / C
+                vals[mean_out][sel] = mean
             # x - mean straight into the output rows (LNOut's in-place steps, in its order)
             d = vals[out][sel] if in_place else np.empty_like(x)
             np.subtract(x, mean[:, None], out=d)
-            var = np.add.reduce(d * d, axis=-1) / C
-            vals[var_out][sel] = var
-            d /= np.sqrt(var + eps)[:, None]
+            if in_place:
+                var = np.divide(np.add.reduce(d * d, axis=-1), C, out=vals[var_out][sel])
+            else:
+                var = np.add.reduce(d * d, axis=-1) / C
+                vals[var_out][sel] = var
+            sd = var + eps
+            d /= np.sqrt(sd, out=sd)[:, None]
             d *= vals[g_name]
             if b_name is not None:
                 d += vals[b_name]
