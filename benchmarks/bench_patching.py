@@ -163,20 +163,24 @@ def sort_heads() -> None:
     clean, corrupted = "CABACAAAA", "CACACAAAA"
     a, b = model.sheet(clean), model.sheet(corrupted)
     before = snapshot(a), snapshot(b)
-    t = time.perf_counter()
-    r = dfgpt.sweep(a, b, "logit_diff:B,C", over="head_out")
-    ours = time.perf_counter() - t
+    ours = math.inf
+    for _ in range(3):  # the best of three: the first also pays one-time set-up (the BLAS thread controller)
+        t = time.perf_counter()
+        r = dfgpt.sweep(a, b, "logit_diff:B,C", over="head_out")
+        ours = min(ours, time.perf_counter() - t)
     assert same(before[0], snapshot(a)) and same(before[1], snapshot(b)), "the sweep changed a sheet"
     src = a.values
     ids = model.encode(corrupted)
     g = sites(b, "head_out")
-    t = time.perf_counter()
-    want = np.zeros_like(r.values)
-    for key, site in g.sites.items():
-        (tensor, mask), = site.masks.items()
-        logits = numpy_forward(model.params, model.config, ids, (tensor, mask, src(tensor)))
-        want[key] = logits[-1, 1] - logits[-1, 2]
-    theirs = time.perf_counter() - t
+    theirs = math.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        want = np.zeros_like(r.values)
+        for key, site in g.sites.items():
+            (tensor, mask), = site.masks.items()
+            logits = numpy_forward(model.params, model.config, ids, (tensor, mask, src(tensor)))
+            want[key] = logits[-1, 1] - logits[-1, 2]
+        theirs = min(theirs, time.perf_counter() - t)
     err = float(np.max(np.abs(want - r.values)))
     assert err < 1e-9 and np.ptp(r.values) > 1, err
     print(f"sort: every head × every position ({r.values.size} patches, head_out, logit_diff:B,C at the last position)")
