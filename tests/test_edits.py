@@ -259,3 +259,19 @@ def test_cli_set(capsys):
     assert "tokens[2] = 'C' (was 'B')" in out and "largest change: logit" in out and "cut-off" in out
     assert main(["set", "wpe[0][0]", "abc", "--model", "sort-random"]) == 2
     assert "expected a number" in capsys.readouterr().err
+
+
+def test_cli_set_scores_a_file_of_inputs_before_and_after(tmp_path, capsys):
+    path = tmp_path / "inputs.jsonl"
+    path.write_text('"CABACA"\n"ABCCBA"\n"BBACAC"\n')
+    assert main(["set", "lm_head.w[A][26]", "-5", "--score", "--inputs", str(path)]) == 0
+    out = capsys.readouterr().out
+    # the same scores as the Python API gives for the same inputs, before and after the edit
+    s = dfgpt.load("sort").sheet("CABACA")
+    before = dfgpt.task_score(s, str(path))
+    s.set("lm_head.w[A][26]", -5)
+    after = dfgpt.task_score(s, str(path))
+    assert f"before: {before}" in out and f"after:  {after}" in out
+    assert (before.correct, after.correct, after.total) == (3, 0, 3)
+    assert main(["set", "lm_head.w[A][26]", "-5", "--inputs", str(path)]) == 2  # --inputs without --score
+    assert "add --score" in capsys.readouterr().err

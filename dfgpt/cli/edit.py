@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import EditError, TokenError
+from ..batch.task import task_score
+from ..errors import EditError, QueryError, TokenError
 from ..model import load
 from .options import model_arg, text_arg
 
@@ -29,12 +30,18 @@ def _cli_set(args: argparse.Namespace) -> int:
         except ValueError:
             shown = args.value if len(args.value) <= 60 else args.value[:40] + f"... ({len(args.value)} characters)"
             raise EditError(f"{args.cell}: expected a number, got {shown!r}.") from None
-    before = sheet.task_score() if args.score else None
+    if args.inputs is not None and not args.score:
+        raise QueryError("--inputs names the inputs --score scores: add --score.")
+
+    def score() -> Any:
+        return sheet.task_score() if args.inputs is None else task_score(sheet, args.inputs)
+
+    before = score() if args.score else None
     sheet.values("prob")  # computed before the edit, so the receipt shows what changed
     receipt = sheet.set(args.cell, value).settle()
     print(receipt)
     if args.score:
-        after = sheet.task_score()
+        after = score()
         print(f"before: {before}")
         print(f"after:  {after}")
     return 0
@@ -46,5 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("value", help="a number, or a token for tokens[t]")
     text_arg(p)
     p.add_argument("--score", action="store_true", help="re-score the sort task before and after")
+    p.add_argument("--inputs", metavar="FILE", help="with --score: score these inputs (.jsonl, or one a line) "
+                   "instead of all 729")
     model_arg(p)
     p.set_defaults(func=_cli_set)
