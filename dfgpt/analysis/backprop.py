@@ -69,11 +69,7 @@ def _f_lnout(op: Op, V: Arrays) -> np.ndarray:
 
 def _f_linear(op: Op, V: Arrays) -> np.ndarray:
     x = V[op.ins[0]]  # [B, T, K] @ [K, n] -> [B, T, n] (or [B, H, T, n/H] with heads)
-    y = x @ _wt(op, V[op.ins[1]])
-    if len(op.ins) > 2:
-        y = y + V[op.ins[2]][op.offset : op.offset + op.n_out]  # type: ignore[attr-defined]
-    H = op.heads  # type: ignore[attr-defined]
-    return y.reshape(*y.shape[:2], H, -1).transpose(0, 2, 1, 3) if H else y
+    return _bias_heads(op, V, x @ _wt(op, V[op.ins[1]]))
 
 
 def _f_linear_rows(op: Op, V: Arrays) -> np.ndarray:
@@ -81,11 +77,15 @@ def _f_linear_rows(op: Op, V: Arrays) -> np.ndarray:
     operand's batch): twice as fast on 729 one-row sequences, but its sums may round apart
     from _f_linear's, so training (bit for bit on its recorded machine) keeps _f_linear."""
     x, Wt = V[op.ins[0]], _wt(op, V[op.ins[1]])
-    y = (x.reshape(-1, x.shape[-1]) @ Wt).reshape(*x.shape[:-1], Wt.shape[1])  # [B·T, K] @ [K, n] -> [B, T, n]
+    return _bias_heads(op, V, (x.reshape(-1, x.shape[-1]) @ Wt).reshape(*x.shape[:-1], Wt.shape[1]))
+
+
+def _bias_heads(op: Op, V: Arrays, y: np.ndarray) -> np.ndarray:
+    """A Linear's product y [B, T, n] plus its bias, split into heads when it has them."""
     if len(op.ins) > 2:
-        y += V[op.ins[2]][op.offset : op.offset + op.n_out]  # type: ignore[attr-defined]
+        y = y + V[op.ins[2]][op.offset : op.offset + op.n_out]  # type: ignore[attr-defined]
     H = op.heads  # type: ignore[attr-defined]
-    return y.reshape(*y.shape[:2], H, -1).transpose(0, 2, 1, 3) if H else y
+    return y.reshape(*y.shape[:2], H, -1).transpose(0, 2, 1, 3) if H else y  # -> [B, H, T, n/H]
 
 
 def _f_score(op: Op, V: Arrays) -> np.ndarray:
