@@ -14,7 +14,9 @@ work: the distributed values equal the in-process ones bit for bit, in the same 
 patching moved the metric. Then projects a 100-pair GPT-2-small sweep on 8 and 64 workers
 from the measured per-site cost and per-chunk overhead (see `project`). First it prints what
 two processes give compute-bound work here (a matmul loop), against which the sweeps' own
-two-process ceiling (two plain processes, half the pairs each) can be read.
+two-process ceiling (two plain processes, each running half the work as `chunks.costs`
+estimates it) can be read. The clusters are `dfgpt.batch.cluster.local_cluster`, the embedded
+cluster `dfgpt.sweep` starts.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ import numpy as np
 from bench_patching import save_gpt2
 
 import dfgpt
-from dfgpt.batch.chunks import chunks
+from dfgpt.batch.chunks import Plan, chunks, costs, first_sites, work
+from dfgpt.batch.cluster import local_cluster
+from dfgpt.interventions.sweep import order
 
 A, B = 11, 22  # the logit difference's two tokens (ids) on the GPT-2 shape
 N_PAIRS = 8
@@ -64,28 +68,40 @@ def timed(fn):
 HALF = """
 import json, sys, time
 import dfgpt
-model, pairs, metric = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+from dfgpt.batch.chunks import Plan, run_chunk
+model, pairs, metric, items = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
 m = dfgpt.load(model)
+plan = Plan.of(m, pairs, metric, "head_out")
 t = time.perf_counter()
-dfgpt.sweep(m, pairs, metric, over="head_out", scheduler="inline", progress=False)
+run_chunk(plan, [(p, tuple(k)) for p, k in items])
 print(time.perf_counter() - t)
 """
 
 
+def halves(model: dfgpt.Model, pairs: list, metric: str) -> list[list]:
+    """The sweep's (pair, site) items cut in two runs of about equal estimated work (`chunks.costs`):
+    the pairs differ several-fold in work (a site before the corrupted token is skipped)."""
+    plan = Plan.of(model, pairs, metric, "head_out")
+    g = first_sites(plan)
+    items = work(plan.n_pairs, order(list(g.sites)))
+    c = np.cumsum(costs(plan, g, items))
+    cut = int(np.searchsorted(c, c[-1] / 2)) + 1
+    return [items[:cut], items[cut:]]
+
+
 def ceiling(model: str | Path, pairs: list, metric: str, t_in: float) -> float:
-    """What two cores give this workload with no Dask at all: two plain processes, half the pairs each,
-    at once (their sweeps timed inside, model loading apart). The best a 2-worker run can reach."""
+    """What two cores give this workload with no Dask at all: two plain processes, each running half
+    the work (`halves`) at once, timed inside (model loading apart). About the best 2 workers can do."""
     import json
     import subprocess
     import sys
 
-    half = len(pairs) // 2
-    procs = [subprocess.Popen([sys.executable, "-c", HALF, str(model), json.dumps(part), metric],
-                              stdout=subprocess.PIPE, text=True) for part in (pairs[:half], pairs[half:])]
+    procs = [subprocess.Popen([sys.executable, "-c", HALF, str(model), json.dumps(pairs), metric, json.dumps(part)],
+                              stdout=subprocess.PIPE, text=True) for part in halves(dfgpt.load(model), pairs, metric)]
     secs = [float(p.communicate()[0].split()[-1]) for p in procs]
     wall = max(secs)
-    print(f"  2 plain processes, half the pairs each, at once: {wall:7.2f} s ({t_in / wall:4.2f}x): this "
-          "machine's ceiling for two workers")
+    print(f"  2 plain processes, half the work each, at once: {wall:7.2f} s ({t_in / wall:4.2f}x; halves "
+          f"{secs[0]:.2f} and {secs[1]:.2f} s): this machine's ceiling for two workers")
     return wall
 
 
@@ -123,7 +139,7 @@ def compute_ceiling(size: int = 1536, n: int = 8) -> float:
 
 def compare(name: str, model: str | Path, pairs: list, metric: str) -> dict[str, float]:
     """In process, then on 1 and 2 local workers; the values must be equal."""
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
     m = dfgpt.load(model)
     here, t_in = timed(lambda: dfgpt.sweep(m, pairs, metric, over="head_out", scheduler="inline", progress=False))
@@ -134,8 +150,7 @@ def compare(name: str, model: str | Path, pairs: list, metric: str) -> dict[str,
     got = {"in": t_in, "sites": sites, "ceiling": ceiling(model, pairs, metric, t_in)}
     for n in (1, 2):
         def start(n: int = n):
-            c = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address="127.0.0.1:0")
+            c = local_cluster(n)  # the embedded cluster `dfgpt.sweep` starts, kept for both sweeps
             return c, Client(c)
 
         (cluster, client), t_up = timed(start)

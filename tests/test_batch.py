@@ -26,6 +26,7 @@ from dfgpt.batch.cluster import where
 from dfgpt.cli import main
 from dfgpt.errors import ClusterError, IndexError_, QueryError, SequenceLengthError, TokenError
 from dfgpt.interventions.metrics import parse_metric
+from dfgpt.interventions.sweep import order
 
 MODEL = dfgpt.load("sort")
 PAIRS = [("CABACAAAA", "CACACAAAA"), ("CBBACAAAA", "CCBACAAAA"), ("ABCABCAAB", "ACCABCAAB"), ("BACCBAAAB", "BABCBAAAB")]
@@ -137,6 +138,24 @@ def test_chunks_cover_every_item_once_in_order():
     for workers, size in ((1, None), (2, None), (5, None), (1, 4), (1, 100)):
         parts = chunks(items, workers, size)
         assert [it for p in parts for it in p] == items
+    for cost in ([1.0] * 9, [9, 0, 0, 0, 0, 0, 0, 0, 1], [0.05] * 8 + [50]):
+        parts = chunks(items, 2, cost=cost)
+        assert [it for p in parts for it in p] == items and 1 <= len(parts) <= 8
+
+
+def test_chunks_cut_by_cost_hold_about_equal_work():
+    pairs = [("CABACAAAA", "CACACAAAA"), ("CBBACAAAA", "CBBACAAAC"), ("ABCABCAAB", "CBCABCAAB")]  # differ at 2, 8, 0
+    plan = chunks_mod.Plan.of(MODEL, pairs, METRIC, "head_out")
+    g = chunks_mod.first_sites(plan)
+    items = work(plan.n_pairs, order(list(g.sites)))
+    cost = chunks_mod.costs(plan, g, items)
+    per_pair = [sum(cost[p * 81:(p + 1) * 81]) for p in range(3)]
+    skipped = [c == chunks_mod.SKIPPED for c in cost]
+    assert sum(skipped[81:162]) == 72 and sum(skipped[:81]) == 18 and not any(skipped[162:])  # before the change
+    assert per_pair[1] < per_pair[0] < per_pair[2]
+    parts = chunks(items, 2, cost=cost)
+    work_of = [sum(cost[items.index(p[0]):items.index(p[0]) + len(p)]) for p in parts]
+    assert len(parts) == 8 and max(work_of) < 1.5 * sum(cost) / 8
 
 
 def test_an_interrupted_sweep_leaves_every_sheet_as_it_was():

@@ -20,7 +20,9 @@ import dfgpt
 from dfgpt.cli import main
 from dfgpt.interventions.metrics import parse_metric
 from dfgpt.interventions.patching import scratch
+from dfgpt.interventions.replay import GROUP
 from dfgpt.interventions.sites import FAMILIES, sites
+from dfgpt.interventions.sweep import SiteRunner, order
 from dfgpt.views.sweep_map import lens_map, sweep_map
 
 MODEL, STATE = random_model(TINY, seed=1)
@@ -209,6 +211,24 @@ def test_fast_mode_sweeps_agree_with_pinned_sheets_to_rounding():
         call = dfgpt.sweep(clean, bad, lambda s: s.value("logit[4][3]") - s.value("logit[4][4]"), over=family)
         assert np.ptp(spec.values) > 0.05
         np.testing.assert_allclose(spec.values, call.values, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])  # exact mode, fast mode
+@pytest.mark.parametrize("family", ["head_out", "resid_pre"])
+def test_sites_replayed_in_lockstep_equal_sites_replayed_one_by_one(dtype, family):
+    """`run_together` interleaves many sites' cones to read each weight once per group: the same bits."""
+    cfg = dfgpt.Config(n_layer=3, n_head=2, n_embd=8, block_size=6, vocab_size=40, n_inner=12, dtype=dtype)
+    model, _ = random_model(cfg, seed=3)
+    clean, bad = model.sheet([1, 2, 3, 4, 5, 6]), model.sheet([1, 7, 3, 9, 5, 6])
+    m = parse_metric("logit_diff:#3,#4", clean)
+    g = sites(bad, family)
+    keys = order(list(g.sites))
+    runner = SiteRunner(clean, bad, m, g, m(bad))
+    assert runner.lockstep is not None and runner.lockstep.group == GROUP
+    one = [runner(k) for k in keys]
+    together = runner.many(keys)
+    assert len(keys) > GROUP and np.ptp(one) > 0.05
+    assert np.array_equal(one, together) and runner.many(keys[::-1]) == together[::-1]
 
 
 def test_patch_is_one_edit_with_undo_and_redo():

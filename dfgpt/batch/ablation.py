@@ -34,7 +34,7 @@ from ..edits.edits import pin_many, undo
 from ..errors import QueryError
 from ..interventions.metrics import Metric
 from ..interventions.patching import scratch
-from ..interventions.replay import Replay
+from ..interventions.replay import Lockstep, Replay
 from ..interventions.sites import Sites
 
 if TYPE_CHECKING:
@@ -85,11 +85,11 @@ class Ablator:
 
     def __init__(self, sheet: Cells, m: Metric, g: Sites, reference: Reference | None = None) -> None:
         self.m, self.g, self.reference = m, g, reference
-        self.replay: Replay | None = None
+        self.lockstep: Lockstep | None = None
         self.work: Cells | None = None
         if m.of_row is not None and m.position is not None:  # a spec: only logit[position] is read
             cols = m.tokens if m.kind in ("logit_diff", "logit") else None
-            self.replay = Replay(sheet, {"logit": np.arange(sheet.T) == m.position}, cols)
+            self.lockstep = Lockstep(Replay(sheet, {"logit": np.arange(sheet.T) == m.position}, cols))
         else:
             self.work = scratch(sheet)  # a callable may read any cell: pins on a private sheet
 
@@ -99,18 +99,20 @@ class Ablator:
         return self.reference.pins(key)
 
     def __call__(self, key: tuple[int, ...]) -> float:
-        pins = self.pins(key)
-        replay, of_row, at = self.replay, self.m.of_row, self.m.position
-        if replay is not None and of_row is not None and at is not None:
-            try:
-                replay.run(pins)
-                return of_row(replay.values["logit"][at])
-            finally:
-                replay.restore()
+        return self.many([key])[0]
+
+    def many(self, keys: list[tuple[int, ...]]) -> list[float]:
+        """The metric with each site ablated, in the order of `keys` (replayed sites run in lockstep)."""
+        lockstep, of_row, at = self.lockstep, self.m.of_row, self.m.position
+        if lockstep is not None and of_row is not None and at is not None:
+            return lockstep.run([self.pins(k) for k in keys], lambda r: of_row(r.values["logit"][at]))
+        return [self._edited(k) for k in keys]
+
+    def _edited(self, key: tuple[int, ...]) -> float:
         work = self.work
         if work is None:  # made in __init__ whenever there is no replay
             raise QueryError("an ablation sweep with a callable metric needs its private sheet.")
-        pin_many(work, "ablate", pins)  # what sheet.ablate does, on the private sheet; undone at once
+        pin_many(work, "ablate", self.pins(key))  # what sheet.ablate does, on the private sheet; undone at once
         try:
             return self.m(work)
         finally:

@@ -44,7 +44,7 @@ from ..interventions.metrics import Metric
 from ..interventions.sweep import Sweep, order
 from ..model import Model, load
 from .ablation import HOWS
-from .chunks import Chunk, Plan, first_sites, forget, metric_name, run_chunk, work
+from .chunks import Chunk, Plan, costs, first_sites, forget, metric_name, run_chunk, work
 from .cluster import Failed, progress_default, run, where
 from .pairs import Inputs, as_inputs, read_inputs, read_pairs
 from .result import AblationSweep, PairSweep
@@ -121,7 +121,8 @@ def _run(plan: Plan, model: Model, scheduler: Any, workers: int | None, chunk: i
             bar.close()
             forget(plan.token)
     else:
-        done, failed = run(plan, items, at, workers, chunk, progress, retries)
+        done, failed = run(plan, items, at, workers, chunk, progress, retries,
+                           None if chunk is not None else costs(plan, g, items))
     return _assemble(plan, model, g, items, done, failed, partial)
 
 

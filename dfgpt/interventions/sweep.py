@@ -8,7 +8,8 @@ then the copy is put back. A site whose clean and corrupted values are equal is 
 (nothing can change). A callable metric may read any cell, so each site is pinned, read and
 unpinned on a private copy of the corrupted sheet instead (the engine recomputes the cone).
 Both give, per site, exactly a from-scratch forward with the site's cells replaced. Sites
-are visited layer by layer from the last position back.
+are visited layer by layer from the last position back, and replayed sites up to `GROUP` at a
+time in lockstep (`Lockstep`: each weight read once per group, each site's arithmetic its own).
 
 >>> import dfgpt
 >>> m = dfgpt.load("sort")
@@ -33,7 +34,7 @@ from ..core.blas import one_blas_thread
 from ..errors import QueryError
 from .metrics import Metric, parse_metric
 from .patching import check_pair, scratch, site_pins
-from .replay import Replay
+from .replay import Lockstep, Pins, Replay
 from .sites import Sites, sites
 
 if TYPE_CHECKING:
@@ -201,7 +202,8 @@ def sweep(clean: Cells, corrupted: Cells, metric: str | Callable[[Any], float] |
     clean_v, corr_v = m(clean), m(corrupted)
     with one_blas_thread():  # hundreds of small matmuls: one thread is faster, and sums like a worker's
         run = SiteRunner(clean, corrupted, m, g, corr_v)
-        values = {key: run(key) for key in order(list(g.sites))}
+        keys = order(list(g.sites))
+        values = dict(zip(keys, run.many(keys)))
     return result(g, m, clean, corrupted, values, clean_v, corr_v, "exact")
 
 
@@ -217,32 +219,48 @@ class SiteRunner:
         self.clean, self.m, self.g, self.corr_v = clean, m, g, corr_v
         self.replay: Replay | None = None
         self.work: Cells | None = None
+        self.lockstep: Lockstep | None = None
         if m.of_row is not None and m.position is not None:  # a spec: only logit[position] is read
             cols = m.tokens if m.kind in ("logit_diff", "logit") else None
             self.replay = Replay(corrupted, {"logit": np.arange(corrupted.T) == m.position}, cols)
+            self.lockstep = Lockstep(self.replay)
             clean.engine.ensure({n: np.ones(clean.T, bool) for n in clean.graph.computed})  # every site's values
         else:
             self.work = scratch(corrupted)  # a callable may read any cell: pins on a private sheet
 
     def __call__(self, key: tuple[int, ...]) -> float:
-        masks = self.g.sites[key].masks
-        replay = self.replay
-        if replay is not None:
-            if self.m.of_row is None or self.m.position is None:  # a replay is made only for a spec metric
-                raise QueryError("a replayed sweep needs a spec metric read at one position.")
-            pins = site_pins(self.clean, masks, compute=False)
+        return self.many([key])[0]
+
+    def many(self, keys: list[tuple[int, ...]]) -> list[float]:
+        """The metric with each site patched, in the order of `keys`: equal to `[self(k) for k in keys]`.
+
+        Replayed sites run up to `GROUP` at a time in lockstep (`run_together`): the same arithmetic
+        site by site, with each weight read from memory once per group.
+        """
+        replay, lockstep = self.replay, self.lockstep
+        if replay is None or lockstep is None:
+            return [self._pinned(key) for key in keys]
+        of_row, at = self.m.of_row, self.m.position
+        if of_row is None or at is None:  # a replay is made only for a spec metric
+            raise QueryError("a replayed sweep needs a spec metric read at one position.")
+        out: list[float | None] = []
+        todo: list[Pins] = []
+        for key in keys:
+            pins = site_pins(self.clean, self.g.sites[key].masks, compute=False)
             if all(_same(replay.values[n][idx], v) for n, idx, v in pins if n in replay.base):
-                return self.corr_v  # the site holds the clean values already: nothing changes
-            try:
-                replay.run(pins)
-                return self.m.of_row(replay.values["logit"][self.m.position])
-            finally:
-                replay.restore()
+                out.append(self.corr_v)  # the site holds the clean values already: nothing changes
+            else:
+                out.append(None)
+                todo.append(pins)
+        got = iter(lockstep.run(todo, lambda r: of_row(r.values["logit"][at])))
+        return [next(got) if v is None else v for v in out]
+
+    def _pinned(self, key: tuple[int, ...]) -> float:
         work = self.work
         if work is None:  # made in __init__ whenever there is no replay
             raise QueryError("a sweep with a callable metric needs its private sheet.")
         eng = work.engine
-        pins = site_pins(self.clean, masks)
+        pins = site_pins(self.clean, self.g.sites[key].masks)
         old = [eng.pins.get(n, {}).get(idx) for n, idx, _ in pins]
         try:
             for n, idx, v in pins:
