@@ -85,9 +85,14 @@ class Store(Transience, Cones):
         self._order: list[str] = graph.computed  # topological order; row i of the tables below
         dtype = self.dtype
         shapes = graph.shapes(self.cap).items()
-        if self.transient:  # allocated when first written, so a large forward never holds them all
-            shapes = [(n, s) for n, s in shapes if n not in self.transient]  # type: ignore[assignment]
-        self.values.update((name, np.zeros(shape, dtype)) for name, shape in shapes)
+        record = None if self.transient else graph.record(self.cap, dtype)
+        if record is not None:  # one zeroed block, a field view per tensor
+            block = np.zeros((), record)
+            self.values.update(zip(record.names, map(block.__getitem__, record.names)))
+        else:
+            if self.transient:  # allocated when first written, so a large forward never holds them all
+                shapes = [(n, s) for n, s in shapes if n not in self.transient]  # type: ignore[assignment]
+            self.values.update((name, np.zeros(shape, dtype)) for name, shape in shapes)
         self._tables(self.cap)
         # True while every computed row that holds a value (verified >= 0) is current: nothing
         # but appends and reads happened since the sheet was made. A read then only runs the
