@@ -87,8 +87,8 @@ class Store(Transience, Cones):
         shapes = graph.shapes(self.cap).items()
         record = None if self.transient else graph.record(self.cap, dtype)
         if record is not None:  # one zeroed block, a field view per tensor
-            block = np.zeros((), record)
-            self.values.update(zip(record.names, map(block.__getitem__, record.names)))
+            block, names = np.zeros((), record), record.names or ()
+            self.values.update(zip(names, map(block.__getitem__, names)))
         else:
             if self.transient:  # allocated when first written, so a large forward never holds them all
                 shapes = [(n, s) for n, s in shapes if n not in self.transient]  # type: ignore[assignment]
