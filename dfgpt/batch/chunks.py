@@ -197,8 +197,7 @@ def costs(plan: Plan, g: Sites, items: list[Item]) -> list[float]:
     depth × (2T + rows) to 2%), so the cost is the fraction of the graph below the site times
     (3T − first row) / 2T: about 1 for a site halfway down.
     """
-    sheet = model_of(plan).sheet(list(plan.pairs[0][1]))
-    graph, T = sheet.graph, sheet.T
+    graph, T = model_of(plan).graph, len(plan.pairs[0][1])
     at = {n: i for i, n in enumerate(graph.computed)}
     per: dict[tuple[int, ...], tuple[int, float]] = {}  # key -> (its last row, its cost when run)
     for key, site in g.sites.items():
