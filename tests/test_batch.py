@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import random_model
 
 import dfgpt
 from dfgpt.batch import chunks as chunks_mod
@@ -443,6 +444,19 @@ def test_a_distributed_sweep_equals_the_in_process_one_exactly(client):
             assert same(here.values, there.values) and same(here.clean, there.clean)
             assert same(here.corrupted, there.corrupted) and here.axes == there.axes and not there.failed
             assert here.table() == there.table()
+
+
+def test_a_fast_mode_sweep_on_the_cluster_equals_the_in_process_one_exactly(client, tmp_path):
+    """float32: a group's linear layers run as one product, so the bits follow the group; chunks never split one."""
+    cfg = dfgpt.Config(n_layer=3, n_head=2, n_embd=8, block_size=9, vocab_size=40, n_inner=12, dtype="float32")
+    random_model(cfg, seed=4)[0].save(tmp_path / "f32")
+    model = dfgpt.load(tmp_path / "f32")
+    pairs = [([1, 2, 3, 4, 5, 6, 7, 8], [1, 9, 3, 4, 5, 6, 7, 8]), ([5, 2, 3, 4, 5, 6, 7, 1], [5, 2, 3, 4, 8, 6, 7, 1])]
+    here = dfgpt.sweep(model, pairs, "logit_diff:#3,#4", over="head_out", scheduler="inline")
+    assert np.ptp(here.values) > 0.05
+    for chunk in (5, 13, None):
+        there = dfgpt.sweep(model, pairs, "logit_diff:#3,#4", over="head_out", scheduler=client, chunk=chunk)
+        assert same(here.values, there.values) and not there.failed
 
 
 def test_a_worker_killed_mid_sweep_loses_and_duplicates_no_site(client, tmp_path):

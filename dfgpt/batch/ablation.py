@@ -36,6 +36,7 @@ from ..interventions.metrics import Metric
 from ..interventions.patching import scratch
 from ..interventions.replay import Lockstep, Replay
 from ..interventions.sites import Sites
+from ..interventions.sweep import blocks
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -86,6 +87,7 @@ class Ablator:
     def __init__(self, sheet: Cells, m: Metric, g: Sites, reference: Reference | None = None) -> None:
         self.m, self.g, self.reference = m, g, reference
         self.lockstep: Lockstep | None = None
+        self.blocks = blocks(g)
         self.work: Cells | None = None
         if m.of_row is not None and m.position is not None:  # a spec: only logit[position] is read
             cols = m.tokens if m.kind in ("logit_diff", "logit") else None
@@ -105,7 +107,8 @@ class Ablator:
         """The metric with each site ablated, in the order of `keys` (replayed sites run in lockstep)."""
         lockstep, of_row, at = self.lockstep, self.m.of_row, self.m.position
         if lockstep is not None and of_row is not None and at is not None:
-            return lockstep.run([self.pins(k) for k in keys], lambda r: of_row(r.values["logit"][at]))
+            return lockstep.run([self.pins(k) for k in keys], lambda r: of_row(r.values["logit"][at]),
+                                [self.blocks[k] for k in keys])
         return [self._edited(k) for k in keys]
 
     def _edited(self, key: tuple[int, ...]) -> float:

@@ -41,7 +41,7 @@ from ..errors import ClusterError, QueryError, SequenceLengthError
 from ..interventions import attribution as attr
 from ..interventions import sweep as one
 from ..interventions.metrics import Metric
-from ..interventions.sweep import Sweep, order
+from ..interventions.sweep import Sweep, blocks, order
 from ..model import Model, load
 from .ablation import HOWS
 from .chunks import Chunk, Plan, costs, first_sites, forget, metric_name, run_chunk, work
@@ -121,8 +121,9 @@ def _run(plan: Plan, model: Model, scheduler: Any, workers: int | None, chunk: i
             bar.close()
             forget(plan.token)
     else:
+        group = blocks(g)
         done, failed = run(plan, items, at, workers, chunk, progress, retries,
-                           None if chunk is not None else costs(plan, g, items))
+                           None if chunk is not None else costs(plan, g, items), [(p, group[k]) for p, k in items])
     return _assemble(plan, model, g, items, done, failed, partial)
 
 

@@ -217,26 +217,33 @@ def costs(plan: Plan, g: Sites, items: list[Item]) -> list[float]:
 SKIPPED = 0.05  # a skipped site (its pins made and compared) against about 1 for a site recomputed
 
 
-def chunks(items: list[Item], workers: int, size: int | None = None,
-           cost: Sequence[float] | None = None) -> list[list[Item]]:
+def chunks(items: list[Item], workers: int, size: int | None = None, cost: Sequence[float] | None = None,
+           block: Sequence[Any] | None = None) -> list[list[Item]]:
     """Consecutive runs of `size` items; by default about four chunks per worker, so a slow or lost
     chunk costs little, yet each is many sites long to amortise scheduling: of about equal `cost`
-    when given (see `costs`), else of equal length.
+    when given (see `costs`), else of equal length. `block`: per item, the group of sites it is
+    replayed with (`sweep.blocks`, with its pair); a chunk boundary inside a block moves to its end.
 
     >>> [len(c) for c in chunks([(0, (i,)) for i in range(10)], workers=1)]
     [3, 3, 3, 1]
     >>> [len(c) for c in chunks([(0, (i,)) for i in range(8)], workers=1, cost=[4, 4, 1, 1, 1, 1, 1, 1])]
     [1, 1, 3, 3]
+    >>> [len(c) for c in chunks([(0, (i,)) for i in range(10)], workers=1, block=[0] * 4 + [1] * 4 + [2] * 2)]
+    [4, 4, 2]
     """
     n = 4 * max(1, workers)
+    cuts = [0]
     if size is None and cost is not None and len(cost) == len(items) and sum(cost) > 0:
-        total, acc, cuts = float(sum(cost)), 0.0, [0]
+        total, acc = float(sum(cost)), 0.0
         for i, c in enumerate(cost):
             acc += c
             if acc >= total * len(cuts) / n - 1e-9 and i + 1 < len(items):  # this chunk has its share
                 cuts.append(i + 1)
-        cuts.append(len(items))
-        return [items[a:b] for a, b in itertools.pairwise(cuts) if b > a]
-    if size is None:
-        size = max(1, math.ceil(len(items) / n))
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    else:
+        step = size if size is not None else max(1, math.ceil(len(items) / n))
+        cuts += list(range(step, len(items), step))
+    if block is not None:
+        cuts = [next((j for j in range(c, len(items)) if j == 0 or block[j] != block[j - 1]), len(items))
+                for c in cuts]
+    cuts.append(len(items))
+    return [items[a:b] for a, b in itertools.pairwise(dict.fromkeys(cuts)) if b > a]

@@ -7,7 +7,8 @@ arithmetic: row-canonical in exact mode, so the result equals a from-scratch for
 for bit) on the rows that the metric needs and that read a row written since the site;
 the sheet's own pins are applied again where they sit. `replay.restore()` copies back the
 touched rows. No revision, cache or stale bookkeeping runs per site, and the sheet is never
-written.
+written. `Lockstep` replays many sites together, a tensor at a time across all of them
+(`run_together`), so each weight is read once for the group.
 
 >>> import dfgpt
 >>> import numpy as np
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
+
+from ..core.ops.linear import Linear
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -126,33 +129,43 @@ class Replay:
 
     def step(self, name: str) -> None:
         """Recompute the rows of `name` that read a row written since `begin` (none if none do)."""
-        dirty, extra = self._dirty, self._extra
+        rows = self.due(name)
+        if rows is not None:
+            self.compute(name, rows)
+            self.done(name, rows)
+
+    def due(self, name: str) -> np.ndarray | None:
+        """The rows of `name` that read a row written since `begin`, or None."""
         need: np.ndarray | None = None
         for inp, how, _ in self.graph.row_reads[name]:
-            d = dirty.get(inp)
+            d = self._dirty.get(inp)
             if d is not None:
                 d = np.logical_or.accumulate(d) if how == "prefix" else d
                 need = d if need is None else need | d
         if need is None:
-            return
+            return None
         rows = self.rows[name]
         rows = rows[need[rows]]
-        if not rows.size:
-            return
-        arr = self.values[name]
+        return rows if rows.size else None
+
+    def compute(self, name: str, rows: np.ndarray) -> None:
         if name == "logit" and self.columns is not None:
             cols, w = self.columns  # [R, C] @ [C, k] -> [R, k]
-            arr[rows[:, None], cols[None, :]] = self.values[self.graph.ops[name].ins[0]][rows] @ w
+            self.values[name][rows[:, None], cols[None, :]] = self.values[self.graph.ops[name].ins[0]][rows] @ w
         else:
             self.graph.ops[name].forward(self, rows)
+
+    def done(self, name: str, rows: np.ndarray) -> None:
+        """After `rows` of `name` were computed: put the pins that sit there back, mark them written."""
         self._touched.append((name, self._index(name, rows)))
+        extra = self._extra
         if name in self.pins or name in extra:
-            ra = self.graph.row_axis
+            ra, arr = self.graph.row_axis, self.values[name]
             rowset = set(rows.tolist())
             for idx, v in list(self.pins.get(name, {}).items()) + extra.get(name, []):
                 if idx[ra[name]] in rowset:
                     arr[idx] = v
-        dirty.setdefault(name, np.zeros(self.T, bool))[rows] = True
+        self._dirty.setdefault(name, np.zeros(self.T, bool))[rows] = True
 
     def restore(self) -> None:
         """Put back every value the last `run` wrote."""
@@ -164,9 +177,13 @@ class Replay:
 class Lockstep:
     """A replay and clones of it: many sites' cones replayed together, up to `group` at a time.
 
-    `lockstep.run(pins, read)` is `[read(replay after run(p)) for p in pins]`, with the state
-    restored after each group: the same values site by site (see `run_together`). The group is
-    `GROUP` sites, fewer when the copies would pass `GROUP_BYTES`.
+    `lockstep.run(pins, read, blocks)` is `[read(replay after run(p)) for p in pins]`, with the
+    state restored after each group. A group never spans two `blocks` (one block id per entry),
+    and is up to `group` consecutive entries of one block: `GROUP` sites, fewer when the copies
+    would pass `GROUP_BYTES`. In fast mode a group's linear layers run as one product
+    (`run_together`), so a site's bits depend on which sites share its group: fixed blocks of a
+    sweep's sites (`dfgpt.interventions.sweep.blocks`), each given whole to one call
+    (`dfgpt.batch.chunks` cuts only between blocks), make them the same in every run.
     """
 
     def __init__(self, replay: Replay) -> None:
@@ -174,10 +191,15 @@ class Lockstep:
         self.group = max(1, min(GROUP, GROUP_BYTES // max(1, replay.nbytes)))
         self._spares: list[Replay] = []  # made when first needed, kept for the next group
 
-    def run(self, pins: list[Pins], read: Callable[[Replay], float]) -> list[float]:
+    def run(self, pins: list[Pins], read: Callable[[Replay], float], blocks: list[int] | None = None) -> list[float]:
         out: list[float] = []
-        for start in range(0, len(pins), self.group):
-            part = pins[start:start + self.group]
+        ids = blocks if blocks is not None else [0] * len(pins)
+        start = 0
+        while start < len(pins):
+            stop = start + 1
+            while stop < len(pins) and stop - start < self.group and ids[stop] == ids[start]:
+                stop += 1
+            part = pins[start:stop]
             while len(self._spares) < len(part) - 1:
                 self._spares.append(self.replay.clone())
             reps = [self.replay, *self._spares[:len(part) - 1]]
@@ -187,16 +209,19 @@ class Lockstep:
             finally:
                 for r in reps:
                     r.restore()
+            start = stop
         return out
 
 
 def run_together(replays: list[Replay], pins: list[Pins]) -> None:
     """`replays[i].run(pins[i])` for every i, one tensor at a time across all of them.
 
-    Each replay computes exactly what its own `run` computes (the same ops on the same rows, so
-    the same bits); interleaving them means a weight matrix is read from memory once per tensor
-    for all the sites, then from cache, instead of once per site: a site's few rows through a
-    [768, 3072] weight are bound by memory speed, not arithmetic.
+    Interleaving them means a weight matrix is read from memory once per tensor for all the
+    sites, then from cache, instead of once per site: a site's few rows through a [768, 3072]
+    weight are bound by memory speed, not arithmetic. In exact mode each replay runs its own ops
+    on its own rows: the same bits as its own `run`. In fast mode a linear layer's rows of all
+    the replays go through one product ([ΣR, K] @ [K, n]), as a batched forward computes them:
+    the same numbers to float32 rounding, and the same bits for the same group.
     """
     lists = [r.begin(p) for r, p in zip(replays, pins)]
     if len(replays) == 1:
@@ -204,6 +229,42 @@ def run_together(replays: list[Replay], pins: list[Pins]) -> None:
     else:
         at = {n: i for i, n in enumerate(replays[0].graph.computed)}
         names = sorted(set().union(*lists), key=at.__getitem__)
+    ops = replays[0].graph.ops
     for name in names:
-        for r in replays:
-            r.step(name)
+        due = [(r, rows) for r in replays if (rows := r.due(name)) is not None]
+        op = ops[name]
+        if len(due) > 1 and isinstance(op, Linear) and _batched(due, name):
+            _linear_together(op, due)
+        else:
+            for r, rows in due:
+                r.compute(name, rows)
+        for r, rows in due:
+            r.done(name, rows)
+
+
+def _batched(due: list[tuple[Replay, np.ndarray]], name: str) -> bool:
+    """Fast mode, one weight array shared by every replay, not the logit columns' own product."""
+    r0 = due[0][0]
+    if r0.exact or (name == "logit" and r0.columns is not None):
+        return False
+    w = r0.graph.ops[name].ins[1]
+    return all(r.values[w] is r0.values[w] for r, _ in due)
+
+
+def _linear_together(op: Linear, due: list[tuple[Replay, np.ndarray]]) -> None:
+    """Every replay's due rows of one linear layer through one product, then back to each."""
+    r0 = due[0][0]
+    x_name = op.ins[0]
+    x = np.concatenate([r.values[x_name][rows] for r, rows in due])  # [ΣR, K]
+    y = x @ op.weight_t(r0)  # [ΣR, K] @ [K, n] -> [ΣR, n]
+    if len(op.ins) > 2:
+        y += r0.values[op.ins[2]][op.offset:op.offset + op.n_out]
+    at = 0
+    for r, rows in due:
+        part = y[at:at + len(rows)]  # [R, n]
+        at += len(rows)
+        out = r.values[op.out]
+        if op.heads:  # [R, H·hs] -> [H, R, hs]
+            out[:, rows, :] = part.reshape(len(rows), op.heads, -1).transpose(1, 0, 2)
+        else:
+            out[rows] = part

@@ -34,13 +34,13 @@ from ..core.blas import one_blas_thread
 from ..errors import QueryError
 from .metrics import Metric, parse_metric
 from .patching import check_pair, scratch, site_pins
-from .replay import Lockstep, Pins, Replay
+from .replay import GROUP, Lockstep, Pins, Replay
 from .sites import Sites, sites
 
 if TYPE_CHECKING:
     from ..cells import Cells
 
-__all__ = ["Comparison", "SiteRunner", "Sweep", "order", "sweep"]
+__all__ = ["Comparison", "SiteRunner", "Sweep", "blocks", "order", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,11 @@ def order(keys: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
     return sorted(keys, key=lambda k: (k[0], *(-x for x in k[1:])))
 
 
+def blocks(g: Sites) -> dict[tuple[int, ...], int]:
+    """Each site's block: `GROUP` consecutive sites of the sweep's order, replayed together."""
+    return {k: i // GROUP for i, k in enumerate(order(list(g.sites)))}
+
+
 def sweep(clean: Cells, corrupted: Cells, metric: str | Callable[[Any], float] | Metric, over: str = "resid_pre",
           positions: str = "each", position: int | None = None) -> Sweep:
     """Patch each site of `over` from `clean` into `corrupted` and measure `metric` (see the module).
@@ -220,6 +225,7 @@ class SiteRunner:
         self.replay: Replay | None = None
         self.work: Cells | None = None
         self.lockstep: Lockstep | None = None
+        self.blocks = blocks(g)
         if m.of_row is not None and m.position is not None:  # a spec: only logit[position] is read
             cols = m.tokens if m.kind in ("logit_diff", "logit") else None
             self.replay = Replay(corrupted, {"logit": np.arange(corrupted.T) == m.position}, cols)
@@ -245,6 +251,7 @@ class SiteRunner:
             raise QueryError("a replayed sweep needs a spec metric read at one position.")
         out: list[float | None] = []
         todo: list[Pins] = []
+        ids: list[int] = []
         for key in keys:
             pins = site_pins(self.clean, self.g.sites[key].masks, compute=False)
             if all(_same(replay.values[n][idx], v) for n, idx, v in pins if n in replay.base):
@@ -252,7 +259,8 @@ class SiteRunner:
             else:
                 out.append(None)
                 todo.append(pins)
-        got = iter(lockstep.run(todo, lambda r: of_row(r.values["logit"][at])))
+                ids.append(self.blocks[key])
+        got = iter(lockstep.run(todo, lambda r: of_row(r.values["logit"][at]), ids))
         return [next(got) if v is None else v for v in out]
 
     def _pinned(self, key: tuple[int, ...]) -> float:
