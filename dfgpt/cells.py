@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,7 +39,7 @@ class Cells:
     """
 
     def __init__(
-        self, model: Weights, ids: list[int], temperature: float = 1.0, exact: bool | None = None
+        self, model: Weights, ids: str | Sequence[int], temperature: float = 1.0, exact: bool | None = None
     ) -> None:
         self.model = model
         self.config = model.config
@@ -246,7 +247,7 @@ class Cells:
         # A tensor by its own name: every row, with no name parsing or masks (what `value` does
         # for it, in fewer steps: a small model's forward is mostly such steps).
         if spec.kind == "computed" and spec.row_axis is not None:
-            self.engine.ensure({tensor: np.ones(self.T, bool)})
+            self.engine.ensure_whole(tensor)
         return np.array(self.engine.view(tensor))
 
     # -- structure --------------------------------------------------------------------------

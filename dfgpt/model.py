@@ -40,7 +40,7 @@ class Model(Weights):
 
     def sheet(self, text: str | Sequence[int], temperature: float = 1.0, exact: bool | None = None) -> Sheet:
         """All the cells of one input, evaluated lazily."""
-        return Sheet(self, self.encode(text), temperature=temperature, exact=exact)
+        return Sheet(self, text, temperature=temperature, exact=exact)  # Cells encodes and checks it, once
 
     def generate(self, prompt: str | Sequence[int], max_new_tokens: int | None = None, **kw: Any) -> Any:
         """Continue a prompt: temperature, top_k, top_p, seed (see dfgpt.generation.generate)."""

@@ -47,10 +47,21 @@ class Engine(Store):
                 need[tensor] = m.any(axis=other) if other else m
         return need
 
-    def ensure(self, need: dict[str, np.ndarray]) -> None:
-        """Make the given rows ({tensor: bool[T]}) of computed tensors current."""
-        need = {k: v for k, v in need.items() if self.specs[k].kind == "computed"}
-        plan = self._plan(need)
+    def ensure_whole(self, tensor: str) -> None:
+        """Make every row of one computed tensor current: `ensure` with its request worked out
+        once per length (a small model's forward is mostly such steps)."""
+        key = (self.T, tensor)
+        got = self.graph.wholes.get(key)
+        if got is None:
+            need = {tensor: np.ones(self.T, bool)}
+            got = self.graph.wholes[key] = (need, self._plan(need))
+        self.ensure(*got)
+
+    def ensure(self, need: dict[str, np.ndarray], plan: list[tuple[str, Any, int]] | None = None) -> None:
+        """Make the given rows ({tensor: bool[T]}) of computed tensors current (`plan`: `_plan(need)`)."""
+        if plan is None:
+            need = {k: v for k, v in need.items() if self.specs[k].kind == "computed"}
+            plan = self._plan(need)
         if not plan:
             return
         # A pinned cell may be 0 where a formula divides by it: the result is inf or nan, shown

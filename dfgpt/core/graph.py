@@ -98,6 +98,9 @@ class Graph:
             n: s.row_axis for n, s in self.specs.items() if s.row_axis is not None
         }
         self.plans: dict[tuple[Any, ...], list[tuple[str, Any, int]]] = {}  # memoised read plans (evaluate)
+        self.cuts: dict[tuple[str, int], tuple[slice, ...]] = {}  # (tensor, T) -> its index at length T (store)
+        # (T, tensor) -> ({tensor: every row}, its plan): a whole tensor's read (evaluate)
+        self.wholes: dict[tuple[int, str], tuple[dict[str, Any], list[tuple[str, Any, int]]]] = {}
         self.plan_tables: dict[int, tuple[Any, Any]] = {}  # {id(plan): (plan, its tables)} (evaluate)
         self.schedules: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # clean reads' schedules (evaluate)
         self._records: dict[tuple[int, np.dtype], np.dtype | None] = {}

@@ -113,12 +113,8 @@ class Store(Transience, Cones):
         self.pending: list[Pending] = []  # stale cones not yet materialised (see defer_stale)
         self.watch: dict[str, dict[int, np.ndarray | None]] = {}  # {tensor: {row: value before recompute}}
         self.pins: dict[str, dict[tuple[int, ...], float]] = {}
-        self._counts: Counter[str] = Counter()  # cells recomputed per tensor, since reset_counts
-        self._reused: Counter[str] = Counter()  # cells verified without recomputing
-        self.cutoff: Counter[str] = Counter()  # cells recomputed whose row came out unchanged
-        self._total_recomputed: Counter[str] = Counter()  # never reset (receipts diff these)
-        self._total_reused: Counter[str] = Counter()
-        self.total_cutoff: Counter[str] = Counter()
+        # The six counters (counts, reused, cutoff and their never-reset totals) are made when first
+        # used (`_counter`): a sheet made for one forward never counts anything.
         # Clean reads' counts, [(recomputed, reused)] as (tensor, cells) pairs, added to the four
         # counters above when one is next looked at: generation never looks, and pays nothing.
         self._tally: list[tuple[list[tuple[str, int]], list[tuple[str, int]]]] = []
@@ -169,7 +165,11 @@ class Store(Transience, Cones):
         spec = self.specs[name]
         if name == "tokens":
             return v[: self.T]
-        idx = tuple(slice(0, self.T) if a in ("pos", "key") else slice(None) for a in spec.axes)
+        key = (name, self.T)
+        idx = self.graph.cuts.get(key)
+        if idx is None:
+            idx = self.graph.cuts[key] = tuple(slice(0, self.T) if a in ("pos", "key") else slice(None)
+                                               for a in spec.axes)
         return v[idx]
 
     @property
@@ -195,38 +195,54 @@ class Store(Transience, Cones):
         """How many position rows of a computed tensor hold a value (for tests)."""
         return int((self.verified[name][: self.T] >= 0).sum())
 
+    def _counter(self, key: str) -> Counter[str]:
+        got: Counter[str] | None = self.__dict__.get(key)
+        if got is None:
+            got = self.__dict__[key] = Counter()
+        return got
+
     @property
     def counts(self) -> Counter[str]:
         """Cells recomputed per tensor, since reset_counts."""
         if self._tally:
             self._add_tally()
-        return self._counts
+        return self._counter("_counts")
 
     @property
     def reused(self) -> Counter[str]:
         """Cells verified without recomputing, per tensor, since reset_counts."""
         if self._tally:
             self._add_tally()
-        return self._reused
+        return self._counter("_reused")
+
+    @property
+    def cutoff(self) -> Counter[str]:
+        """Cells recomputed whose row came out unchanged, per tensor, since reset_counts."""
+        return self._counter("_cutoff")
 
     @property
     def total_recomputed(self) -> Counter[str]:
         """Cells recomputed per tensor, never reset (receipts diff these)."""
         if self._tally:
             self._add_tally()
-        return self._total_recomputed
+        return self._counter("_total_recomputed")
 
     @property
     def total_reused(self) -> Counter[str]:
         if self._tally:
             self._add_tally()
-        return self._total_reused
+        return self._counter("_total_reused")
+
+    @property
+    def total_cutoff(self) -> Counter[str]:
+        return self._counter("_total_cutoff")
 
     def _add_tally(self) -> None:
         tally, self._tally = self._tally, []
+        counts, reused = self._counter("_counts"), self._counter("_reused")
+        total_recomputed, total_reused = self._counter("_total_recomputed"), self._counter("_total_reused")
         for ran, kept in tally:
-            for counter, total, pairs in ((self._counts, self._total_recomputed, ran),
-                                          (self._reused, self._total_reused, kept)):
+            for counter, total, pairs in ((counts, total_recomputed, ran), (reused, total_reused, kept)):
                 for name, c in pairs:
                     counter[name] += c
                     total[name] += c

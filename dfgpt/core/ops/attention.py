@@ -228,7 +228,7 @@ class Weighted(Op):
         (att_name, v_name), out = self.ins, self.out
         width = cap if exact else _last_row(sel) + 1
         rows = np.arange(sel.start, sel.stop) if isinstance(sel, slice) else sel
-        R = len(rows)
+        R, in_place = len(rows), isinstance(sel, slice)
 
         def run(vals: dict[str, np.ndarray]) -> None:
             att, v = vals[att_name], vals[v_name]  # [H, cap, cap], [H, cap, hs]
@@ -240,7 +240,10 @@ class Weighted(Op):
                 keep = np.arange(width)[None, :] <= rows[:, None]  # [R, width]
                 masked = np.where(keep[None, :, :, None], vv[:, None], 0.0)  # [H, R, width, hs]
                 y = np.matmul(att[:, rows, None, :width], masked)[:, :, 0, :]  # -> [H, R, hs]
-            vals[out][sel] = y.transpose(1, 0, 2).reshape(R, -1)  # -> [R, C]
+            if in_place:  # the output rows are a view: y lands in them in one copy
+                vals[out][sel].reshape(R, y.shape[0], -1)[...] = y.transpose(1, 0, 2)  # [H, R, hs] -> [R, H, hs]
+            else:
+                vals[out][sel] = y.transpose(1, 0, 2).reshape(R, -1)  # -> [R, C]
 
         return run
 

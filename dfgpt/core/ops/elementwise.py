@@ -57,9 +57,13 @@ class Gelu(Op):
 
     def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
         x, out, approx = self.ins[0], self.out, self.approx
+        in_place = isinstance(sel, slice) and approx == "tanh"
 
         def run(vals: dict[str, np.ndarray]) -> None:
-            vals[out][sel] = gelu(vals[x][sel], approx)
+            if in_place:  # the output rows are a view: computed straight into them
+                gelu(vals[x][sel], approx, out=vals[out][sel])
+            else:
+                vals[out][sel] = gelu(vals[x][sel], approx)
 
         return run
 
@@ -74,8 +78,8 @@ class Gelu(Op):
         return {"approx": self.approx}
 
 
-def gelu(x: np.ndarray, approx: str) -> np.ndarray:
-    """GELU, elementwise (shape kept)."""
+def gelu(x: np.ndarray, approx: str, out: np.ndarray | None = None) -> np.ndarray:
+    """GELU, elementwise (shape kept); `out`: an array of x's shape to write it into (tanh form)."""
     if approx == "tanh":
         x = np.asarray(x)
         if x.ndim == 0:
@@ -89,7 +93,7 @@ def gelu(x: np.ndarray, approx: str) -> np.ndarray:
         t *= GELU_C
         np.tanh(t, out=t)
         t += 1.0
-        y = 0.5 * x
+        y = np.multiply(0.5, x, out=out)
         y *= t
         return y
     from scipy.special import erf

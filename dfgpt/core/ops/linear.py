@@ -63,16 +63,29 @@ class Linear(Op):
             return batched
 
         in_place = isinstance(sel, slice)
+        # The weight's [K, n] view and the bias slice, made again only when the array is another
+        # one (an edit copies it): one tuple, swapped whole, so a reader never pairs them wrongly.
+        memo: list[Any] = [(None, None), (None, None)]
 
         def run(vals: dict[str, np.ndarray]) -> None:
-            W = vals[w_name]
-            y = _mm(vals[x_name][sel], W[cols].T if out_in else W[:, cols], exact)  # [R, K] @ [K, n] -> [R, n]
+            W, wt = memo[0]
+            if W is not vals[w_name]:
+                W = vals[w_name]
+                wt = W[cols].T if out_in else W[:, cols]
+                memo[0] = (W, wt)
+            y = _mm(vals[x_name][sel], wt, exact)  # [R, K] @ [K, n] -> [R, n]
             if b_name is None:
                 vals[out_name][sel] = y
-            elif in_place:
-                np.add(y, vals[b_name][cols], out=vals[out_name][sel])  # the bias added on the way in
+                return
+            b, bc = memo[1]
+            if b is not vals[b_name]:
+                b = vals[b_name]
+                bc = b[cols]
+                memo[1] = (b, bc)
+            if in_place:
+                np.add(y, bc, out=vals[out_name][sel])  # the bias added on the way in
             else:
-                y += vals[b_name][cols]
+                y += bc
                 vals[out_name][sel] = y
 
         return run
@@ -154,26 +167,40 @@ class LinearHeads:
         stacked = exact and R != 1  # as _mm: one [1, K] @ [K, n] core per row
         in_place = isinstance(sel, slice)
 
+        # The weight as [m, K, n] (stacked: [m, 1, K, n]) and the bias as [m, H, 1, hs], made again
+        # only when the array is another one (an edit copies it); one tuple each, swapped whole.
+        memo: list[Any] = [(None, None), (None, None)]
+
         def run(vals: dict[str, np.ndarray]) -> None:
-            W = vals[w_name]
-            if out_in:  # W[off + j·n + o][i] -> [m, K, n], each [K, n] the view W[off:off+n].T
-                wt = W[cols].reshape(m, n, -1).transpose(0, 2, 1)
-            else:  # W[i][off + j·n + o] -> [m, K, n], each the view W[:, off:off+n]
-                wt = W[:, cols].reshape(W.shape[0], m, n).transpose(1, 0, 2)
+            W, wt = memo[0]
+            if W is not vals[w_name]:
+                W = vals[w_name]
+                if out_in:  # W[off + j·n + o][i] -> [m, K, n], each [K, n] the view W[off:off+n].T
+                    wt = W[cols].reshape(m, n, -1).transpose(0, 2, 1)
+                else:  # W[i][off + j·n + o] -> [m, K, n], each the view W[:, off:off+n]
+                    wt = W[:, cols].reshape(W.shape[0], m, n).transpose(1, 0, 2)
+                if stacked:
+                    wt = wt[:, None, :, :]
+                memo[0] = (W, wt)
             x = vals[x_name][sel]  # [R, K]
             if stacked:
-                y = np.matmul(x[None, :, None, :], wt[:, None, :, :])[:, :, 0, :]  # -> [m, R, n]
+                y = np.matmul(x[None, :, None, :], wt)[:, :, 0, :]  # [1, R, 1, K] @ [m, 1, K, n] -> [m, R, n]
             else:
                 y = np.matmul(x[None], wt)  # [1, R, K] @ [m, K, n] -> [m, R, n]
+            yh = y.reshape(m, R, heads, -1).transpose(0, 2, 1, 3)  # -> [m, H, R, hs]
             if b_name is None:
                 for j, out in enumerate(outs):
-                    vals[out][:, sel, :] = y[j].reshape(R, heads, -1).transpose(1, 0, 2)  # -> [H, R, hs]
+                    vals[out][:, sel, :] = yh[j]
                 return
-            b = vals[b_name][cols].reshape(m, heads, 1, -1)  # [m, H, 1, hs]
+            b, bh = memo[1]
+            if b is not vals[b_name]:
+                b = vals[b_name]
+                bh = b[cols].reshape(m, heads, 1, -1)  # [m, H, 1, hs]
+                memo[1] = (b, bh)
             for j, out in enumerate(outs):  # the bias added on the way in: y + b, once per cell
                 if in_place:
-                    np.add(y[j].reshape(R, heads, -1).transpose(1, 0, 2), b[j], out=vals[out][:, sel, :])
+                    np.add(yh[j], bh[j], out=vals[out][:, sel, :])
                 else:
-                    vals[out][:, sel, :] = y[j].reshape(R, heads, -1).transpose(1, 0, 2) + b[j]
+                    vals[out][:, sel, :] = yh[j] + bh[j]
 
         return run
