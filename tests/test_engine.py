@@ -207,3 +207,27 @@ def test_a_partial_read_after_an_edit_does_not_vouch_for_other_rows(sort_random)
     fresh = sort_random.sheet("AABAC", temperature=0.5)
     for tensor in ("h[0].ln_1.mean", "h[0].attn.q", "logit", "prob"):
         np.testing.assert_array_equal(s.values(tensor), fresh.values(tensor))
+
+
+def test_a_new_sheet_reuses_a_dead_sheets_block_zeroed_and_never_a_held_one(sort_random):
+    """Small sheets' values are views of one block, reused once nothing holds it: a kept slice of an
+    old sheet keeps its numbers, and a sheet on a reused block computes what a fresh one does."""
+    first = sort_random.sheet("CABACAB")
+    want = first.values("logit").copy()
+    kept = first.engine.view("logit")  # a slice of the block: the old sheet is gone, its numbers stay
+    del first
+    blocks = set()
+    for text in ("ABCABCA", "CCCCCCC", "CABACAB"):
+        s = sort_random.sheet(text)
+        blocks.add(id(s.engine.values["logit"].base))
+        got = s.values("logit")
+        del s
+        assert np.array_equal(kept, want)
+    assert np.array_equal(got, want)
+    assert len(blocks) == 1 and id(kept.base) not in blocks  # one block reused three times; the kept one never
+    reused = [sort_random.sheet("BBB") for _ in range(3)]
+    held = {id(s.engine.values[n].base) for s in reused for n in s.graph.computed}
+    assert len(held) == len(reused)  # live sheets never share a block
+    ref = reference.forward(sort_random.state_dict(), ref_cfg(sort_random.config), [1, 1, 1])["logits"]
+    for s in reused:
+        np.testing.assert_allclose(s.values("logit"), ref, rtol=0, atol=1e-10)

@@ -104,6 +104,7 @@ class Graph:
         self.plan_tables: dict[int, tuple[Any, Any]] = {}  # {id(plan): (plan, its tables)} (evaluate)
         self.schedules: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # clean reads' schedules (evaluate)
         self._records: dict[tuple[int, np.dtype], np.dtype | None] = {}
+        self.blocks: dict[tuple[int, np.dtype], list[Any]] = {}  # value blocks to reuse (store)
         self.sheet_defaults: dict[str, dict[str, int]] = {}  # a new sheet's bookkeeping dicts, copied (store)
         self._computed = [n for n in self.order if self.specs[n].kind == "computed"]
         self.position = {n: i for i, n in enumerate(self._computed)}  # topological index of a computed tensor
