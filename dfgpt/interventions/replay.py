@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["GROUP", "GROUP_BYTES", "Lockstep", "Pins", "Replay", "run_together"]
 
 Pins = list[tuple[str, tuple[int, ...], float]]
-GROUP = 12  # sites replayed in lockstep: a layer's heads at one position share every weight they read
+GROUP = 12  # sites replayed in lockstep: consecutive sites of a sweep (one layer's) read the same weights
 GROUP_BYTES = 256 << 20  # at most this much in a group's copies of the values
 
 
