@@ -7,9 +7,10 @@ below the site are recomputed, from the site's position on, on the rows the metr
 then the copy is put back. A site whose clean and corrupted values are equal is skipped
 (nothing can change). A callable metric may read any cell, so each site is pinned, read and
 unpinned on a private copy of the corrupted sheet instead (the engine recomputes the cone).
-Both give, per site, exactly a from-scratch forward with the site's cells replaced. Sites
-are visited layer by layer from the last position back, and replayed sites up to `GROUP` at a
-time in lockstep (`Lockstep`: each weight read once per group, each site's arithmetic its own).
+Both give, per site, a from-scratch forward with the site's cells replaced: bit for bit in
+exact mode, to float32 rounding in fast mode. Sites are visited layer by layer from the last
+position back, and replayed in blocks of `GROUP` consecutive sites (`Lockstep`: each weight read
+once per block; in fast mode a block's rows of a linear layer go through one product).
 
 >>> import dfgpt
 >>> m = dfgpt.load("sort")
