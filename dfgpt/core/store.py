@@ -66,8 +66,9 @@ def _zeroed_views(graph: Graph, cap: int, dtype: np.dtype) -> dict[str, np.ndarr
         views = {n: block[n] for n in record.names or ()}
         if len(pool) < POOL and record.itemsize <= POOL_BYTES:
             raw = block.reshape(1).view(np.uint8)  # [bytes]: the block, zeroed by one fill
-            pool.append([block, raw, views, 0])
-            pool[-1][3] = sys.getrefcount(block)  # while free, counted as the loop above counts it
+            entry = [block, raw, views, 0]
+            pool.append(entry)
+            entry[3] = sys.getrefcount(block)  # its references while free, counted as the loop above counts them
         return dict(views)
 
 
@@ -121,11 +122,11 @@ class Store(Transience, Cones):
         self._chg: np.ndarray
         self._order: list[str] = graph.computed  # topological order; row i of the tables below
         dtype = self.dtype
-        shapes = graph.shapes(self.cap).items()
         views = None if self.transient else _zeroed_views(graph, self.cap, dtype)
         if views is not None:
             self.values.update(views)
         else:
+            shapes = graph.shapes(self.cap).items()
             if self.transient:  # allocated when first written, so a large forward never holds them all
                 shapes = [(n, s) for n, s in shapes if n not in self.transient]  # type: ignore[assignment]
             self.values.update((name, np.zeros(shape, dtype)) for name, shape in shapes)
