@@ -154,9 +154,12 @@ def test_chunks_cut_by_cost_hold_about_equal_work():
     skipped = [c == chunks_mod.SKIPPED for c in cost]
     assert sum(skipped[81:162]) == 72 and sum(skipped[:81]) == 18 and not any(skipped[162:])  # before the change
     assert per_pair[1] < per_pair[0] < per_pair[2]
-    parts = chunks(items, 2, cost=cost)
-    work_of = [sum(cost[items.index(p[0]):items.index(p[0]) + len(p)]) for p in parts]
-    assert len(parts) == 8 and max(work_of) < 1.5 * sum(cost) / 8
+    for scale, n in ((100, 8), (1, 2)):  # a large sweep: four chunks per worker; a small one: one each
+        c = [x * scale for x in cost]
+        parts = chunks(items, 2, cost=c)
+        work_of = [sum(c[items.index(p[0]):items.index(p[0]) + len(p)]) for p in parts]
+        assert len(parts) == n and max(work_of) < 1.5 * sum(c) / n
+        assert min(work_of) > 0.5 * chunks_mod.CHUNK_COST  # each chunk amortises its scheduling
 
 
 def test_an_interrupted_sweep_leaves_every_sheet_as_it_was():

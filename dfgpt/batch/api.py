@@ -104,26 +104,29 @@ def sweep(clean: Any, corrupted: Any, metric: MetricArg, over: str = "resid_pre"
 def _run(plan: Plan, model: Model, scheduler: Any, workers: int | None, chunk: int | None, progress: bool | None,
          retries: int, partial: bool) -> PairSweep:
     """Every (pair, site) of the plan, in process or on Dask (see `where`), assembled in order."""
-    g = first_sites(plan)
-    items = work(plan.n_pairs, order(list(g.sites)))
-    failed: list[Failed] = []
-    at = where(scheduler, workers, plan.n_pairs, bool(plan.model))
-    if at is None:
-        done: list[Chunk] = []
-        per = len(g.sites)
-        what = "sweep" if plan.how is None else "ablate"
-        bar = tqdm(total=len(items), unit="site", desc=f"{what} {plan.over}", disable=not progress_default(progress))
-        try:
-            for i in range(0, len(items), per):  # one pair at a time
-                done.append(run_chunk(plan, items[i:i + per]))
-                bar.update(per)
-        finally:
-            bar.close()
-            forget(plan.token)
-    else:
-        group = blocks(g)
-        done, failed = run(plan, items, at, workers, chunk, progress, retries,
-                           None if chunk is not None else costs(plan, g, items), [(p, group[k]) for p, k in items])
+    try:
+        g = first_sites(plan)
+        items = work(plan.n_pairs, order(list(g.sites)))
+        failed: list[Failed] = []
+        at = where(scheduler, workers, plan.n_pairs, bool(plan.model))
+        if at is None:
+            done: list[Chunk] = []
+            per = len(g.sites)
+            what = "sweep" if plan.how is None else "ablate"
+            bar = tqdm(total=len(items), unit="site", desc=f"{what} {plan.over}",
+                       disable=not progress_default(progress))
+            try:
+                for i in range(0, len(items), per):  # one pair at a time
+                    done.append(run_chunk(plan, items[i:i + per]))
+                    bar.update(per)
+            finally:
+                bar.close()
+        else:
+            group = blocks(g)
+            done, failed = run(plan, items, at, workers, chunk, progress, retries,
+                               None if chunk is not None else costs(plan, g, items), [(p, group[k]) for p, k in items])
+    finally:
+        forget(plan.token)  # this process's runners and sites of the sweep (a worker keeps its own)
     return _assemble(plan, model, g, items, done, failed, partial)
 
 
@@ -219,6 +222,7 @@ def attribution_patch(clean: Any, corrupted: Any, metric: MetricArg, over: str =
     per: list[Sweep] = [attr.attribution_patch(model.sheet(list(a)), model.sheet(list(b)), plan.metric, over=over,
                                                positions=positions, position=position) for a, b in plan.pairs]
     g = first_sites(plan)
+    forget(plan.token)
     r = _assemble(plan, model, g, [], [], [], False)
     vals = np.stack([s.values for s in per])  # [P, *site axes]
     return PairSweep(r.family, r.metric, r.axes, r.coords, vals, np.array([s.clean for s in per]),

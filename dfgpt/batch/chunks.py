@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cells import Cells
 from ..core.blas import one_blas_thread
 from ..errors import ClusterError
 from ..interventions.metrics import Metric, parse_metric
@@ -103,6 +104,7 @@ _MODELS: dict[tuple[str, str | None], Model] = {}
 Runner = SiteRunner | Ablator  # `runner.many(keys)`: the metric at each site
 _RUNNERS: OrderedDict[tuple[str, int], tuple[Runner, float, float]] = OrderedDict()
 _REFERENCES: OrderedDict[str, Reference] = OrderedDict()  # per sweep: a mean ablation's reference values
+_SITES: OrderedDict[str, Sites] = OrderedDict()  # per sweep: its sites, the same in every pair
 KEEP = 4  # runners kept per process: a chunk seldom spans more than two pairs
 
 
@@ -118,10 +120,17 @@ def model_of(plan: Plan) -> Model:
     return plan.local if plan.local is not None else cached_model(plan.model, plan.dtype)
 
 
-def first_sites(plan: Plan) -> Sites:
-    """The sites of the sweep (the same cells in every pair): those of pair 0."""
-    model = model_of(plan)
-    return sites(model.sheet(list(plan.pairs[0][1])), plan.over, plan.positions)
+def first_sites(plan: Plan, sheet: Cells | None = None) -> Sites:
+    """The sites of the sweep, made once per sweep and process: the same cells in every pair (all
+    pairs have one length), so those of `sheet` (any of the sweep's) or else of pair 0."""
+    got = _SITES.get(plan.token)
+    if got is None:
+        if sheet is None:
+            sheet = model_of(plan).sheet(list(plan.pairs[0][1]))
+        got = _SITES[plan.token] = sites(sheet, plan.over, plan.positions)
+        while len(_SITES) > 2:
+            _SITES.popitem(last=False)
+    return got
 
 
 def _reference(plan: Plan, g: Sites) -> Reference:
@@ -143,7 +152,7 @@ def _runner(plan: Plan, p: int) -> tuple[Runner, float, float]:
     model = model_of(plan)
     clean, corrupted = (model.sheet(list(t)) for t in plan.pairs[p])
     m = parse_metric(plan.metric, clean, plan.position)
-    g = sites(corrupted, plan.over, plan.positions)
+    g = first_sites(plan, corrupted)  # parsing a site's cells costs more than its replay on a small model
     if plan.how is None:
         check_pair(corrupted, clean, "clean", "the corrupted one")
         clean_v, corr_v = m(clean), m(corrupted)
@@ -162,6 +171,7 @@ def forget(token: str) -> None:
     for key in [k for k in _RUNNERS if k[0] == token]:
         del _RUNNERS[key]
     _REFERENCES.pop(token, None)
+    _SITES.pop(token, None)
 
 
 def run_chunk(plan: Plan, items: list[Item]) -> Chunk:
@@ -215,26 +225,35 @@ def costs(plan: Plan, g: Sites, items: list[Item]) -> list[float]:
 
 
 SKIPPED = 0.05  # a skipped site (its pins made and compared) against about 1 for a site recomputed
+# A chunk's least work, in `costs` units: about 70 ms on `sort`, the smallest model, where each task
+# costs the scheduler and the caller about 4 ms (a unit is a site's replay: more time on larger models).
+CHUNK_COST = 100.0
 
 
 def chunks(items: list[Item], workers: int, size: int | None = None, cost: Sequence[float] | None = None,
            block: Sequence[Any] | None = None) -> list[list[Item]]:
     """Consecutive runs of `size` items; by default about four chunks per worker, so a slow or lost
     chunk costs little, yet each is many sites long to amortise scheduling: of about equal `cost`
-    when given (see `costs`), else of equal length. `block`: per item, the group of sites it is
-    replayed with (`sweep.blocks`, with its pair); a chunk boundary inside a block moves to its end.
+    when given (see `costs`), else of equal length. With costs, a small sweep gets fewer chunks, down
+    to one per worker, so that each holds about `CHUNK_COST` or more. `block`: per item, the group of
+    sites it is replayed with (`sweep.blocks`, with its pair); a chunk boundary inside a block moves
+    to its end.
 
     >>> [len(c) for c in chunks([(0, (i,)) for i in range(10)], workers=1)]
     [3, 3, 3, 1]
-    >>> [len(c) for c in chunks([(0, (i,)) for i in range(8)], workers=1, cost=[4, 4, 1, 1, 1, 1, 1, 1])]
+    >>> [len(c) for c in chunks([(0, (i,)) for i in range(8)], workers=1, cost=[200, 200, 50, 50, 50, 50, 50, 50])]
     [1, 1, 3, 3]
+    >>> [len(c) for c in chunks([(0, (i,)) for i in range(8)], workers=2, cost=[30] * 8)]  # 240 units: 1 per worker
+    [4, 4]
     >>> [len(c) for c in chunks([(0, (i,)) for i in range(10)], workers=1, block=[0] * 4 + [1] * 4 + [2] * 2)]
     [4, 4, 2]
     """
-    n = 4 * max(1, workers)
+    w = max(1, workers)
+    n = 4 * w
     cuts = [0]
     if size is None and cost is not None and len(cost) == len(items) and sum(cost) > 0:
         total, acc = float(sum(cost)), 0.0
+        n = w * min(4, max(1, int(total // (w * CHUNK_COST))))
         for i, c in enumerate(cost):
             acc += c
             if acc >= total * len(cuts) / n - 1e-9 and i + 1 < len(items):  # this chunk has its share
