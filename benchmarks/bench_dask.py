@@ -1,7 +1,7 @@
 """Dataset sweeps on Dask: in process against 1 and 2 local worker processes, and a projection.
 
     pip install "dask[distributed]" torch==2.13.0 transformers   # the GPT-2-shaped model is saved by transformers
-    python benchmarks/bench_dask.py            # sort, and a 4-layer GPT-2 shape at T = 16 (about two minutes)
+    python benchmarks/bench_dask.py            # sort, and a 4-layer GPT-2 shape at T = 16 (about four minutes)
     python benchmarks/bench_dask.py --quick    # sort, and the GPT-2 shape at T = 8
 
 A head × position sweep (`head_out`, logit difference of two tokens at the last position)
@@ -9,14 +9,14 @@ over 8 pairs, each pair one token apart (seeded), on `sort` and on a seeded rand
 GPT-2-shaped model (n_embd 768, 12 heads, saved by `transformers`, loaded by path on every
 worker). Timed: the in-process sweep; the same sweep on a local cluster of 1 and of 2
 single-threaded worker processes (cluster start-up apart, printed on its own; the first sweep
-on a fresh cluster includes each worker loading the model, the second is warm). Asserts real
-work: the distributed values equal the in-process ones bit for bit, in the same order, and
-patching moved the metric. Then projects a 100-pair GPT-2-small sweep on 8 and 64 workers
-from the measured per-site cost and per-chunk overhead (see `project`). First it prints what
-two processes give compute-bound work here (a matmul loop), against which the sweeps' own
-two-process ceiling (two plain processes, each running half the work as `chunks.costs`
-estimates it) can be read. The clusters are `dfgpt.batch.cluster.local_cluster`, the embedded
-cluster `dfgpt.sweep` starts.
+on a fresh cluster includes each worker loading the model), then in-process and distributed
+sweeps interleaved, their medians compared (see `compare`). Asserts real work: the distributed
+values equal the in-process ones bit for bit, in the same order, and patching moved the metric.
+Then projects a 100-pair GPT-2-small sweep on 8 and 64 workers from the measured per-site cost
+and per-chunk overhead (see `project`). First it prints what two processes give compute-bound
+work here (a matmul loop), against which the sweeps' own two-process ceiling (two warm plain
+processes, each running half the work as `chunks.costs` estimates it) can be read. The clusters
+are `dfgpt.batch.cluster.local_cluster`, the embedded cluster `dfgpt.sweep` starts.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from bench_patching import save_gpt2
 import dfgpt
 from dfgpt.batch.chunks import Plan, chunks, costs, first_sites, work
 from dfgpt.batch.cluster import local_cluster
-from dfgpt.interventions.sweep import order
+from dfgpt.interventions.sweep import blocks, order
 
 A, B = 11, 22  # the logit difference's two tokens (ids) on the GPT-2 shape
 N_PAIRS = 8
@@ -71,9 +71,14 @@ import dfgpt
 from dfgpt.batch.chunks import Plan, run_chunk
 model, pairs, metric, items = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
 m = dfgpt.load(model)
+items = [(p, tuple(k)) for p, k in items]
+run_chunk(Plan.of(m, pairs, metric, "head_out"), items)  # warm, as the sweeps compared are
+start = float(sys.argv[5])
+while time.time() < start:  # both halves start together, each in a warm process
+    time.sleep(0.0005)
 plan = Plan.of(m, pairs, metric, "head_out")
 t = time.perf_counter()
-run_chunk(plan, [(p, tuple(k)) for p, k in items])
+run_chunk(plan, items)
 print(time.perf_counter() - t)
 """
 
@@ -84,20 +89,27 @@ def halves(model: dfgpt.Model, pairs: list, metric: str) -> list[list]:
     plan = Plan.of(model, pairs, metric, "head_out")
     g = first_sites(plan)
     items = work(plan.n_pairs, order(list(g.sites)))
-    c = np.cumsum(costs(plan, g, items))
-    cut = int(np.searchsorted(c, c[-1] / 2)) + 1
+    before = np.concatenate([[0.0], np.cumsum(costs(plan, g, items))])
+    group = blocks(g)
+    block = [(p, group[k]) for p, k in items]
+    can = [j for j in range(1, len(items)) if block[j] != block[j - 1]]
+    cut = min(can, key=lambda j: abs(before[j] - before[-1] / 2))  # between blocks, as `chunks` cuts
     return [items[:cut], items[cut:]]
 
 
 def ceiling(model: str | Path, pairs: list, metric: str, t_in: float) -> float:
     """What two cores give this workload with no Dask at all: two plain processes, each running half
-    the work (`halves`) at once, timed inside (model loading apart). About the best 2 workers can do."""
+    the work (`halves`) at once, timed inside, after a first run of it (model loading and the first
+    run apart). About the best 2 workers can do."""
     import json
     import subprocess
     import sys
 
-    procs = [subprocess.Popen([sys.executable, "-c", HALF, str(model), json.dumps(pairs), metric, json.dumps(part)],
-                              stdout=subprocess.PIPE, text=True) for part in halves(dfgpt.load(model), pairs, metric)]
+    parts = halves(dfgpt.load(model), pairs, metric)
+    _, first = timed(lambda: dfgpt.sweep(model, pairs, metric, over="head_out", scheduler="inline", progress=False))
+    start = str(time.time() + 5 + 3 * first)  # after both processes have loaded the model and run their half once
+    procs = [subprocess.Popen([sys.executable, "-c", HALF, str(model), json.dumps(pairs), metric, json.dumps(part),
+                               start], stdout=subprocess.PIPE, text=True) for part in parts]
     secs = [float(p.communicate()[0].split()[-1]) for p in procs]
     wall = max(secs)
     print(f"  2 plain processes, half the work each, at once: {wall:7.2f} s ({t_in / wall:4.2f}x; halves "
@@ -137,40 +149,62 @@ def compute_ceiling(size: int = 1536, n: int = 8) -> float:
     return speed
 
 
-def compare(name: str, model: str | Path, pairs: list, metric: str) -> dict[str, float]:
-    """In process, then on 1 and 2 local workers; the values must be equal."""
+def compare(name: str, model: str | Path, pairs: list, metric: str, rounds: int = 3) -> dict[str, float]:
+    """In process, then on 1 and 2 local workers; the values must be equal.
+
+    Each cluster's first sweep includes its workers loading the model. Then `rounds` rounds of
+    one in-process sweep and one distributed sweep, interleaved, so the machine's drift falls on
+    both sides alike and no sweep starts within Dask's 10 ms message batching of the previous
+    one's last message; the medians are compared.
+    """
     from dask.distributed import Client
 
     m = dfgpt.load(model)
-    # Warm, like the workers' second sweep: a first sweep in a process also builds its kernels and plans.
+    # Warm, like the workers' later sweeps: a first sweep in a process also builds its kernels and plans.
     dfgpt.sweep(m, pairs[:1], metric, over="head_out", scheduler="inline", progress=False)
-    here, t_in = timed(lambda: dfgpt.sweep(m, pairs, metric, over="head_out", scheduler="inline", progress=False))
+
+    def inline():
+        return dfgpt.sweep(m, pairs, metric, over="head_out", scheduler="inline", progress=False)
+
+    here = inline()
     assert np.ptp(here.values[np.isfinite(here.values)]) > 0, "patching never moved the metric"
     sites = int(np.isfinite(here.values).sum())
     print(f"{name}: {here!r}, {sites} sites")
-    print(f"  in process              {t_in:7.2f} s   ({t_in / sites * 1e3:.2f} ms/site)")
-    got = {"in": t_in, "sites": sites, "ceiling": ceiling(model, pairs, metric, t_in)}
+    got = {"sites": sites}
+    ins: list[float] = []
     for n in (1, 2):
         def start(n: int = n):
-            c = local_cluster(n)  # the embedded cluster `dfgpt.sweep` starts, kept for both sweeps
+            c = local_cluster(n)  # the embedded cluster `dfgpt.sweep` starts, kept for every sweep
             return c, Client(c)
 
         (cluster, client), t_up = timed(start)
         try:
             # The loaded model, as in process (the workers load it by the path it was loaded from).
-            cold, t_cold = timed(lambda c=client: dfgpt.sweep(m, pairs, metric, over="head_out", scheduler=c,
-                                                              progress=False))
-            warm, t_warm = timed(lambda c=client: dfgpt.sweep(m, pairs, metric, over="head_out", scheduler=c,
-                                                              progress=False))
+            def there(c=client):
+                return dfgpt.sweep(m, pairs, metric, over="head_out", scheduler=c, progress=False)
+
+            cold, t_cold = timed(there)
+            t_in, t_there, results = [], [], [cold]
+            for _ in range(rounds):
+                t_in.append(timed(inline)[1])
+                r, t = timed(there)
+                t_there.append(t)
+                results.append(r)
         finally:
             client.close()
             cluster.close()
-        for r in (cold, warm):
+        for r in results:
             assert np.array_equal(r.values, here.values, equal_nan=True), "a distributed sweep differs"
             assert np.array_equal(r.clean, here.clean) and np.array_equal(r.corrupted, here.corrupted)
-        print(f"  {n} worker{'s' if n > 1 else ' '} (start-up {t_up:4.1f} s) first {t_cold:7.2f} s "
-              f"({t_in / t_cold:4.2f}x), warm {t_warm:7.2f} s ({t_in / t_warm:4.2f}x in-process speed)")
-        got[f"cold{n}"], got[f"warm{n}"] = t_cold, t_warm
+        a, b = float(np.median(t_in)), float(np.median(t_there))
+        ins += t_in
+        print(f"  {n} worker{'s' if n > 1 else ' '} (start-up {t_up:4.1f} s, first sweep {t_cold:6.2f} s): in process "
+              f"{a:7.3f} s, on the cluster {b:7.3f} s, medians of {rounds} interleaved: {a / b:4.2f}x in-process speed "
+              f"(best {min(t_in) / min(t_there):4.2f}x)")
+        got[f"in{n}"], got[f"warm{n}"], got[f"cold{n}"] = a, b, t_cold
+    got["in"] = float(np.median(ins))
+    print(f"  in process              {got['in']:7.3f} s   ({got['in'] / sites * 1e3:.2f} ms/site)")
+    got["ceiling"] = ceiling(model, pairs, metric, got["in"])
     return got
 
 
@@ -202,10 +236,11 @@ def main() -> None:
     compute_ceiling()
     sort = dfgpt.load("sort")
     sort_pairs = [(p, q) for p, q in pairs_of(sort, 9, seed=1)]
-    s = compare("sort, head_out × 8 pairs", "sort", sort_pairs, "kl")
+    s = compare("sort, head_out × 8 pairs", "sort", sort_pairs, "kl", rounds=21)
     # The same sweep over 8 times the pairs: what a sort sweep gives once its work outweighs the
-    # fixed costs of a distributed sweep (about 25 ms: the client's set-up, the first and last task).
-    s64 = compare("sort, head_out × 64 pairs", "sort", pairs_of(sort, 9, seed=1, n=64), "kl")
+    # fixed costs of a distributed sweep (about 15 ms: the client's set-up, the tasks' dispatch, the
+    # results' return, a pair's sheets made on both workers, two busy cores sharing one machine).
+    s64 = compare("sort, head_out × 64 pairs", "sort", pairs_of(sort, 9, seed=1, n=64), "kl", rounds=5)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         save_gpt2(folder, 4)
@@ -213,14 +248,14 @@ def main() -> None:
         g2 = dfgpt.load(path)
         g = compare(f"GPT-2 shape, 4 layers, T = {T}, head_out × 8 pairs", path, pairs_of(g2, T),
                     f"logit_diff:#{A},#{B}")
-        speedup = g["in"] / g["warm2"]
+        speedup = g["in2"] / g["warm2"]
         print(f"2 workers against in process on the GPT-2 shape: {speedup:.2f}x (goal ≥ 1.7x; two plain "
-              f"processes reach {g['in'] / g['ceiling']:.2f}x here); on sort: {s['in'] / s['warm2']:.2f}x with 8 "
-              f"pairs, {s64['in'] / s64['warm2']:.2f}x with 64")
+              f"processes reach {g['in'] / g['ceiling']:.2f}x here); on sort: {s['in2'] / s['warm2']:.2f}x with 8 "
+              f"pairs, {s64['in2'] / s64['warm2']:.2f}x with 64")
         # Per-site cost from the in-process run; per-chunk overhead from the 1-worker run's excess
         # over in process, spread over its chunks (about four per worker: 4).
         per_site = g["in"] / g["sites"]
-        overhead = max(0.0, (g["warm1"] - g["in"]) / len(chunks(list(range(int(g["sites"]))), 1)))
+        overhead = max(0.0, (g["warm1"] - g["in1"]) / len(chunks(list(range(int(g["sites"]))), 1)))
         m = dfgpt.load(path)
         a, b = pairs_of(m, T)[0]
         _, per_pair = timed(lambda: (m.sheet(a).values("logit"), m.sheet(b).values("logit")))

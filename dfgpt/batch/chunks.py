@@ -236,33 +236,41 @@ def chunks(items: list[Item], workers: int, size: int | None = None, cost: Seque
     chunk costs little, yet each is many sites long to amortise scheduling: of about equal `cost`
     when given (see `costs`), else of equal length. With costs, a small sweep gets fewer chunks, down
     to one per worker, so that each holds about `CHUNK_COST` or more. `block`: per item, the group of
-    sites it is replayed with (`sweep.blocks`, with its pair); a chunk boundary inside a block moves
-    to its end.
+    sites it is replayed with (`sweep.blocks`, with its pair); chunks are cut only between blocks, at
+    the boundary nearest each equal share of the cost (without costs, a cut inside a block moves to
+    its end).
 
     >>> [len(c) for c in chunks([(0, (i,)) for i in range(10)], workers=1)]
     [3, 3, 3, 1]
     >>> [len(c) for c in chunks([(0, (i,)) for i in range(8)], workers=1, cost=[200, 200, 50, 50, 50, 50, 50, 50])]
-    [1, 1, 3, 3]
+    [1, 1, 2, 4]
     >>> [len(c) for c in chunks([(0, (i,)) for i in range(8)], workers=2, cost=[30] * 8)]  # 240 units: 1 per worker
     [4, 4]
     >>> [len(c) for c in chunks([(0, (i,)) for i in range(10)], workers=1, block=[0] * 4 + [1] * 4 + [2] * 2)]
     [4, 4, 2]
+    >>> [len(c) for c in chunks([(0, (i,)) for i in range(9)], workers=1, cost=[100] * 9, block=[0] * 6 + [1] * 3)]
+    [6, 3]
     """
     w = max(1, workers)
-    n = 4 * w
     cuts = [0]
     if size is None and cost is not None and len(cost) == len(items) and sum(cost) > 0:
-        total, acc = float(sum(cost)), 0.0
-        n = w * min(4, max(1, int(total // (w * CHUNK_COST))))
-        for i, c in enumerate(cost):
-            acc += c
-            if acc >= total * len(cuts) / n - 1e-9 and i + 1 < len(items):  # this chunk has its share
-                cuts.append(i + 1)
+        before = np.concatenate([[0.0], np.cumsum(np.asarray(cost, float))])  # [items + 1]: the cost before each
+        n = w * min(4, max(1, int(before[-1] // (w * CHUNK_COST))))
+        # Where a chunk may start: a block's first item. The nearest to each share, not the first
+        # past it: that would make every chunk but the last longer, the first worker's most of all.
+        can = np.array([j for j in range(1, len(items)) if block is None or block[j] != block[j - 1]], np.int64)
+        for k in range(1, n):
+            if can.size == 0:
+                break
+            i = int(np.searchsorted(before[can], before[-1] * k / n))
+            near = [int(can[j]) for j in (i - 1, i) if 0 <= j < can.size]
+            cuts.append(min(near, key=lambda j: (abs(before[j] - before[-1] * k / n), j)))
+        cuts = sorted(set(cuts))
     else:
-        step = size if size is not None else max(1, math.ceil(len(items) / n))
+        step = size if size is not None else max(1, math.ceil(len(items) / (4 * w)))
         cuts += list(range(step, len(items), step))
-    if block is not None:
-        cuts = [next((j for j in range(c, len(items)) if j == 0 or block[j] != block[j - 1]), len(items))
-                for c in cuts]
+        if block is not None:
+            cuts = [next((j for j in range(c, len(items)) if j == 0 or block[j] != block[j - 1]), len(items))
+                    for c in cuts]
     cuts.append(len(items))
     return [items[a:b] for a, b in itertools.pairwise(dict.fromkeys(cuts)) if b > a]
