@@ -27,7 +27,7 @@ from dfgpt.batch.cluster import where
 from dfgpt.cli import main
 from dfgpt.errors import ClusterError, IndexError_, QueryError, SequenceLengthError, TokenError
 from dfgpt.interventions.metrics import parse_metric
-from dfgpt.interventions.sweep import order
+from dfgpt.interventions.sweep import blocks, order
 
 MODEL = dfgpt.load("sort")
 PAIRS = [("CABACAAAA", "CACACAAAA"), ("CBBACAAAA", "CCBACAAAA"), ("ABCABCAAB", "ACCABCAAB"), ("BACCBAAAB", "BABCBAAAB")]
@@ -160,6 +160,14 @@ def test_chunks_cut_by_cost_hold_about_equal_work():
         work_of = [sum(c[items.index(p[0]):items.index(p[0]) + len(p)]) for p in parts]
         assert len(parts) == n and max(work_of) < 1.5 * sum(c) / n
         assert min(work_of) > 0.5 * chunks_mod.CHUNK_COST  # each chunk amortises its scheduling
+    group = blocks(g)
+    block = [(p, group[k]) for p, k in items]
+    parts = chunks(items, 2, cost=cost, block=block)  # two chunks, cut between blocks, nearest the half
+    cut = len(parts[0])
+    assert len(parts) == 2 and block[cut] != block[cut - 1]
+    before = np.concatenate([[0.0], np.cumsum(cost)])
+    bounds = [j for j in range(1, len(items)) if block[j] != block[j - 1]]
+    assert abs(before[cut] - before[-1] / 2) == min(abs(before[j] - before[-1] / 2) for j in bounds)
 
 
 def test_an_interrupted_sweep_leaves_every_sheet_as_it_was():
