@@ -10,6 +10,7 @@ was. Tests that are not about the cluster run in process (`scheduler="inline"`).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -168,6 +169,48 @@ def test_chunks_cut_by_cost_hold_about_equal_work():
     before = np.concatenate([[0.0], np.cumsum(cost)])
     bounds = [j for j in range(1, len(items)) if block[j] != block[j - 1]]
     assert abs(before[cut] - before[-1] / 2) == min(abs(before[j] - before[-1] / 2) for j in bounds)
+
+
+def test_a_chunk_s_collections_skip_older_objects_and_leave_them_collectable_after():
+    seen = []
+
+    def metric(s):  # runs inside the chunk
+        seen.append(gc.get_freeze_count())
+        return s.value("logit[8][B]")
+
+    plan = chunks_mod.Plan.of(MODEL, PAIRS[:1], metric, "resid_pre")
+    items = work(1, [(0, 8), (1, 8)])
+    assert gc.get_freeze_count() == 0
+    chunks_mod.run_chunk(plan, items)
+    chunks_mod.forget(plan.token)
+    assert seen and min(seen) > 0 and gc.get_freeze_count() == 0  # frozen during the chunk, unfrozen after
+    gc.freeze()  # someone else froze objects: the chunk leaves them so
+    try:
+        frozen = gc.get_freeze_count()
+        seen.clear()
+        again = chunks_mod.Plan.of(MODEL, PAIRS[:1], metric, "resid_pre")
+        chunks_mod.run_chunk(again, items)
+        chunks_mod.forget(again.token)
+        # nothing more frozen nor unfrozen (a frozen object freed by its last reference leaves the count)
+        assert 0 < gc.get_freeze_count() <= frozen and max(seen) <= frozen
+    finally:
+        gc.unfreeze()
+
+
+def test_a_sweep_s_sites_are_kept_for_the_next_sweep_only_when_small(monkeypatch):
+    a = chunks_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "head_out")
+    b = chunks_mod.Plan.of(MODEL, PAIRS[2:], METRIC, "head_out")
+    assert chunks_mod.first_sites(a) is chunks_mod.first_sites(b)  # same model, length and family
+    assert chunks_mod.first_sites(chunks_mod.Plan.of(MODEL, PAIRS[:1], METRIC, "resid_pre")) is not \
+        chunks_mod.first_sites(a)
+    monkeypatch.setattr(chunks_mod, "KEPT_BYTES", 0)
+    monkeypatch.setattr(chunks_mod, "_KEPT", type(chunks_mod._KEPT)())
+    c = chunks_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "head_out")
+    d = chunks_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "head_out")
+    assert chunks_mod.first_sites(c) is chunks_mod.first_sites(c)  # within one sweep, always once
+    assert chunks_mod.first_sites(c) is not chunks_mod.first_sites(d)
+    chunks_mod.forget(c.token)
+    chunks_mod.forget(d.token)
 
 
 def test_an_interrupted_sweep_leaves_every_sheet_as_it_was():

@@ -22,12 +22,15 @@ same function over all the items, so a distributed sweep gives the same values.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import itertools
 import math
 import uuid
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +108,10 @@ Runner = SiteRunner | Ablator  # `runner.many(keys)`: the metric at each site
 _RUNNERS: OrderedDict[tuple[str, int], tuple[Runner, float, float]] = OrderedDict()
 _REFERENCES: OrderedDict[str, Reference] = OrderedDict()  # per sweep: a mean ablation's reference values
 _SITES: OrderedDict[str, Sites] = OrderedDict()  # per sweep: its sites, the same in every pair
+# Small sites kept between sweeps, per model and (length, family, positions): parsing a site's
+# cells costs more than replaying it on a small model, and a process often runs many such sweeps.
+_KEPT: weakref.WeakKeyDictionary[Model, OrderedDict[tuple[int, str, str], Sites]] = weakref.WeakKeyDictionary()
+KEPT_BYTES = 8 << 20  # the most a kept sweep's site masks may take (GPT-2 small's head_out at T = 64: 450 MB)
 KEEP = 4  # runners kept per process: a chunk seldom spans more than two pairs
 
 
@@ -121,13 +128,22 @@ def model_of(plan: Plan) -> Model:
 
 
 def first_sites(plan: Plan, sheet: Cells | None = None) -> Sites:
-    """The sites of the sweep, made once per sweep and process: the same cells in every pair (all
-    pairs have one length), so those of `sheet` (any of the sweep's) or else of pair 0."""
+    """The sites of the sweep, made once per sweep and process (kept for the next sweep when
+    small): the same cells in every pair (all pairs have one length), so those of `sheet` (any
+    of the sweep's) or else of pair 0."""
     got = _SITES.get(plan.token)
     if got is None:
-        if sheet is None:
-            sheet = model_of(plan).sheet(list(plan.pairs[0][1]))
-        got = _SITES[plan.token] = sites(sheet, plan.over, plan.positions)
+        model = model_of(plan)
+        kept = _KEPT.setdefault(model, OrderedDict())
+        key = (len(plan.pairs[0][1]), plan.over, plan.positions)
+        got = kept.get(key)
+        if got is None:
+            got = sites(sheet or model.sheet(list(plan.pairs[0][1])), plan.over, plan.positions)
+            if sum(m.nbytes for site in got.sites.values() for m in site.masks.values()) <= KEPT_BYTES:
+                kept[key] = got
+                while len(kept) > 4:
+                    kept.popitem(last=False)
+        _SITES[plan.token] = got
         while len(_SITES) > 2:
             _SITES.popitem(last=False)
     return got
@@ -174,11 +190,31 @@ def forget(token: str) -> None:
     _SITES.pop(token, None)
 
 
+@contextlib.contextmanager
+def _young_only() -> Iterator[None]:
+    """Collections during a chunk look only at what the chunk made.
+
+    A chunk makes runners (sheets, replays and their copies) that live long enough to reach
+    the oldest generation, so every few sweeps Python collects it whole: every object of the
+    process, the model's and Dask's included, 50-60 ms on a worker, a quarter of a `sort`
+    sweep. Frozen for the chunk, the objects made before it are not looked at; unfrozen after
+    it, so they are collected as before. Left alone if something else froze objects already.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def run_chunk(plan: Plan, items: list[Item]) -> Chunk:
     """The metric at each (pair, site) of `items`, exactly as the whole sweep computes it."""
     values: list[float] = []
     ends: dict[int, tuple[float, float]] = {}
-    with one_blas_thread():  # in process and on a worker alike: the same kernels, the same sums
+    with one_blas_thread(), _young_only():  # in process and on a worker alike: the same kernels, the same sums
         for p, group in itertools.groupby(items, key=lambda it: it[0]):
             run, clean_v, corr_v = _runner(plan, p)
             ends[p] = (clean_v, corr_v)
