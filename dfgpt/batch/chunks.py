@@ -243,16 +243,8 @@ def costs(plan: Plan, g: Sites, items: list[Item]) -> list[float]:
     depth × (2T + rows) to 2%), so the cost is the fraction of the graph below the site times
     (3T − first row) / 2T: about 1 for a site halfway down.
     """
-    graph, T = model_of(plan).graph, len(plan.pairs[0][1])
-    at = {n: i for i, n in enumerate(graph.computed)}
-    per: dict[tuple[int, ...], tuple[int, float]] = {}  # key -> (its last row, its cost when run)
-    for key, site in g.sites.items():
-        rows = [np.flatnonzero(np.moveaxis(m, graph.row_axis[t], 0).reshape(T, -1).any(axis=1))
-                for t, m in site.masks.items()]
-        first = min((int(r[0]) for r in rows if r.size), default=0)
-        last = max((int(r[-1]) for r in rows if r.size), default=T - 1)
-        depth = (len(at) - min(at.get(t, 0) for t in site.masks)) / len(at)
-        per[key] = last, SKIPPED + depth * (3 * T - first) / (2 * T)
+    T = len(plan.pairs[0][1])
+    per = _site_costs(model_of(plan), g, T)
     differ = []  # per pair: its first differing position (an ablation compares an input with itself: none skip)
     for a, b in plan.pairs:
         d = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), T)
@@ -260,6 +252,29 @@ def costs(plan: Plan, g: Sites, items: list[Item]) -> list[float]:
     return [SKIPPED if per[key][0] < differ[p] else per[key][1] for p, key in items]
 
 
+def _site_costs(model: Model, g: Sites, T: int) -> dict[tuple[int, ...], tuple[int, float]]:
+    """Per site: (its last row, its cost when run); kept with the sites when they are kept."""
+    got = _COSTS.get(id(g))
+    if got is not None and got[0] is g:
+        return got[1]
+    graph = model.graph
+    at = {n: i for i, n in enumerate(graph.computed)}
+    per: dict[tuple[int, ...], tuple[int, float]] = {}
+    for key, site in g.sites.items():
+        rows = [np.flatnonzero(np.moveaxis(m, graph.row_axis[t], 0).reshape(T, -1).any(axis=1))
+                for t, m in site.masks.items()]
+        first = min((int(r[0]) for r in rows if r.size), default=0)
+        last = max((int(r[-1]) for r in rows if r.size), default=T - 1)
+        depth = (len(at) - min(at.get(t, 0) for t in site.masks)) / len(at)
+        per[key] = last, SKIPPED + depth * (3 * T - first) / (2 * T)
+    if any(g is kept for memo in _KEPT.values() for kept in memo.values()):
+        _COSTS[id(g)] = (g, per)
+        while len(_COSTS) > 4:
+            _COSTS.popitem(last=False)
+    return per
+
+
+_COSTS: OrderedDict[int, tuple[Sites, dict[tuple[int, ...], tuple[int, float]]]] = OrderedDict()
 SKIPPED = 0.05  # a skipped site (its pins made and compared) against about 1 for a site recomputed
 # A chunk's least work, in `costs` units: about 70 ms on `sort`, the smallest model, where each task
 # costs the scheduler and the caller about 4 ms (a unit is a site's replay: more time on larger models).
