@@ -70,16 +70,19 @@ import json, sys, time
 import dfgpt
 from dfgpt.batch.chunks import Plan, run_chunk
 model, pairs, metric, items = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+start, every, rounds = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
 m = dfgpt.load(model)
 items = [(p, tuple(k)) for p, k in items]
 run_chunk(Plan.of(m, pairs, metric, "head_out"), items)  # warm, as the sweeps compared are
-start = float(sys.argv[5])
-while time.time() < start:  # both halves start together, each in a warm process
-    time.sleep(0.0005)
-plan = Plan.of(m, pairs, metric, "head_out")
-t = time.perf_counter()
-run_chunk(plan, items)
-print(time.perf_counter() - t)
+out = []
+for k in range(rounds):
+    while time.time() < start + k * every:  # both halves start together, each in a warm process
+        time.sleep(0.0005)
+    plan = Plan.of(m, pairs, metric, "head_out")
+    t = time.perf_counter()
+    run_chunk(plan, items)
+    out.append(time.perf_counter() - t)
+print(json.dumps(out))
 """
 
 
@@ -97,23 +100,27 @@ def halves(model: dfgpt.Model, pairs: list, metric: str) -> list[list]:
     return [items[:cut], items[cut:]]
 
 
-def ceiling(model: str | Path, pairs: list, metric: str, t_in: float) -> float:
+def ceiling(model: str | Path, pairs: list, metric: str, t_in: float, rounds: int = 3) -> float:
     """What two cores give this workload with no Dask at all: two plain processes, each running half
-    the work (`halves`) at once, timed inside, after a first run of it (model loading and the first
-    run apart). About the best 2 workers can do."""
+    the work (`halves`) at once, timed inside, `rounds` times after a first run of it (model
+    loading and the first run apart); the median of the slower half. About the best 2 workers can
+    do, and a reading of how much the machine's two cores give at the time (on a shared virtual
+    machine that varies from run to run)."""
     import json
     import subprocess
     import sys
 
     parts = halves(dfgpt.load(model), pairs, metric)
-    _, first = timed(lambda: dfgpt.sweep(model, pairs, metric, over="head_out", scheduler="inline", progress=False))
-    start = str(time.time() + 5 + 3 * first)  # after both processes have loaded the model and run their half once
+    start = time.time() + 5 + 1.5 * t_in  # after both processes have loaded the model and run their half once
+    args = [str(start), str(t_in + 0.1), str(rounds)]  # a round every in-process sweep's time: room for a half
     procs = [subprocess.Popen([sys.executable, "-c", HALF, str(model), json.dumps(pairs), metric, json.dumps(part),
-                               start], stdout=subprocess.PIPE, text=True) for part in parts]
-    secs = [float(p.communicate()[0].split()[-1]) for p in procs]
-    wall = max(secs)
-    print(f"  2 plain processes, half the work each, at once: {wall:7.2f} s ({t_in / wall:4.2f}x; halves "
-          f"{secs[0]:.2f} and {secs[1]:.2f} s): this machine's ceiling for two workers")
+                               *args], stdout=subprocess.PIPE, text=True) for part in parts]
+    secs = np.array([json.loads(p.communicate()[0].split("\n")[-2]) for p in procs])  # [2, rounds]
+    walls = secs.max(axis=0)
+    wall = float(np.median(walls))
+    print(f"  2 plain processes, half the work each, at once: {wall:7.3f} s ({t_in / wall:4.2f}x; median of {rounds}, "
+          f"{t_in / walls.max():.2f}x to {t_in / walls.min():.2f}x; halves {np.median(secs[0]):.3f} and "
+          f"{np.median(secs[1]):.3f} s): this machine's two cores, no Dask")
     return wall
 
 
@@ -204,7 +211,7 @@ def compare(name: str, model: str | Path, pairs: list, metric: str, rounds: int 
         got[f"in{n}"], got[f"warm{n}"], got[f"cold{n}"] = a, b, t_cold
     got["in"] = float(np.median(ins))
     print(f"  in process              {got['in']:7.3f} s   ({got['in'] / sites * 1e3:.2f} ms/site)")
-    got["ceiling"] = ceiling(model, pairs, metric, got["in"])
+    got["ceiling"] = ceiling(model, pairs, metric, got["in"], rounds)
     return got
 
 
