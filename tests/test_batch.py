@@ -21,6 +21,7 @@ import pytest
 from conftest import random_model
 
 import dfgpt
+from dfgpt.batch import api
 from dfgpt.batch import chunks as chunks_mod
 from dfgpt.batch import cluster as cluster_mod
 from dfgpt.batch.chunks import chunks, work
@@ -211,6 +212,22 @@ def test_a_sweep_s_sites_are_kept_for_the_next_sweep_only_when_small(monkeypatch
     assert chunks_mod.first_sites(c) is not chunks_mod.first_sites(d)
     chunks_mod.forget(c.token)
     chunks_mod.forget(d.token)
+
+
+def test_a_site_delivered_twice_or_never_is_refused_not_assembled():
+    plan = chunks_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "resid_pre")
+    g = chunks_mod.first_sites(plan)
+    items = work(2, order(list(g.sites)))
+    whole = chunks_mod.run_chunk(plan, items)
+    chunks_mod.forget(plan.token)
+    r = api._assemble(plan, MODEL, g, items, [whole], [], False)
+    assert np.isfinite(r.values).all() and r.values[1, 2, 4] == whole.values[items.index((1, (2, 4)))]
+    head = chunks_mod.Chunk(whole.items[:5], whole.values[:5], whole.ends)
+    with pytest.raises(ClusterError, match="1 site\\(s\\) twice and 0 not at all"):
+        api._assemble(plan, MODEL, g, items, [whole, chunks_mod.Chunk(items[3:4], whole.values[3:4], {})], [], False)
+    with pytest.raises(ClusterError, match="0 site\\(s\\) twice and 49 not at all \\(0 in failed"):
+        api._assemble(plan, MODEL, g, items, [head, chunks_mod.Chunk(items[5:-49], whole.values[5:-49], {})], [],
+                      False)
 
 
 def test_an_interrupted_sweep_leaves_every_sheet_as_it_was():

@@ -28,7 +28,6 @@ PairSweep(resid_pre, logit_diff:B,C@8, pair 2 × layer 3 × position 9, exact)
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -178,21 +177,21 @@ def _assemble(plan: Plan, model: Model, g: Any, items: list[Any], done: list[Chu
                            f"first: {type(err).__name__}: {err}. Fix the cause and run again, or pass "
                            "partial=True to keep the other sites (the failed ones are nan and listed in .failed).")
     P = plan.n_pairs
-    values = np.full((P, *(len(c) for c in g.coords)), np.nan)  # [P, *site axes]
+    shape = (P, *(len(c) for c in g.coords))
+    values = np.full(shape, np.nan)  # [P, *site axes]
     ends = np.full((P, 2), np.nan)  # [P, (clean, corrupted)]
-    seen: Counter[Any] = Counter()
+    seen = np.zeros(values.size, np.int64)  # [P · sites]: how often each arrived
     for ch in done:
-        for (p, key), v in zip(ch.items, ch.values):
-            seen[(p, key)] += 1
-            values[(p, *key)] = v
+        at = _flat(ch.items, shape)
+        values.flat[at] = ch.values
+        seen += np.bincount(at, minlength=values.size)
         for p, e in ch.ends.items():
             ends[p] = e
-    twice = [it for it, n in seen.items() if n > 1]
-    missing = [it for it in items if it not in seen]
-    lost_items = [it for part, _ in failed for it in part]
-    if twice or sorted(missing) != sorted(lost_items):
-        raise ClusterError(f"the chunks delivered {len(twice)} site(s) twice and {len(missing)} not at all "
-                           f"({len(lost_items)} in failed chunks): a scheduler bug; run the sweep again.")
+    want, in_failed = _flat(items, shape), np.sort(_flat([it for part, _ in failed for it in part], shape))
+    twice, missing = int((seen > 1).sum()), np.sort(want[seen[want] == 0])
+    if twice or not np.array_equal(missing, in_failed):
+        raise ClusterError(f"the chunks delivered {twice} site(s) twice and {missing.size} not at all "
+                           f"({in_failed.size} in failed chunks): a scheduler bug; run the sweep again.")
     s0 = model.sheet(list(plan.pairs[0][0]))
     inputs, labels = [], []
     for a, b in plan.pairs:
@@ -202,7 +201,15 @@ def _assemble(plan: Plan, model: Model, g: Any, items: list[Any], done: list[Chu
     return PairSweep(g.family, metric_name(plan), ("pair", *g.axes), (tuple(range(P)), *g.coords), values,
                      ends[:, 0].copy(), ends[:, 1].copy(), "exact", tuple(inputs), tuple(labels),
                      {k: s.cells for k, s in g.sites.items()},
-                     tuple((p, g.sites[k].cells) for p, k in sorted(missing)))
+                     tuple((int(p), g.sites[tuple(int(i) for i in k)].cells)
+                           for p, *k in zip(*np.unravel_index(missing, shape))))
+
+
+def _flat(items: list[Any], shape: tuple[int, ...]) -> np.ndarray:
+    """(pair, site key) items as flat indices into a [P, *site axes] array (one loop, not one per use)."""
+    if not items:
+        return np.zeros(0, np.int64)
+    return np.ravel_multi_index(np.array([(p, *k) for p, k in items]).T, shape)
 
 
 def attribution_patch(clean: Any, corrupted: Any, metric: MetricArg, over: str = "resid_pre",
