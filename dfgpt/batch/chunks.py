@@ -138,7 +138,7 @@ def first_sites(plan: Plan, sheet: Cells | None = None) -> Sites:
         key = (len(plan.pairs[0][1]), plan.over, plan.positions)
         got = kept.get(key)
         if got is None:
-            got = sites(sheet or model.sheet(list(plan.pairs[0][1])), plan.over, plan.positions)
+            got = sites(sheet if sheet is not None else model.sheet(list(plan.pairs[0][1])), plan.over, plan.positions)
             if sum(m.nbytes for site in got.sites.values() for m in site.masks.values()) <= KEPT_BYTES:
                 kept[key] = got
                 while len(kept) > 4:
