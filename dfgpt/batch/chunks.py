@@ -110,7 +110,10 @@ _REFERENCES: OrderedDict[str, Reference] = OrderedDict()  # per sweep: a mean ab
 _SITES: OrderedDict[str, Sites] = OrderedDict()  # per sweep: its sites, the same in every pair
 # Small sites kept between sweeps, per model and (length, family, positions): parsing a site's
 # cells costs more than replaying it on a small model, and a process often runs many such sweeps.
-_KEPT: weakref.WeakKeyDictionary[Model, OrderedDict[tuple[int, str, str], Sites]] = weakref.WeakKeyDictionary()
+# Each with its per-site costs (see `costs`), made when first asked for.
+SiteCosts = dict[tuple[int, ...], tuple[int, float]]  # site key -> (its last row, its cost when run)
+_KEPT: weakref.WeakKeyDictionary[Model, OrderedDict[tuple[int, str, str], tuple[Sites, SiteCosts]]] = \
+    weakref.WeakKeyDictionary()
 KEPT_BYTES = 8 << 20  # the most a kept sweep's site masks may take (GPT-2 small's head_out at T = 64: 450 MB)
 KEEP = 4  # runners kept per process: a chunk seldom spans more than two pairs
 
@@ -135,18 +138,23 @@ def first_sites(plan: Plan, sheet: Cells | None = None) -> Sites:
     if got is None:
         model = model_of(plan)
         kept = _KEPT.setdefault(model, OrderedDict())
-        key = (len(plan.pairs[0][1]), plan.over, plan.positions)
-        got = kept.get(key)
-        if got is None:
+        entry = kept.get(_kept_key(plan))
+        if entry is not None:
+            got = entry[0]
+        else:
             got = sites(sheet if sheet is not None else model.sheet(list(plan.pairs[0][1])), plan.over, plan.positions)
             if sum(m.nbytes for site in got.sites.values() for m in site.masks.values()) <= KEPT_BYTES:
-                kept[key] = got
+                kept[_kept_key(plan)] = (got, {})
                 while len(kept) > 4:
                     kept.popitem(last=False)
         _SITES[plan.token] = got
         while len(_SITES) > 2:
             _SITES.popitem(last=False)
     return got
+
+
+def _kept_key(plan: Plan) -> tuple[int, str, str]:
+    return len(plan.pairs[0][1]), plan.over, plan.positions
 
 
 def _reference(plan: Plan, g: Sites) -> Reference:
@@ -244,7 +252,13 @@ def costs(plan: Plan, g: Sites, items: list[Item]) -> list[float]:
     (3T − first row) / 2T: about 1 for a site halfway down.
     """
     T = len(plan.pairs[0][1])
-    per = _site_costs(model_of(plan), g, T)
+    model = model_of(plan)
+    memo = _KEPT.get(model)
+    entry = memo.get(_kept_key(plan)) if memo is not None else None
+    kept = entry[1] if entry is not None and entry[0] is g else None  # these sites are kept: so are their costs
+    per = kept if kept else _site_costs(model, g, T)
+    if kept is not None and not kept:
+        kept.update(per)
     differ = []  # per pair: its first differing position (an ablation compares an input with itself: none skip)
     for a, b in plan.pairs:
         d = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), T)
@@ -252,14 +266,11 @@ def costs(plan: Plan, g: Sites, items: list[Item]) -> list[float]:
     return [SKIPPED if per[key][0] < differ[p] else per[key][1] for p, key in items]
 
 
-def _site_costs(model: Model, g: Sites, T: int) -> dict[tuple[int, ...], tuple[int, float]]:
-    """Per site: (its last row, its cost when run); kept with the sites when they are kept."""
-    got = _COSTS.get(id(g))
-    if got is not None and got[0] is g:
-        return got[1]
+def _site_costs(model: Model, g: Sites, T: int) -> SiteCosts:
+    """Per site: (its last row, its cost when run)."""
     graph = model.graph
     at = {n: i for i, n in enumerate(graph.computed)}
-    per: dict[tuple[int, ...], tuple[int, float]] = {}
+    per: SiteCosts = {}
     for key, site in g.sites.items():
         rows = [np.flatnonzero(np.moveaxis(m, graph.row_axis[t], 0).reshape(T, -1).any(axis=1))
                 for t, m in site.masks.items()]
@@ -267,14 +278,9 @@ def _site_costs(model: Model, g: Sites, T: int) -> dict[tuple[int, ...], tuple[i
         last = max((int(r[-1]) for r in rows if r.size), default=T - 1)
         depth = (len(at) - min(at.get(t, 0) for t in site.masks)) / len(at)
         per[key] = last, SKIPPED + depth * (3 * T - first) / (2 * T)
-    if any(g is kept for memo in _KEPT.values() for kept in memo.values()):
-        _COSTS[id(g)] = (g, per)
-        while len(_COSTS) > 4:
-            _COSTS.popitem(last=False)
     return per
 
 
-_COSTS: OrderedDict[int, tuple[Sites, dict[tuple[int, ...], tuple[int, float]]]] = OrderedDict()
 SKIPPED = 0.05  # a skipped site (its pins made and compared) against about 1 for a site recomputed
 # A chunk's least work, in `costs` units: about 70 ms on `sort`, the smallest model, where each task
 # costs the scheduler and the caller about 4 ms (a unit is a site's replay: more time on larger models).
