@@ -43,7 +43,8 @@ def graphs_dir() -> Path:
             return p
     except ModuleNotFoundError:
         pass
-    return Path(__file__).resolve().parent.parent / "graphs"
+    # dfgpt/models/catalog.py -> the checkout's top folder, where graphs/ sits beside dfgpt/
+    return Path(__file__).resolve().parents[2] / "graphs"
 
 
 def random_params(cfg: Config, seed: int = 0) -> dict[str, np.ndarray]:
