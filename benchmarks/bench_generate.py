@@ -20,7 +20,7 @@ from dfgpt.analysis.backprop import forward
 from dfgpt.core.blas import one_blas_thread
 from dfgpt.core.config import Config
 from dfgpt.models.catalog import random_params
-from dfgpt.training.train import train_sort
+from dfgpt.toys.training import train_sort
 
 
 def recompute_loop(model: dfgpt.Model, ids: list[int], n: int) -> list[int]:

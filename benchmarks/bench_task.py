@@ -2,7 +2,7 @@
 
     python benchmarks/bench_task.py
 
-`sheet.task_score()` decodes every 6-letter input greedily, 6 tokens each (dfgpt.analysis.task:
+`sheet.task_score()` decodes every 6-letter input greedily, 6 tokens each (dfgpt.toys.sort_task:
 the batched per-op forward, one new position per step, keys and values kept). The baseline is
 one plain numpy forward of all 729 full sequences ([729, 11]: the input and the 5 answers fed
 back) through the same weights: what a single teacher-forced pass costs. The goal (project issue
@@ -22,7 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import dfgpt
-from dfgpt.analysis.task import N_IN, all_inputs, greedy_sort, sort_ids
+from dfgpt.toys.sort_task import N_IN, all_inputs, greedy_sort, sort_ids
 
 
 def _ln(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -> np.ndarray:

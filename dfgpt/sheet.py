@@ -24,7 +24,6 @@ from .analysis import formula as _formula
 from .analysis import gradients, influence, provenance, symbolic
 from .analysis.gradients import Gradient
 from .analysis.provenance import Provenance
-from .analysis.task import TaskScore
 from .cells import Cells
 from .edits import edits
 from .edits.receipts import Receipt
@@ -33,6 +32,8 @@ from .export.writers import ExportResult
 from .html import table
 from .interventions import patching
 from .models.weights import Weights
+from .toys import sort_task
+from .toys.sort_task import TaskScore
 
 __all__ = ["Sheet"]
 
@@ -119,8 +120,8 @@ class Sheet(Cells):
         return patching.ablate(self, cells, how=how, reference=reference, seed=seed)
 
     def task_score(self, **kw: Any) -> TaskScore:
-        """Re-score the sort task under this sheet's weights (dfgpt.analysis.task)."""
-        return edits.task_score(self, **kw)
+        """Re-score the sort task under this sheet's weights (dfgpt.toys.sort_task)."""
+        return sort_task.task_score(self, **kw)
 
     def to_model(self) -> Weights:
         """A model with this sheet's current weights (a `dfgpt.Model` when the sheet came from one)."""

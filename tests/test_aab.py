@@ -13,9 +13,9 @@ import sympy
 from conftest import ref_cfg
 
 import dfgpt
-from dfgpt.analysis.aab import aab_flip, aab_symbolic, greedy_next
 from dfgpt.models.catalog import graphs_dir
 from dfgpt.models.handmade import AAB, aab_model, aab_params
+from dfgpt.toys.aab import aab_flip, aab_symbolic, greedy_next
 
 STREAM = "aab" * 10
 PREFIXES = range(2, 29)  # the 27 prefixes of length 2..28

@@ -16,24 +16,26 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "dfgpt"
 
-# Lowest first. A module may import modules of its own layer or of layers below it.
-LAYERS = (
+# Tiers, lowest first. A module may import modules of its own package or of lower tiers. The
+# packages of one tier are siblings: they may not import each other, except along SIDE_EDGES.
+TIERS = (
     "errors html",
-    "core",
-    "models",
-    "cells",
-    "analysis",
-    "edits",
-    "interventions",
-    "generation",
-    "training",
-    "export",
+    "core",  # the engine: names, config, ops with their autodiff, graph, cones, evaluation
+    "models",  # weights in: checkpoints, hub folders, tokenizer, the catalog
+    "cells",  # one input's cells by name
+    "analysis edits interventions generation export toys",  # what is asked or done with cells
     "sheet model",  # the façade: the public Sheet and Model, and load
-    "batch",  # many pairs: dataset sweeps, in process or on a Dask cluster
-    "views",
+    "batch views",  # datasets (in process or on Dask); pictures
     "cli server",  # the command line and the explorer's web server: the top; only `dfgpt serve` joins them
 )
-LEVEL = {part: i for i, layer in enumerate(LAYERS) for part in layer.split()}
+# (importer, imported) between siblings, each for a reason a reader can check:
+SIDE_EDGES = {
+    ("interventions", "edits"),  # a patch is an edit: a pin with a receipt and an undo
+    ("toys", "analysis"),  # aab read as SymPy formulas in its one constant
+    ("model", "sheet"),  # a Model makes Sheets
+    ("cli", "server"),  # `dfgpt serve` only (test_the_server_and_the_cli_meet_only_in_the_serve_verb)
+}
+LEVEL = {part: i for i, tier in enumerate(TIERS) for part in tier.split()}
 CODE_LINES = 400  # the house guide for one module
 
 
@@ -99,6 +101,26 @@ def test_layers_import_only_downward():
         if layer_of(m) is not None and layer_of(d) is not None and layer_of(d) > layer_of(m)  # type: ignore[operator]
     ]
     assert not upward, f"upward imports: {upward}"
+
+
+def package_of(name: str) -> str | None:
+    parts = name.split(".")
+    return None if len(parts) == 1 or parts[1] == "__main__" else parts[1]
+
+
+def test_siblings_import_each_other_only_along_the_allowed_side_edges():
+    side = {
+        (package_of(m), package_of(d))
+        for m, d in import_graph().edges
+        if package_of(m) and package_of(d) and package_of(m) != package_of(d) and layer_of(m) == layer_of(d)
+    }
+    assert side <= SIDE_EDGES, f"imports between siblings not in SIDE_EDGES: {sorted(side - SIDE_EDGES)}"
+
+
+def test_every_allowed_side_edge_is_used():
+    """An allowed edge nobody takes is a permission to forget: drop it from SIDE_EDGES."""
+    used = {(package_of(m), package_of(d)) for m, d in import_graph().edges}
+    assert SIDE_EDGES <= used, sorted(SIDE_EDGES - used)
 
 
 def test_no_library_module_imports_the_cli():

@@ -13,8 +13,8 @@ from conftest import random_model, ref_cfg
 import dfgpt
 from dfgpt import Config
 from dfgpt.analysis.backprop import forward
-from dfgpt.analysis.task import all_inputs, greedy_sort, sort_ids, task_score
 from dfgpt.errors import QueryError
+from dfgpt.toys.sort_task import all_inputs, greedy_sort, sort_ids, task_score
 
 # Sort-shaped models that exercise every switch of the forward: bias, LayerNorm, MLP, tied
 # head, erf GELU, in_out layout; the last has a larger vocabulary with A/B/C in it.

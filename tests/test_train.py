@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import dfgpt
-from dfgpt.analysis.task import all_inputs, greedy_sort, sort_batch
 from dfgpt.cli import main
 from dfgpt.core.blas import one_blas_thread
 from dfgpt.models.catalog import SORT, graphs_dir
-from dfgpt.training.train import TrainError, _loss_grad, init_params, train_sort
+from dfgpt.toys.sort_task import all_inputs, greedy_sort, sort_batch
+from dfgpt.toys.training import TrainError, _loss_grad, init_params, train_sort
 
 
 def test_sort_batch_is_six_letters_then_five_sorted():

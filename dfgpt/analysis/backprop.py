@@ -3,7 +3,7 @@
 The per-op math is written once, in numpy over arrays with a leading batch axis
 (parameters have none and collect the sum over the batch). `forward` runs the ops in
 topological order, `backward` sweeps them in reverse; dfgpt.analysis.gradients runs them
-with batch 1 on a sheet's values, training (dfgpt.training.train) on batches of sequences.
+with batch 1 on a sheet's values, training (dfgpt.toys.training) on batches of sequences.
 Tokens get no gradient: they are discrete.
 
 >>> import numpy as np, dfgpt

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.task import N_IN, all_inputs, greedy_sort, sort_ids
 from ..cells import Cells
 from ..errors import QueryError, SequenceLengthError, TokenError
 from ..html import table
+from ..toys.sort_task import N_IN, all_inputs, greedy_sort, sort_ids
 from .api import as_model, dataset_inputs
 from .pairs import as_inputs
 

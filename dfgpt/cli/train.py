@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import OutputError
-from ..training.train import SEED, train_sort
+from ..toys.training import SEED, train_sort
 
 __all__ = ["register"]
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..analysis.task import TaskScore, task_score  # re-exported: Cells.task_score delegates here
 from ..errors import DfgptError, EditError, SequenceLengthError, TokenError, show, suggest
 from .receipts import OUTPUTS, Live, Receipt
 
@@ -37,11 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Receipt",
-    "TaskScore",
     "append",
     "redo",
     "set_many",
-    "task_score",
     "to_model",
     "undo",
     "unpin",

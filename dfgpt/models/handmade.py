@@ -15,7 +15,7 @@ scaled by the large constant `Lg`, onto the logits.
 >>> m.vocab[int(s.values("logit")[-1].argmax())]
 'b'
 
-Reading these weights as formulas in the one symbol `Lg` is dfgpt.analysis.aab.
+Reading these weights as formulas in the one symbol `Lg` is dfgpt.toys.aab.
 """
 
 from __future__ import annotations

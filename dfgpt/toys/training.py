@@ -4,9 +4,9 @@ A training sequence is 6 random letters followed by the first 5 of them sorted (
 tokens); the loss is the cross-entropy of the 6 positions that predict the sorted
 letters (positions 5..10). Everything random comes from one seeded numpy Generator, so
 the same seed gives the same weights bit for bit. Training stops when greedy decoding
-sorts all 729 inputs. The task itself (data, greedy decoding, score) is dfgpt.analysis.task.
+sorts all 729 inputs. The task itself (data, greedy decoding, score) is dfgpt.toys.sort_task.
 
->>> from dfgpt.training.train import init_params
+>>> from dfgpt.toys.training import init_params
 >>> from dfgpt.models.catalog import SORT
 >>> import numpy as np
 >>> p = init_params(SORT, np.random.default_rng(0))
@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..analysis.backprop import backward, forward
-from ..analysis.task import N_IN, all_inputs, greedy_sort, sort_batch
 from ..core.blas import machine, one_blas_thread
 from ..core.config import Config
 from ..core.graph import Graph, build
 from ..errors import DfgptError
 from ..models.catalog import SORT
 from ..models.weights import Weights
+from .sort_task import N_IN, all_inputs, greedy_sort, sort_batch
 
 __all__ = [
     "TrainResult",
@@ -61,7 +61,7 @@ class TrainResult:
         return (
             "# The trained sort model\n\n"
             f"Made by `dfgpt train sort --seed {self.seed} --max-steps {max_steps}` "
-            f"(dfgpt.training.train.train_sort): {self.steps} AdamW steps, batch 64, "
+            f"(dfgpt.toys.training.train_sort): {self.steps} AdamW steps, batch 64, "
             f"greedy decoding sorts {round(self.accuracy * 729)}/729 inputs.\n\n"
             "Hyperparameters: lr 2e-3 after a linear warmup of 100 steps, betas (0.9, 0.95), weight decay "
             "0.1 on matrices only, gradient clip 1.0, nanoGPT init; loss on positions 5..10; greedy "

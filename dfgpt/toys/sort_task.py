@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..analysis.backprop import FORWARD_ROWS
 from ..core.graph import Graph
 from ..errors import QueryError
 from ..html import table
-from .backprop import FORWARD_ROWS
 
 if TYPE_CHECKING:
     from ..cells import Cells

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import sympy
 
+from ..analysis.symbolic import expr
 from ..cells import Cells
 from ..core.graph import build
 from ..models.handmade import AAB, aab_model, aab_params
 from ..models.weights import Weights
-from .symbolic import expr
 
 __all__ = ["aab_flip", "aab_symbolic", "greedy_next"]
 
