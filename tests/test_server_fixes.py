@@ -1,4 +1,4 @@
-"""The explorer's sessions, limits and errors (issue 28, items 3, 4, 11 and 12): what a bad request may not do."""
+"""Issue 28: the explorer's sessions, limits and errors (items 3, 4, 11, 12); config files read whole (item 2)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import json
 import logging
 
 import httpx
+import numpy as np
 import pytest
 from serving import running
 from starlette.testclient import TestClient
 
 import dfgpt
+import dfgpt.models.checkpoints
 from dfgpt.cli import main as cli_main
+from dfgpt.core.config import FILE_FIELDS, MissingFieldError
 from dfgpt.server.app import COOKIE, MAX_BODY, create_app
 from dfgpt.server.sessions import SessionStore
 
@@ -201,3 +204,97 @@ def test_a_huge_integer_in_a_query_is_a_clean_4xx(model, caplog):
     caplog.set_level(logging.DEBUG, logger="dfgpt.server")
     r = TestClient(create_app({"sort": model})).get("/api/tensor", params={**Q, "name": "logit", "r0": "9" * 5000})
     assert (r.status_code, r.json()["error"]) == (400, "QueryError") and not caplog.records
+
+
+# -- item 2: a config FILE names every architecture field; none is filled from GPT-2's defaults ---
+@pytest.fixture(scope="module")
+def sort_folder(tmp_path_factory, model):
+    folder = tmp_path_factory.mktemp("sort")
+    model.save(folder)
+    return folder
+
+
+def _without(src, dst, field, config="config.json"):
+    """A copy of a model folder whose config lacks `field`."""
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    d = json.loads((src / config).read_text())
+    del d[field]
+    (dst / config).write_text(json.dumps(d))
+    return dst
+
+
+@pytest.mark.parametrize("field", list(FILE_FIELDS))
+def test_a_dfgpt_config_file_missing_an_architecture_field_is_refused_by_name(tmp_path, sort_folder, field):
+    folder = _without(sort_folder, tmp_path / "m", field)
+    with pytest.raises(MissingFieldError) as e:
+        dfgpt.load(folder)
+    assert e.value.fields == (field,) and e.value.file == str(folder / "config.json")
+    msg = str(e.value)
+    assert msg.startswith(f'{folder / "config.json"} has no "{field}" ({FILE_FIELDS[field][0]})')
+    assert "never filled from a default" in msg and f'e.g. "{field}": ' in msg and "model.save(folder)" in msg
+
+
+@pytest.mark.parametrize("field", ["n_head", "gelu", "ln_eps"])
+def test_a_state_dict_file_beside_a_config_missing_a_field_is_refused_by_name(tmp_path, model, field):
+    dfgpt.models.checkpoints.write_weights(model.params, tmp_path / "w.npz")
+    d = model.config.to_dict()
+    del d[field]
+    (tmp_path / "w.json").write_text(json.dumps(d))
+    with pytest.raises(MissingFieldError, match=f'has no "{field}"'):
+        dfgpt.load(tmp_path / "w.npz")
+
+
+def test_an_intact_config_file_loads_the_same_model_and_sorts_all_729(sort_folder, model):
+    again = dfgpt.load(sort_folder)
+    assert again.config == model.config and again.config.n_head == 3
+    assert again.sheet("CABACA").task_score().correct == 729
+
+
+def test_only_the_name_may_be_absent_from_a_config_file(tmp_path, sort_folder, model):
+    again = dfgpt.load(_without(sort_folder, tmp_path / "m", "name"))
+    assert again.config == model.config and again.sheet("CBABBC").task_score().correct == 729
+
+
+def test_config_in_python_still_takes_gpt2_small_s_defaults():
+    cfg = dfgpt.Config(vocab=("A", "B"))
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.gelu, cfg.ln_eps) == (12, 12, 768, 1024,
+                                                                                          "tanh", 1e-5)
+    assert dfgpt.Config.from_dict({"vocab": ["A", "B"]}) == cfg
+
+
+HF_REQUIRED = ["n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "activation_function", "layer_norm_epsilon"]
+
+
+@pytest.mark.parametrize("field", HF_REQUIRED)
+def test_a_hugging_face_config_missing_a_field_is_refused_by_name(tmp_path, hf_dir, field):
+    folder = _without(hf_dir[0], tmp_path / "m", field)
+    with pytest.raises(MissingFieldError) as e:
+        dfgpt.load(folder)
+    assert e.value.fields == (field,) and e.value.file == str(folder / "config.json")
+    assert str(e.value).startswith(f"{folder / 'config.json'} lacks '{field}', which a Hugging Face GPT-2 config has")
+
+
+@pytest.mark.parametrize("field", ["n_inner", "tie_word_embeddings"])
+def test_a_hugging_face_config_may_leave_out_what_transformers_leaves_out(tmp_path, hf_dir, field):
+    folder = hf_dir[0]
+    again = dfgpt.load(_without(folder, tmp_path / "m", field))
+    base = dfgpt.load(folder)
+    assert again.config == base.config
+    ids = [1, 5, 9, 2]
+    assert np.array_equal(again.sheet(ids).values("logit"), base.sheet(ids).values("logit"))
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("scale_attn_by_inverse_layer_idx", True, "scale_attn_by_inverse_layer_idx=True is an attention dfgpt does not"),
+    ("scale_attn_weights", False, "scale_attn_weights=False is an attention dfgpt does not compute"),
+    ("model_type", "llama", "model_type 'llama' is not one dfgpt reads"),
+])
+def test_a_hugging_face_config_dfgpt_would_misread_is_refused(tmp_path, hf_dir, key, value, words):
+    folder = _without(hf_dir[0], tmp_path / "m", "n_inner")
+    d = json.loads((folder / "config.json").read_text())
+    d[key] = value
+    (folder / "config.json").write_text(json.dumps(d))
+    with pytest.raises(dfgpt.DfgptError, match=words):
+        dfgpt.load(folder)
