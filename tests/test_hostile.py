@@ -49,7 +49,7 @@ def _one_line_error(code: int, err: str) -> str:
 # -- sizes in config files -----------------------------------------------------------------
 def _hf_config(**fields) -> dict:
     d = {"n_layer": 2, "n_head": 2, "n_embd": 8, "n_positions": 6, "vocab_size": 3,
-         "activation_function": "gelu_new"}
+         "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}  # every field a GPT-2 config must have
     d.update(fields)
     return d
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..errors import QueryError
 from ..server.app import load_models, serve
@@ -13,6 +14,11 @@ __all__ = ["register"]
 def _serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise QueryError(f"--port must be in 1..65535, got {args.port}.")
+    if args.max_sessions < 1:
+        raise QueryError(f"--max-sessions must be at least 1, got {args.max_sessions}.")
+    if not (math.isfinite(args.idle_minutes * 60) and args.idle_minutes > 0):  # nan would never expire a session
+        raise QueryError(f"--idle-minutes must be a finite number of minutes > 0 (default 30), "
+                         f"got {args.idle_minutes}.")
     try:
         import starlette  # noqa: F401  # the `serve` extra
         import uvicorn  # noqa: F401

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from ..errors import DfgptError, show
 
-__all__ = ["MAX_LAYERS", "Config", "ConfigError", "physical_memory"]
+__all__ = ["FILE_FIELDS", "MAX_LAYERS", "Config", "ConfigError", "MissingFieldError", "physical_memory"]
 
 
 MAX_LAYERS = 1024  # a graph node per tensor per layer: far past any real GPT, short of a hang
@@ -25,6 +25,34 @@ MAX_LAYERS = 1024  # a graph node per tensor per layer: far past any real GPT, s
 
 class ConfigError(DfgptError):
     """A configuration whose values contradict each other or their domain."""
+
+
+class MissingFieldError(ConfigError):
+    """A config file without a field its format requires: `fields` (the missing ones) and `file` say which."""
+
+    def __init__(self, message: str, fields: tuple[str, ...], file: str) -> None:
+        super().__init__(message)
+        self.fields, self.file = fields, file
+
+
+# What each field of a dfgpt config.json means: the message for a missing one says what to add.
+FILE_FIELDS = {
+    "n_layer": ("the number of transformer blocks", 12),
+    "n_head": ("attention heads per block", 12),
+    "n_embd": ("the width of the residual stream", 768),
+    "block_size": ("the longest input, in tokens (the rows of wpe)", 1024),
+    "vocab": ("the token texts, in id order ([] when a tokenizer or ids give the tokens)", ["A", "B", "C"]),
+    "vocab_size": ("the number of tokens (the rows of wte)", 50257),
+    "n_inner": ("the MLP's hidden width (4 × n_embd in GPT-2)", 3072),
+    "layer_norm": ("whether the blocks have LayerNorms", True),
+    "mlp": ("whether the blocks have MLPs", True),
+    "bias": ("whether the linear layers and LayerNorms have biases", True),
+    "tied": ("whether the unembedding is wte (no lm_head of its own)", False),
+    "gelu": ("the GELU the MLP uses, \"tanh\" (GPT-2's) or \"erf\" (nanoGPT's nn.GELU)", "tanh"),
+    "layout": ("how weights are stored, \"out_in\" (PyTorch Linear) or \"in_out\" (GPT-2 Conv1D)", "out_in"),
+    "ln_eps": ("the LayerNorm epsilon", 1e-5),
+    "dtype": ("the arithmetic, \"float64\" or \"float32\"", "float64"),
+}
 
 
 @dataclass(frozen=True)
@@ -154,8 +182,37 @@ class Config:
         except TypeError as e:
             raise ConfigError(f"incomplete config: {e}") from None
 
+    @classmethod
+    def from_file(cls, d: Any, file: str | os.PathLike[str]) -> Config:
+        """A config as a dfgpt config.json holds it: every field but `name` present, none filled from a default.
+
+        `Config(...)` fills what is not given from GPT-2 small (as nanoGPT's GPTConfig does),
+        which suits Python; a file missing `n_head` would then load a 12-head model that reads
+        its weights as another network, so a file must name every field.
+
+        >>> try:
+        ...     Config.from_file({"n_layer": 3, "n_embd": 48}, "m/config.json")
+        ... except MissingFieldError as e:
+        ...     print(e.file, e.fields[:3])
+        m/config.json ('n_head', 'block_size', 'vocab')
+        """
+        if isinstance(d, dict):
+            missing = tuple(k for k in FILE_FIELDS if k not in d)
+            if missing:
+                raise MissingFieldError(_missing(missing, str(file)), missing, str(file))
+        return cls.from_dict(d)
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def _missing(fields: tuple[str, ...], file: str) -> str:
+    names = ", ".join(f'"{k}" ({FILE_FIELDS[k][0]})' for k in fields)
+    first = fields[0]
+    return (f"{file} has no {names}: a dfgpt config.json names every field of the architecture, and a missing "
+            "one is never filled from a default (GPT-2 small's would read the weights as another model). Add "
+            f"the value the weights were made with, e.g. \"{first}\": {json.dumps(FILE_FIELDS[first][1])}, or save "
+            "the model again with model.save(folder), which writes every field.")
 
 
 def physical_memory() -> int | None:

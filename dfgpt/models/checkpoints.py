@@ -209,13 +209,14 @@ def write_weights(params: dict[str, np.ndarray], path: str | Path) -> None:
 
 
 def read_model_dir(path: str | Path) -> tuple[Config, dict[str, np.ndarray]]:
-    """A dfgpt model folder: config.json and model.safetensors (or model.npz)."""
+    """A dfgpt model folder: config.json (every field of the architecture) and model.safetensors (or model.npz)."""
     path = Path(path)
     cfg_file = path / "config.json"
     try:
-        cfg = Config.from_dict(json.loads(cfg_file.read_text()))
+        d = json.loads(cfg_file.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"cannot read {cfg_file}: {e}.") from None
+    cfg = Config.from_file(d, cfg_file)  # every field named: a missing one is an error, never GPT-2's default
     for name in ("model.safetensors", "model.npz"):
         if (path / name).exists():
             return cfg, read_weights(path / name)

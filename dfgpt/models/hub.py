@@ -20,16 +20,20 @@ from typing import Any
 
 import numpy as np
 
-from ..core.config import Config, ConfigError
+from ..core.config import Config, ConfigError, MissingFieldError
 from ..core.graph import build
 from ..errors import CheckpointError, StateDictError, show
 from .checkpoints import params_from_state_dict, read_model_dir, read_weights
 from .tokenizer import CharTokenizer, IdTokenizer
 from .weights import Weights
 
-__all__ = ["BPETokenizer", "IdTokenizer", "config_from_hf", "load_path"]
+__all__ = ["BPETokenizer", "IdTokenizer", "config_from_hf", "is_dfgpt_config", "load_path"]
 
 _GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "erf"}
+_HF_EXAMPLE = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024, "vocab_size": 50257,
+               "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}
+# Fields only dfgpt's own config.json has (Hugging Face GPT-2 says n_positions, activation_function, ...).
+_DFGPT_ONLY = ("block_size", "vocab", "layer_norm", "mlp", "bias", "tied", "gelu", "layout", "ln_eps", "dtype")
 
 
 class BPETokenizer:
@@ -92,29 +96,52 @@ def _field(d: dict[str, Any], key: str, kind: str, default: Any = None, where: s
     return int(v) if kind == "int" else float(v) if kind == "float" else v
 
 
-def config_from_hf(d: dict[str, Any], dtype: str = "float32", name: str = "") -> Config:
-    """A Config from a Hugging Face GPT2Config dict (config.json); every field checked before use."""
+def is_dfgpt_config(d: dict[str, Any]) -> bool:
+    """Whether a config.json is dfgpt's own (read by Config.from_file), not a Hugging Face one (by its model_type)."""
+    return "model_type" not in d and any(k in d for k in _DFGPT_ONLY)
+
+
+def config_from_hf(d: dict[str, Any], dtype: str = "float32", name: str = "", file: str = "config.json") -> Config:
+    """A Config from a Hugging Face GPT2Config dict (config.json); every field checked before use.
+
+    The fields that shape the network must be there (transformers writes them all); only
+    `n_inner` (absent or null: 4 × n_embd) and `tie_word_embeddings` (absent: tied), which
+    transformers itself leaves out, may be absent. Attention variants dfgpt does not compute
+    are refused rather than read as plain GPT-2.
+    """
     try:
-        act = d.get("activation_function", "gelu_new")
+        if d.get("model_type", "gpt2") != "gpt2":
+            raise CheckpointError(f"{file}: model_type {show(d['model_type'])} is not one dfgpt reads; "
+                                  "it reads Hugging Face GPT-2 folders (model_type \"gpt2\") and its own.")
+        act = d["activation_function"]
         if not isinstance(act, str) or act not in _GELU:
             raise CheckpointError(f"activation {act!r} is not supported; dfgpt has {sorted(_GELU)}.")
-        block = "n_positions" if "n_positions" in d else "n_ctx" if "n_ctx" in d else None
+        for key, plain in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False)):
+            if d.get(key, plain) is not plain:
+                raise CheckpointError(f"{file}: {key}={show(d[key])} is an attention dfgpt does not compute "
+                                      f"(it computes GPT-2's, {key}={str(plain).lower()}).")
+        block = "n_positions" if "n_positions" in d else "n_ctx"
         return Config(
             n_layer=_field(d, "n_layer", "int"),
             n_head=_field(d, "n_head", "int"),
             n_embd=_field(d, "n_embd", "int"),
-            block_size=_field(d, block, "int") if block else 1024,
+            block_size=_field(d, block, "int"),
             vocab_size=_field(d, "vocab_size", "int"),
             n_inner=_field(d, "n_inner", "int", 0),
             tied=_field(d, "tie_word_embeddings", "bool", True),
             gelu=_GELU[act],  # type: ignore[arg-type]
             layout="in_out",
-            ln_eps=_field(d, "layer_norm_epsilon", "float", 1e-5),
+            ln_eps=_field(d, "layer_norm_epsilon", "float"),
             dtype=dtype,  # type: ignore[arg-type]
             name=name,
         )
     except KeyError as e:
-        raise CheckpointError(f"config.json lacks {e.args[0]!r}, which a GPT-2 config has.") from None
+        key = "n_positions" if e.args[0] == "n_ctx" else e.args[0]
+        raise MissingFieldError(
+            f"{file} lacks {key!r}, which a Hugging Face GPT-2 config has; a missing field is never filled "
+            f"from GPT-2 small's default. Add it with the value the weights were made with (e.g. \"{key}\": "
+            f"{json.dumps(_HF_EXAMPLE.get(key))}), or save the model again with transformers' save_pretrained.",
+            (key,), file) from None
     except ConfigError as e:
         raise ConfigError(f"config.json: {e}") from None
 
@@ -155,7 +182,7 @@ def _model(state: dict[str, Any], cfg: Config, file: Path, tokenizer: Any) -> We
 
 
 def _hf_folder(folder: Path, d: dict[str, Any], dtype: str) -> Weights:
-    cfg = config_from_hf(d, dtype, name=folder.name)
+    cfg = config_from_hf(d, dtype, name=folder.name, file=str(folder / "config.json"))
     tokenizer = BPETokenizer(folder, cfg.vocab_size) if BPETokenizer.present(folder) else None
     if (folder / "model.safetensors").exists():
         file = folder / "model.safetensors"
@@ -229,7 +256,7 @@ def load_path(path: str | Path, dtype: str | None = None) -> Weights:
         cfg_file = path / "config.json"
         if cfg_file.exists():
             d = _read_json(cfg_file)
-            if "n_layer" in d and "block_size" in d:  # dfgpt's own folder
+            if is_dfgpt_config(d):
                 cfg, state = read_model_dir(path)
                 if dtype:
                     cfg = cfg.replace(dtype=dtype)
@@ -251,7 +278,7 @@ def load_path(path: str | Path, dtype: str | None = None) -> Weights:
                 f"{path.with_suffix('.json').name} or config.json (dfgpt or Hugging Face GPT-2 keys)."
             )
         d = _read_json(cfg_file)
-        cfg = Config.from_dict(d) if "block_size" in d else config_from_hf(d, dt, name=path.stem)
+        cfg = Config.from_file(d, cfg_file) if is_dfgpt_config(d) else config_from_hf(d, dt, path.stem, str(cfg_file))
         if dtype:
             cfg = cfg.replace(dtype=dtype)
         bpe = BPETokenizer.present(path.parent)

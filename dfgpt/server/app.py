@@ -83,11 +83,53 @@ def warm(models: Mapping[str, Model], T: int = 64) -> None:
         sheet.influence(sheet.name("logit", (n - 1, 0)), top=1)
 
 
-def _error(e: DfgptError) -> JSONResponse:
+def _error(e: DfgptError, status: int | None = None) -> JSONResponse:
     from starlette.responses import JSONResponse
 
-    status = next((code for cls, code in STATUS.items() if isinstance(e, cls)), 400)
+    status = status or next((code for cls, code in STATUS.items() if isinstance(e, cls)), 400)
     return JSONResponse({"error": type(e).__name__, "message": str(e)}, status_code=status)
+
+
+async def _body(request: Any) -> bytes | int:
+    """The request's body; or, past MAX_BODY bytes, its declared size (0 if undeclared), read no further.
+
+    A Content-Length over the limit is refused before a byte is read; without one (chunked),
+    the body is counted as it streams and reading stops at the first chunk past the limit,
+    so a 40 MB POST costs the server 64 KiB, not 80 MB.
+    """
+    length = request.headers.get("content-length")
+    if length is not None:
+        length = length.strip()
+        if not (length.isascii() and length.isdigit()):
+            raise QueryError(f"the request's Content-Length is {length[:40]!r}, not a number of bytes.")
+        if len(length) > 12 or int(length) > MAX_BODY:
+            return int(length) if len(length) <= 12 else 0
+    chunks, n = [], 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > MAX_BODY:
+            return 0
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    """A POST's parameters: a JSON object, or a QueryError saying what is wrong with the body."""
+    example = "send an object such as {\"model\": \"sort\", \"text\": \"CABACA\"}."
+    try:
+        params = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise QueryError(f"the request body is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); "
+                         + example) from None
+    except RecursionError:  # the parser nests as deep as the body does: refused, never a traceback in the log
+        raise QueryError("the request body is JSON nested too deeply to read; the API's parameters are a flat "
+                         "object of texts and numbers: " + example) from None
+    except ValueError:  # Python reads whole numbers of at most sys.get_int_max_str_digits() digits
+        raise QueryError(f"the request body holds a whole number of more than {sys.get_int_max_str_digits():,} "
+                         "digits, which no parameter takes; send numbers of a few digits: " + example) from None
+    if not isinstance(params, dict):
+        raise QueryError("the request body must be a JSON object, e.g. {\"model\": \"sort\"}.")
+    return params
 
 
 def _host_guard(app: Any, hosts: Sequence[str]) -> Any:
@@ -143,17 +185,12 @@ def create_app(models: Mapping[str, Model], max_sessions: int = 32, idle_seconds
             if request.method == "GET":
                 params: dict[str, Any] = dict(request.query_params)
             else:
-                body = await request.body()
-                if len(body) > MAX_BODY:
-                    raise QueryError(f"the request body is {len(body):,} bytes; at most {MAX_BODY:,} are accepted.")
-                try:
-                    params = json.loads(body or b"{}")
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise QueryError(f"the request body is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); "
-                                     "send an object such as {\"model\": \"sort\", \"text\": \"CABACA\"}.") from None
-                if not isinstance(params, dict):
-                    raise QueryError("the request body must be a JSON object, e.g. {\"model\": \"sort\"}.")
-            session = store.get(request.cookies.get(COOKIE))
+                body = await _body(request)
+                if isinstance(body, int):
+                    size = f"{body:,} bytes" if body else f"more than {MAX_BODY:,} bytes"
+                    return _error(QueryError(f"the request body is {size}; at most {MAX_BODY:,} are accepted."), 413)
+                params = _json(body)
+            session = store.open(request.cookies.get(COOKIE))  # a new one is kept only if the request succeeds
 
             def run() -> dict[str, Any]:
                 with session.lock:
@@ -162,14 +199,13 @@ def create_app(models: Mapping[str, Model], max_sessions: int = 32, idle_seconds
             answer = await run_in_threadpool(run)
             response: Response = JSONResponse(answer)
         except DfgptError as e:
-            response = _error(e)
-            session = None  # type: ignore[assignment]
+            return _error(e)
         except (RecursionError, MemoryError, ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
             log.exception("explorer request failed")  # a bug: logged on the server, never shown to the client
-            response = JSONResponse({"error": type(e).__name__, "message": "the server could not answer this "
-                                     "request; the input may be outside what dfgpt supports."}, status_code=422)
-            session = None  # type: ignore[assignment]
-        if session is not None and request.cookies.get(COOKIE) != session.sid:
+            return JSONResponse({"error": type(e).__name__, "message": "the server could not answer this "
+                                 "request; the input may be outside what dfgpt supports."}, status_code=422)
+        if request.cookies.get(COOKIE) != session.sid:  # a new session: kept now, and its cookie sent
+            store.keep(session)
             response.set_cookie(COOKIE, session.sid, httponly=True, samesite="strict")
         return response
 

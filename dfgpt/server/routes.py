@@ -164,7 +164,12 @@ def redo(s: Session, p: Params) -> dict[str, Any]:
 
 
 def new_input(s: Session, p: Params) -> dict[str, Any]:
-    """A new input: the same length is a token edit (undoable); another length a new sheet with the edited weights."""
+    """A new input: the same length is a token edit (undoable); another length a new sheet with the edited weights.
+
+    The new sheet keeps the edited weights (`kept_weights`, the tensors that differ from the
+    model's) and the sheet's temperature; `kept_edits` says whether anything was kept. Pinned
+    activations belong to the old input's positions: they are dropped, and counted.
+    """
     name = _str(p, "model", "sort")
     sheet = _sheet(s, p)
     new = _str(p, "new")
@@ -176,13 +181,18 @@ def new_input(s: Session, p: Params) -> dict[str, Any]:
         receipt = sheet.set_many(changes)
         u, _ = s.history.get(name, (0, 0))
         return _done(s, p, sheet, receipt, u + 1, 0)
-    edited = any(not (sheet.engine.values[t] is sheet.engine.base[t] or
-                      np.array_equal(sheet.engine.values[t], sheet.engine.base[t])) for t in sheet.engine.owned)
-    model = Model.of(sheet.to_model()) if edited else s.model(name)
-    fresh = model.sheet(ids)
+    engine = sheet.engine
+    weights = [t for t in sorted(engine.owned) if t != "temperature" and not (
+        engine.values[t] is engine.base[t] or np.array_equal(engine.values[t], engine.base[t]))]
+    temperature = float(engine.values["temperature"])  # the sheet's, not the model's: carried over by hand
+    model = Model.of(sheet.to_model()) if weights else s.model(name)
+    fresh = model.sheet(ids, temperature=temperature)
     s.replace(name, fresh)
     s.history[name] = (0, 0)
-    return {"action": "new input", "text": fresh.text, "kept_edits": edited, "history": {"undo": 0, "redo": 0},
+    return {"action": "new input", "text": fresh.text, "kept_edits": bool(weights) or temperature != 1.0,
+            "kept_weights": weights, "temperature": temperature,
+            "dropped_pins": sum(len(p) for p in engine.pins.values()),  # pinned cells belong to the old positions
+            "history": {"undo": 0, "redo": 0},
             "prediction": api.prediction_json(fresh)}
 
 

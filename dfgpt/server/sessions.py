@@ -3,10 +3,15 @@
 Each browser session owns its sheets, so two users' edits never mix; each session has one
 lock, held for the whole of a request, so a sheet is touched by one request at a time. The
 store keeps at most `max_sessions` sessions (the least recently used goes first) and drops
-a session idle for `idle_seconds`, so memory stays bounded whatever the traffic.
+a session idle for `idle_seconds`, so memory stays bounded whatever the traffic. A request
+without a known session works in a new one that the store keeps only once the request has
+succeeded (`open`, then `keep`): a bad request never makes a session, nor pushes one out.
 
 >>> import dfgpt
 >>> store = SessionStore({"sort": dfgpt.load("sort-random")}, max_sessions=2)
+>>> pending = store.open(None)
+>>> len(store), pending.sid in store
+(0, False)
 >>> a, b, c = (store.get(None) for _ in range(3))
 >>> len(store), store.get(a.sid) is a, store.get(c.sid) is c
 (2, False, True)
@@ -16,6 +21,7 @@ a session idle for `idle_seconds`, so memory stays bounded whatever the traffic.
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 import time
@@ -96,8 +102,10 @@ class SessionStore:
 
     def __init__(self, models: Mapping[str, Model], max_sessions: int = 32, idle_seconds: float = 1800.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if max_sessions < 1 or idle_seconds <= 0:
-            raise QueryError("a session store needs max_sessions >= 1 and idle_seconds > 0.")
+        if not (isinstance(max_sessions, int) and max_sessions >= 1 and isinstance(idle_seconds, (int, float))
+                and math.isfinite(idle_seconds) and idle_seconds > 0):
+            raise QueryError(f"a session store needs max_sessions >= 1 and a finite idle_seconds > 0, got "
+                             f"{max_sessions!r} and {idle_seconds!r}.")
         self.models = models
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
@@ -114,15 +122,34 @@ class SessionStore:
             return sid in self._sessions
 
     def get(self, sid: str | None) -> Session:
-        """The session `sid`, or a new one (with a new id) when it is unknown or expired."""
+        """The session `sid`, or a new one (with a new id, kept at once) when it is unknown or expired."""
+        return self.keep(self.open(sid))
+
+    def open(self, sid: str | None) -> Session:
+        """The session `sid` (now the most recently used), or a new one that the store does not keep yet.
+
+        The explorer keeps a new session (`keep`) only after its request succeeded and its cookie
+        went back: a failed request would otherwise leave a session no browser can name, and
+        enough of them would push out the sessions users are editing.
+        """
         now = self.clock()
         with self._lock:
             self._expire(now)
             session = self._sessions.get(sid) if sid else None
             if session is None:
+                return Session(secrets.token_urlsafe(18), self.models, now)
+            session.last_used = now
+            self._sessions.move_to_end(session.sid)
+            return session
+
+    def keep(self, session: Session) -> Session:
+        """Keep a session opened here (the least recently used goes past `max_sessions`); kept ones are touched."""
+        now = self.clock()
+        with self._lock:
+            self._expire(now)
+            if session.sid not in self._sessions:
                 while len(self._sessions) >= self.max_sessions:
                     self._sessions.popitem(last=False)  # the least recently used
-                session = Session(secrets.token_urlsafe(18), self.models, now)
                 self._sessions[session.sid] = session
             session.last_used = now
             self._sessions.move_to_end(session.sid)
