@@ -12,8 +12,8 @@ from conftest import random_model, ref_cfg
 
 import dfgpt
 from dfgpt import Config
-from dfgpt.analysis.backprop import forward
 from dfgpt.analysis.task import all_inputs, greedy_sort, sort_ids, task_score
+from dfgpt.core.autodiff import forward
 from dfgpt.errors import QueryError
 
 # Sort-shaped models that exercise every switch of the forward: bias, LayerNorm, MLP, tied

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..analysis.backprop import backward, forward
 from ..analysis.task import N_IN, all_inputs, greedy_sort, sort_batch
+from ..core.autodiff import backward, forward
 from ..core.blas import machine, one_blas_thread
 from ..core.config import Config
 from ..core.graph import Graph, build
