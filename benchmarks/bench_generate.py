@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 import dfgpt
-from dfgpt.analysis.backprop import forward
+from dfgpt.core.autodiff import forward
 from dfgpt.core.blas import one_blas_thread
 from dfgpt.core.config import Config
 from dfgpt.models.catalog import random_params

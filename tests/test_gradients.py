@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import dfgpt
 from dfgpt import Config
-from dfgpt.analysis.backprop import backward, forward
+from dfgpt.core.autodiff import backward, forward
 
 SWITCHES = list(itertools.product(
     ("out_in", "in_out"), ("tanh", "erf"), (True, False), (True, False), (True, False), (True, False)
@@ -255,7 +255,7 @@ def test_a_gradient_kept_is_not_overwritten_by_the_next_one():
 
 
 def test_a_dropped_gradient_block_is_reused_with_the_same_answer():
-    from dfgpt.analysis import arena
+    from dfgpt.core import arena
 
     s = dfgpt.load("sort").sheet("CABACA")
     first = {n: a.copy() for n, a in s.grad("logit[5][A]").arrays.items()}  # the result is dropped at once

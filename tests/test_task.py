@@ -12,7 +12,7 @@ from conftest import random_model, ref_cfg
 
 import dfgpt
 from dfgpt import Config
-from dfgpt.analysis.backprop import forward
+from dfgpt.core.autodiff import forward
 from dfgpt.errors import QueryError
 from dfgpt.toys.sort_task import all_inputs, greedy_sort, sort_ids, task_score
 

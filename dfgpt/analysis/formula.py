@@ -9,21 +9,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..core.ops import SheetView
+
 if TYPE_CHECKING:
     from ..cells import Cells
 
-__all__ = ["formula", "rhs"]
+__all__ = ["formula", "rhs", "sheet_view"]
 
 
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
+def sheet_view(sheet: Cells) -> SheetView:
+    """A sheet as an op's formula text and SymPy reads see it: cell names, dimensions, tokens."""
+    specs = sheet.graph.specs
+    return SheetView(name=sheet.name, dims=lambda t: specs[t].dims, tokens=sheet.engine.tokens)
+
+
 def rhs(sheet: Cells, tensor: str, idx: tuple[int, ...]) -> str:
-    """The right-hand side of a cell's formula."""
+    """The right-hand side of a cell's formula: a parameter's or an input's value, a pin, or the op's own text."""
     g = sheet.graph
     spec = g.specs[tensor]
-    n = sheet.name
     if spec.kind == "parameter":
         return f"{_fmt(float(sheet.engine.values[tensor][idx]))} (parameter)"
     if tensor == "tokens":
@@ -34,73 +41,7 @@ def rhs(sheet: Cells, tensor: str, idx: tuple[int, ...]) -> str:
     pin = sheet.engine.pins.get(tensor, {}).get(idx)
     if pin is not None:
         return f"{_fmt(pin)} (pinned)"
-    op = g.ops[tensor]
-    ins = op.ins
-    kind = op.kind
-    if kind == "embed":
-        t, c = idx
-        tok = int(sheet.engine.values["tokens"][t])
-        return f"{n('wte', (tok, c))} + {n('wpe', (t, c))}"
-    if kind == "ln_mean":
-        (t,) = idx
-        C = g.specs[ins[0]].dims[1]
-        return f"Σ_{{i=0..{C - 1}}} {ins[0]}[{t}][i] / {C}"
-    if kind == "ln_var":
-        (t,) = idx
-        C = g.specs[ins[0]].dims[1]
-        return f"Σ_{{i=0..{C - 1}}} ({ins[0]}[{t}][i] − {ins[1]}[{t}])² / {C}"
-    if kind == "ln_out":
-        t, c = idx
-        eps = op.params()["eps"]
-        s = f"({ins[0]}[{t}][{c}] − {ins[1]}[{t}]) / √({ins[2]}[{t}] + {eps:g}) · {ins[3]}[{c}]"
-        return s + (f" + {ins[4]}[{c}]" if len(ins) > 4 else "")
-    if kind == "linear":
-        p = op.params()
-        t, o = op.weight_row(idx)  # type: ignore[attr-defined]
-        K = g.specs[ins[0]].dims[1]
-        w = n(ins[1], (o, 0))[: -len("[0]")] + "[i]" if p["layout"] == "out_in" else f"{ins[1]}[i][{o}]"
-        s = f"Σ_{{i=0..{K - 1}}} {ins[0]}[{t}][i] · {w}"
-        return s + (f" + {ins[2]}[{o}]" if len(ins) > 2 else "")
-    if kind in ("score", "softmax") and len(idx) == 3 and idx[2] > idx[1]:
-        h, t, s_ = idx
-        fill = "−∞" if kind == "score" else "0"
-        return f"{fill} (causal mask: position {t} cannot see position {s_})"
-    if kind == "score":
-        h, t, s_ = idx
-        hs = g.specs[ins[0]].dims[2]
-        return f"Σ_{{d=0..{hs - 1}}} {ins[0]}[{h}][{t}][d] · {ins[1]}[{h}][{s_}][d] / √{hs}"
-    temp = " / temperature" if "temperature" in ins else ""
-    if kind == "softmax_max":
-        if len(idx) == 2:
-            h, t = idx
-            return f"max_{{s=0..{t}}} {ins[0]}[{h}][{t}][s]"
-        (t,) = idx
-        return f"max_{{v}} {ins[0]}[{t}][v]"
-    if kind == "softmax_sum":
-        if len(idx) == 2:
-            h, t = idx
-            return f"Σ_{{s=0..{t}}} exp({ins[0]}[{h}][{t}][s] − {ins[1]}[{h}][{t}])"
-        (t,) = idx
-        return f"Σ_{{v}} exp(({ins[0]}[{t}][v] − {ins[1]}[{t}]){temp})"
-    if kind == "softmax":
-        if len(idx) == 3:
-            h, t, s_ = idx
-            return f"exp({ins[0]}[{h}][{t}][{s_}] − {ins[1]}[{h}][{t}]) / {ins[2]}[{h}][{t}]"
-        t, v = idx
-        return f"exp(({n(ins[0], (t, v))} − {ins[1]}[{t}]){temp}) / {ins[2]}[{t}]"
-    if kind == "weighted":
-        t, c = idx
-        hs = g.specs[ins[1]].dims[2]
-        h, d = divmod(c, hs)
-        return f"Σ_{{s=0..{t}}} {ins[0]}[{h}][{t}][s] · {ins[1]}[{h}][s][{d}]"
-    if kind == "add":
-        return f"{n(ins[0], idx)} + {n(ins[1], idx)}"
-    if kind == "gelu":
-        x = n(ins[0], idx)
-        if op.params()["approx"] == "tanh":
-            return f"½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) where x = {x}"
-        return f"½·x·(1 + erf(x/√2)) where x = {x}"
-    raise NotImplementedError(kind)
+    return g.ops[tensor].text(sheet_view(sheet), idx)
 
 
 def formula(sheet: Cells, tensor: str, idx: tuple[int, ...]) -> str:

@@ -1,6 +1,6 @@
 """Gradients of a sheet's cells: ∂target/∂cell for every cell of the target's cone.
 
-`grad(sheet, target)` runs dfgpt.analysis.backprop with batch 1 on the engine's values
+`grad(sheet, target)` runs dfgpt.core.autodiff with batch 1 on the engine's values
 (edits and pins included), a reverse sweep over the ops in reverse topological order.
 
 >>> import dfgpt
@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.autodiff import Arrays, backward, needed, pinned_cells
 from ..core.blas import one_blas_thread
 from ..html import table
-from .backprop import Arrays, backward, needed, pinned_cells
 
 if TYPE_CHECKING:
     from ..cells import Cells

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from ..core import arena
 from ..core.blas import one_blas_thread
 from ..errors import QueryError, show
 from ..html import table
-from . import arena
 from .gradients import grad
 from .provenance import provenance
 

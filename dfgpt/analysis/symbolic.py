@@ -22,15 +22,17 @@ never called.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sympy
 
+from ..core.ops import SheetView
+from ..core.ops.folding import is_num
 from ..errors import QueryError
 from .compiled import Compiled, ExpansionError, lambdify  # re-exported: compile an expression back to numpy
+from .formula import sheet_view
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -41,144 +43,6 @@ DEFAULT_BUDGET = 20_000
 Key = tuple[str, tuple[int, ...]]
 
 
-
-# -- what each cell reads, in the order its formula uses it --------------------------------------
-def _reads(sheet: Cells, tensor: str, idx: tuple[int, ...], keep_shift: bool) -> list[Key]:
-    """The input cells of one computed cell's formula, with multiplicity."""
-    op = sheet.graph.ops[tensor]
-    ins, kind, specs = op.ins, op.kind, sheet.graph.specs
-    if kind == "embed":
-        t, c = idx
-        return [("wte", (int(sheet.engine.tokens[t]), c)), ("wpe", (t, c))]
-    if kind == "ln_mean":
-        (t,) = idx
-        return [(ins[0], (t, i)) for i in range(specs[ins[0]].dims[1])]
-    if kind == "ln_var":
-        (t,) = idx
-        return [k for i in range(specs[ins[0]].dims[1]) for k in ((ins[0], (t, i)), (ins[1], (t,)))]
-    if kind == "ln_out":
-        t, c = idx
-        return [(ins[0], (t, c)), (ins[1], (t,)), (ins[2], (t,)), *[(p, (c,)) for p in ins[3:]]]
-    if kind == "linear":
-        p = op.params()
-        t, o = op.weight_row(idx)  # type: ignore[attr-defined]
-        K = specs[ins[0]].dims[1]
-        w = [(ins[1], (o, i) if p["layout"] == "out_in" else (i, o)) for i in range(K)]
-        out = [k for i in range(K) for k in ((ins[0], (t, i)), w[i])]
-        return out + ([(ins[2], (o,))] if len(ins) > 2 else [])
-    if kind == "weighted":
-        t, c = idx
-        hs = specs[ins[1]].dims[2]
-        h, d = divmod(c, hs)
-        return [k for s in range(t + 1) for k in ((ins[0], (h, t, s)), (ins[1], (h, s, d)))]
-    if kind == "add":
-        return [(ins[0], idx), (ins[1], idx)]
-    if kind == "gelu":
-        return [(ins[0], idx)]
-    if kind in ("score", "softmax") and len(idx) == 3 and idx[2] > idx[1]:
-        return []  # the causal mask: a constant
-    if kind == "score":
-        h, t, s = idx
-        return [k for d in range(specs[ins[0]].dims[2]) for k in ((ins[0], (h, t, d)), (ins[1], (h, s, d)))]
-    if kind == "softmax_max":
-        if len(idx) == 2:
-            return [(ins[0], (*idx, s)) for s in range(idx[1] + 1)]
-        return [(ins[0], (idx[0], v)) for v in range(specs[ins[0]].dims[1])]
-    shift = [(ins[1], idx[:-1] if kind == "softmax" else idx)] if keep_shift else []
-    temp = [("temperature", ())] if "temperature" in ins else []
-    if kind == "softmax_sum":
-        keys = range(idx[1] + 1) if len(idx) == 2 else range(specs[ins[0]].dims[1])
-        return [k for s in keys for k in ((ins[0], (*idx, s)), *shift)] + temp
-    if kind == "softmax":
-        return [(ins[0], idx), *shift, (ins[2], idx[:-1]), *temp]
-    raise ExpansionError(f"no symbolic form for ops of kind {kind!r} ({tensor}).")
-
-
-# -- numbers fold, symbols stay: arithmetic over floats and sympy objects ----------------------------
-def _is_num(x: Any) -> bool:
-    return isinstance(x, float)
-
-
-_PAIRED = ("linear", "score", "weighted")
-
-
-def _mul(a: Any, b: Any) -> Any:
-    if (_is_num(a) and a == 0.0) or (_is_num(b) and b == 0.0):
-        return 0.0
-    return a * b
-
-
-def _sum(vals: Sequence[Any]) -> Any:
-    nums = [v for v in vals if _is_num(v)]
-    syms = [v for v in vals if not _is_num(v)]
-    if not syms:
-        return math.fsum(nums)
-    total = math.fsum(nums)
-    return sympy.Add(*syms, total) if nums and total != 0.0 else sympy.Add(*syms)
-
-
-def _fn(name: str) -> Callable[[Any], Any]:
-    numeric = {"exp": math.exp, "sqrt": math.sqrt, "tanh": math.tanh, "erf": math.erf}[name]
-    sym = {"exp": sympy.exp, "sqrt": sympy.sqrt, "tanh": sympy.tanh, "erf": sympy.erf}[name]
-    return lambda x: numeric(x) if _is_num(x) else sym(x)
-
-
-_exp, _sqrt, _tanh, _erf = (_fn(n) for n in ("exp", "sqrt", "tanh", "erf"))
-
-
-def _compose(sheet: Cells, tensor: str, idx: tuple[int, ...], vals: list[Any], keep_shift: bool) -> Any:
-    """The formula of one cell over the values (floats or sympy) of `_reads`, in the same order."""
-    op = sheet.graph.ops[tensor]
-    kind = op.kind
-    if kind == "embed" or kind == "add":
-        return vals[0] + vals[1]
-    if kind == "ln_mean":
-        return _sum(vals) / len(vals)
-    if kind == "ln_var":
-        return _sum([(vals[i] - vals[i + 1]) ** 2 for i in range(0, len(vals), 2)]) / (len(vals) // 2)
-    if kind == "ln_out":
-        eps = op.params()["eps"]
-        y = (vals[0] - vals[1]) / _sqrt(vals[2] + eps) * vals[3]
-        return y + vals[4] if len(vals) > 4 else y
-    if kind == "linear":
-        n = len(vals) // 2
-        terms = [_mul(vals[2 * i], vals[2 * i + 1]) for i in range(n)]
-        return _sum(terms + vals[2 * n :])
-    if kind == "score" and not vals:
-        return -sympy.oo
-    if kind == "softmax" and not vals:
-        return sympy.Integer(0)
-    if kind == "score":
-        hs = len(vals) // 2
-        dot = _sum([_mul(vals[2 * i], vals[2 * i + 1]) for i in range(hs)])
-        return dot / math.sqrt(hs) if _is_num(dot) else dot / sympy.sqrt(hs)
-    if kind == "softmax_max":
-        return max(vals) if all(_is_num(v) for v in vals) else sympy.Max(*vals, evaluate=False)
-    has_temp = "temperature" in op.ins
-
-    def scaled(z: Any) -> Any:
-        return z / vals[-1] if has_temp else z
-
-    if kind == "softmax_sum":
-        body = vals[:-1] if has_temp else vals
-        if keep_shift:
-            return _sum([_exp(scaled(body[i] - body[i + 1])) for i in range(0, len(body), 2)])
-        return _sum([_exp(scaled(v)) for v in body])
-    if kind == "softmax":
-        z = vals[0] - vals[1] if keep_shift else vals[0]
-        return _exp(scaled(z)) / vals[-2 if has_temp else -1]
-    if kind == "weighted":
-        return _sum([_mul(vals[2 * i], vals[2 * i + 1]) for i in range(len(vals) // 2)])
-    if kind == "gelu":
-        x = vals[0]
-        if op.params()["approx"] == "tanh":
-            c = math.sqrt(2 / math.pi) if _is_num(x) else sympy.sqrt(2 / sympy.pi)
-            return 0.5 * x * (1.0 + _tanh(c * (x + 0.044715 * x**3)))
-        r2 = math.sqrt(2) if _is_num(x) else sympy.sqrt(2)
-        return x * (1 + _erf(x / r2)) / 2
-    raise ExpansionError(f"no symbolic form for ops of kind {kind!r} ({tensor}).")
-
-
 # -- the builder ------------------------------------------------------------------------------------
 def _cells(masks: dict[str, np.ndarray], order: list[str]) -> list[Key]:
     """Cells of masks in topological (graph) order: every input before the cells that read it."""
@@ -187,6 +51,7 @@ def _cells(masks: dict[str, np.ndarray], order: list[str]) -> list[Key]:
 
 def _plan(
     sheet: Cells,
+    view: SheetView,
     cells: list[Key],
     below: dict[Key, int],
     size: dict[Key, int],
@@ -210,9 +75,11 @@ def _plan(
         return k not in below and not is_symbol(k) and leaf(k) == 0.0
 
     reads: dict[Key, list[Key]] = {}
+    ops = sheet.graph.ops
     for key in cells:
-        r = reads[key] = _reads(sheet, *key, keep_shift)
-        if sheet.graph.ops[key[0]].kind in _PAIRED:
+        op = ops[key[0]]
+        r = reads[key] = op.sym_reads(view, key[1], keep_shift)
+        if op.paired:
             pairs = len(r) // 2
             n = sum(
                 cost(a) + cost(b) + 2
@@ -241,9 +108,10 @@ def _make(
     keep_shift: bool,
 ) -> None:
     """Build the planned cells in order, over inputs from `below` (built earlier) or leaves."""
+    ops = sheet.graph.ops
     for key, r in reads.items():
         vals = [below[k] if k in below else leaf(k) for k in r]
-        built[key] = _compose(sheet, *key, vals, keep_shift)
+        built[key] = ops[key[0]].sym_compose(vals, keep_shift)
 
 
 def _symbol(sheet: Cells, key: Key) -> sympy.Symbol:
@@ -315,13 +183,12 @@ def expr(
     down = eng.descendants(seeds)
     # A softmax is the same function without its max shift, unless a max or a sum is itself
     # asked for (or held as a symbol): then the shift must stay to keep the values right.
-    shifty = ("softmax_sum", "softmax_max")
-    keep_shift = any(k[0] in eng.graph.ops and eng.graph.ops[k[0]].kind in shifty for k in [target, *given])
+    keep_shift = any(k[0] in eng.graph.ops and eng.graph.ops[k[0]].shift for k in [target, *given])
     sym = {}
     for t, m in down.items():
         if sheet.graph.specs[t].kind != "computed" or t not in cone:
             continue
-        if not keep_shift and sheet.graph.ops[t].kind == "softmax_max" and t != target[0]:
+        if not keep_shift and sheet.graph.ops[t].cancels and t != target[0]:
             continue  # the shift of a softmax cancels; it is left out
         sym[t] = m & cone[t]
     cells = [k for k in _cells(sym, sheet.graph.order) if k not in given]
@@ -334,11 +201,11 @@ def expr(
 
     size: dict[Key, int] = {}
     what = f"{sheet.name(*target)} with {len(given)} free cell(s)"
-    reads = _plan(sheet, cells, size, size, leaf, given.__contains__, keep_shift, budget, what)
+    reads = _plan(sheet, sheet_view(sheet), cells, size, size, leaf, given.__contains__, keep_shift, budget, what)
     built: dict[Key, Any] = {}
     _make(sheet, reads, built, built, leaf, keep_shift)
     out = built.get(target, leaf(target))
-    return _num(out) if _is_num(out) else _tidy(out)
+    return _num(out) if is_num(out) else _tidy(out)
 
 
 def _tidy(e: Any) -> Any:
@@ -388,9 +255,10 @@ def _expand(sheet: Cells, target: Key, tmask: dict[str, np.ndarray], depth: int,
 
     plans = []
     below_size: dict[Key, int] = {}
+    view = sheet_view(sheet)
     for cells in reversed(levels):  # deepest level first: its inputs are leaves
         size: dict[Key, int] = {}
-        plans.append(_plan(sheet, cells, below_size, size, leaf, lambda k: True, True, budget, what))
+        plans.append(_plan(sheet, view, cells, below_size, size, leaf, lambda k: True, True, budget, what))
         below_size = size
     below: dict[Key, Any] = {}
     for reads in plans:

@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 
 from .cones import Mask, Pending
-from .ops.attention import SoftmaxRows
-from .ops.base import _sel
-from .ops.layernorm import LayerNormRows
+from .ops.fused import LayerNormRows, SoftmaxRows
 from .ops.linear import LinearHeads
+from .ops.selection import _sel
 from .store import Store
 
 __all__ = ["Engine", "Mask", "Pending"]

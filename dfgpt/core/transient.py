@@ -48,10 +48,6 @@ __all__ = ["TRANSIENT_BYTES", "Transience", "Values", "activation_bytes", "trans
 TRANSIENT_BYTES = 256 * 2**20
 
 
-# The residual stream (every later block starts from it) and the statistics stay resident.
-_RESIDENT = ("add", "embed", "ln_mean", "ln_var", "softmax_max", "softmax_sum")
-
-
 def activation_bytes(graph: Graph, cap: int, dtype: np.dtype) -> int:
     """Bytes of every computed tensor at a capacity."""
     return graph.cells(cap) * dtype.itemsize
@@ -63,7 +59,7 @@ def transient_tensors(graph: Graph) -> frozenset[str]:
     softmax's max and sum: a few numbers a row, which spare a replay its reductions)."""
     keep = set()
     for name, op in graph.ops.items():
-        if op.kind in _RESIDENT:
+        if op.resident:  # the residual stream and the statistics (each op kind says)
             keep.add(name)
         keep.update(inp for inp, how, _ in graph.row_reads[name] if how == "prefix")
     return frozenset(n for n in graph.computed if n not in keep)

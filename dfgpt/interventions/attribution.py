@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..analysis.backprop import backward, pinned_cells
+from ..core.autodiff import backward, pinned_cells
 from .metrics import Metric, parse_metric
 from .patching import check_pair
 from .sites import sites

@@ -71,7 +71,7 @@ def warm(models: Mapping[str, Model], T: int = 64) -> None:
 
     A backward at GPT-2 size writes ~1 GB of gradients and scores; fresh pages cost the kernel
     more to zero than the arithmetic (2–3 s against 0.6 s). One influence of the last logit
-    of a T-token input leaves those blocks in dfgpt.analysis.arena's pool for the requests
+    of a T-token input leaves those blocks in dfgpt.core.arena's pool for the requests
     (a block serves inputs whose cone has between half and all of its cells).
     """
     for name, model in models.items():

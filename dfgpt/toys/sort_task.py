@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..analysis.backprop import FORWARD_ROWS
 from ..core.graph import Graph
 from ..errors import QueryError
 from ..html import table
@@ -62,13 +61,13 @@ def sort_ids(cfg: Any) -> np.ndarray:
 
 
 class _Decoder:
-    """Batched incremental forward over backprop.FORWARD_ROWS: new positions in, their logits out.
+    """Batched incremental forward over each op's `batched_rows`: new positions in, their logits out.
 
-    Attention reads every earlier position through its keys and values (the second input
-    of `score` and of `weighted`), so those tensors are kept and grown; every other tensor
-    is computed for the new rows only. The first step feeds a whole prompt (queries and
+    Attention reads every earlier position through its keys and values (the inputs an op
+    reads as a `prefix`: the second of `score` and of `weighted`), so those tensors are kept
+    and grown; every other tensor is computed for the new rows only. The first step feeds a whole prompt (queries and
     keys are the same positions); each later step feeds one position, which sees every
-    key, so FORWARD's causal mask (sized by the query rows) is right in both cases.
+    key, so the batched forward's causal mask (sized by the query rows) is right in both cases.
     """
 
     def __init__(self, graph: Graph, params: dict[str, np.ndarray], until: str = "logit") -> None:
@@ -80,8 +79,8 @@ class _Decoder:
         self.until = until
         self.dtype = np.dtype(graph.config.dtype)
         # name -> the position axis of its batched array (keys, values: [B, H, T, hs])
-        self.keyed = {op.ins[1]: graph.specs[op.ins[1]].axes.index("pos") + 1
-                      for op in self.ops if op.kind in ("score", "weighted")}
+        self.keyed = {inp: graph.specs[inp].axes.index("pos") + 1
+                      for op in self.ops for inp, how in zip(op.ins, op.row_reads) if how == "prefix"}
         self.cache: dict[str, np.ndarray] = {}
         self.cap = graph.config.block_size
         self.T = 0
@@ -97,7 +96,7 @@ class _Decoder:
         V["temperature"] = np.array(1.0, dtype=self.dtype)
         T0, T1 = self.T, self.T + n
         for op in self.ops:
-            out = FORWARD_ROWS[op.kind](op, V)
+            out = op.batched_rows(V)
             axis = self.keyed.get(op.out)
             if axis is not None:  # keys and values: written into a cache as long as the context
                 buf = self.cache.get(op.out)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..analysis.backprop import backward, forward
+from ..core.autodiff import backward, forward
 from ..core.blas import machine, one_blas_thread
 from ..core.config import Config
 from ..core.graph import Graph, build

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import math
 from pathlib import Path
 
 import graphviz
@@ -157,7 +158,7 @@ def head_diagram(sheet: Sheet, stage: str, names: list[str]) -> graphviz.Digraph
             for h, o in enumerate(outs):
                 for a in ([src[h]] if len(src) == len(outs) else src):
                     cv.edge(a, o)
-            if op is not None and op.kind == "score":
+            if op is not None and op.masked == -math.inf:  # the op that writes the mask's −inf: scores
                 for o in outs[:1] if tables else outs:
                     cv.edge(mask, o, style="dashed", **box)
     dot = cv.finish()

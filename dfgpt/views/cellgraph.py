@@ -64,7 +64,7 @@ def _node_attrs(sheet: Sheet, tensor: str, mask: Mask, nid: str) -> dict[str, st
         try:
             f = sheet.formula(nid).split(" = ", 1)[-1]
         except IndexError:  # formula.py indexes idx[2] for every softmax; prob cells have two axes
-            f = f"{sheet.graph.ops[tensor].kind}({', '.join(sheet.graph.ops[tensor].ins)})"
+            f = f"{sheet.graph.ops[tensor].label()}({', '.join(sheet.graph.ops[tensor].ins)})"
         f = f if len(f) <= _MAX_FORMULA else f[: _MAX_FORMULA - 1] + "…"
         lines = [nid, f"= {fmt(vals[0])}", *textwrap.wrap(f, _WRAP, break_on_hyphens=False)]
         idx = tuple(int(i) for i in np.argwhere(mask)[0])

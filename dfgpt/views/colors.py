@@ -157,8 +157,9 @@ def tensor_shape(graph: Graph, name: str, T: int | None) -> tuple[int | str, ...
 
 
 def op_kind(graph: Graph, name: str) -> str:
+    """A tensor's label in pictures and listings: its op's own, or its kind (parameter, input)."""
     op = graph.ops.get(name)
-    return op.kind if op is not None else graph.specs[name].kind
+    return op.label() if op is not None else graph.specs[name].kind
 
 
 

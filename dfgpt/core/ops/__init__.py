@@ -1,6 +1,6 @@
-"""The ops of a GPT: each computes rows of one named tensor and knows exactly which cells it reads.
+"""The ops of a GPT: one module per op kind, each holding everything about that kind.
 
-Every op gives three things the engine builds on:
+Every op gives the engine three things:
 
 - `forward(ctx, rows)`: compute the given position rows of its output in place;
 - `row_reads`: per input, whether an output row reads the same row (`"row"`), every
@@ -10,6 +10,10 @@ Every op gives three things the engine builds on:
   boolean masks, propagated backward (precedents) and forward (dependents) without a
   single per-cell object. The causal mask is structural: `att[h][t][s]` for `s > t` reads
   nothing and is read by nothing.
+
+and the rest of the library the other faces `Op` declares (the batched forward and VJP of the
+autodiff, formula text, SymPy, spreadsheet formulas, a label, residency on a transient sheet).
+Each kind's class is registered under its `OpKind`; `op_class(kind)` gives it back.
 
 In `exact` mode every row is computed with shapes that do not depend on which other rows
 are computed together (stacked 1-row matmuls, reductions over the full capacity), so an
@@ -21,14 +25,26 @@ into one BLAS call and agrees to rounding.
 ('row', 'row')
 """
 
-from .attention import Score, Softmax, SoftmaxMax, SoftmaxSum, Weighted
-from .base import Mask, Op, Reads
-from .elementwise import GELU_C, Add, Gelu, gelu
-from .embedding import Embed
-from .layernorm import LNMean, LNOut, LNVar
-from .linear import Linear
+from .add import Add
+from .base import FACES, Mask, Op, Reads
+from .context import OpContext, RowContext, SheetView
+from .embed import Embed
+from .fused import LayerNormRows, SoftmaxRows
+from .gelu import GELU_C, Gelu, gelu
+from .kind import OpKind
+from .linear import Linear, LinearHeads
+from .ln_mean import LNMean
+from .ln_out import LNOut
+from .ln_var import LNVar
+from .registry import op_class, register, registered
+from .score import Score
+from .softmax import Softmax
+from .softmax_max import SoftmaxMax
+from .softmax_sum import SoftmaxSum
+from .weighted import Weighted
 
 __all__ = [
-    "GELU_C", "Add", "Embed", "Gelu", "LNMean", "LNOut", "LNVar", "Linear", "Mask", "Op", "Reads",
-    "Score", "Softmax", "SoftmaxMax", "SoftmaxSum", "Weighted", "gelu",
+    "FACES", "GELU_C", "Add", "Embed", "Gelu", "LNMean", "LNOut", "LNVar", "LayerNormRows", "Linear",
+    "LinearHeads", "Mask", "Op", "OpContext", "OpKind", "Reads", "RowContext", "Score", "SheetView", "Softmax",
+    "SoftmaxMax", "SoftmaxRows", "SoftmaxSum", "Weighted", "gelu", "op_class", "register", "registered",
 ]

@@ -1,17 +1,28 @@
-"""Linear layers: `x @ W (+ b)`, in either weight layout."""
+"""Linear layers: `x @ W (+ b)`, in either weight layout; `LinearHeads`, q, k and v in one call."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Kernel, Mask, Op, Reads, _mm, _n_rows, _rowany
+from . import folding
+from .base import Kernel, Mask, Op, Reads
+from .context import Key, OpContext, RowContext, SheetView
+from .grads import Arrays, acc, new_slot
+from .kind import OpKind
+from .masks import _rowany
+from .matmul import _mm
+from .registry import register
+from .selection import _n_rows
+from .spreadsheet import Formula, Ref, Shape, Span
 
 __all__ = ['Linear', 'LinearHeads']
 
 
+@register
 @dataclass(frozen=True)
 class Linear(Op):
     """out[t][o] = Σ_i x[t][i] · W[off+o][i] + b[off+o]; heads split o into (head, dim).
@@ -24,7 +35,9 @@ class Linear(Op):
     offset: int = 0
     layout: str = "out_in"
     heads: int = 0
-    kind: ClassVar[str] = "linear"
+    kind: ClassVar[OpKind] = OpKind.LINEAR
+    resident: ClassVar[bool] = False
+    paired: ClassVar[bool] = True
 
     @property
     def row_reads(self) -> tuple[Reads, ...]:  # type: ignore[override]
@@ -38,7 +51,7 @@ class Linear(Op):
         t, o = idx
         return t, self.offset + o
 
-    def weight_t(self, ctx: Any) -> np.ndarray:
+    def weight_t(self, ctx: RowContext) -> np.ndarray:
         """The slice of W as [K, n_out]."""
         W = ctx.values[self.ins[1]]
         sl = slice(self.offset, self.offset + self.n_out)
@@ -98,7 +111,7 @@ class Linear(Op):
     def _unflat(self, m: Mask) -> Mask:
         return m.reshape(m.shape[0], self.heads, -1).transpose(1, 0, 2) if self.heads else m
 
-    def cells_read(self, k: int, out_mask: Mask, ctx: Any) -> Mask | None:
+    def cells_read(self, k: int, out_mask: Mask, ctx: OpContext) -> Mask | None:
         m2 = self._flat(out_mask)  # [T, n]
         if k == 0:
             return np.repeat(_rowany(m2)[:, None], ctx.shape(self.ins[0])[1], axis=1)
@@ -114,7 +127,7 @@ class Linear(Op):
             m[:, sl] = cols[None, :]
         return m
 
-    def cells_written(self, masks: list[Mask | None], ctx: Any) -> Mask:
+    def cells_written(self, masks: list[Mask | None], ctx: OpContext) -> Mask:
         out = np.zeros((ctx.T, self.n_out), bool)
         sl = slice(self.offset, self.offset + self.n_out)
         for k, m in enumerate(masks):
@@ -132,6 +145,121 @@ class Linear(Op):
 
     def params(self) -> dict[str, Any]:
         return {"n_out": self.n_out, "offset": self.offset, "layout": self.layout, "heads": self.heads}
+
+    # -- the autodiff ------------------------------------------------------------------------------
+    def _wt(self, W: np.ndarray) -> np.ndarray:
+        """The slice of W that this Linear reads, as [K, n_out]."""
+        sl = slice(self.offset, self.offset + self.n_out)
+        return W[sl].T if self.layout == "out_in" else W[:, sl]
+
+    def _bias_heads(self, V: Arrays, y: np.ndarray) -> np.ndarray:
+        """The product y [B, T, n] plus the bias, split into heads when it has them."""
+        if len(self.ins) > 2:
+            y = y + V[self.ins[2]][self.offset : self.offset + self.n_out]
+        H = self.heads
+        return y.reshape(*y.shape[:2], H, -1).transpose(0, 2, 1, 3) if H else y  # -> [B, H, T, n/H]
+
+    def batched(self, V: Arrays) -> np.ndarray:
+        x = V[self.ins[0]]  # [B, T, K] @ [K, n] -> [B, T, n] (or [B, H, T, n/H] with heads)
+        return self._bias_heads(V, x @ self._wt(V[self.ins[1]]))
+
+    def batched_rows(self, V: Arrays) -> np.ndarray:
+        """`batched` as one [B·T, K] @ [K, n] product instead of B small ones (matmul loops a 3-D
+        operand's batch): twice as fast on 729 one-row sequences, but its sums may round apart
+        from `batched`'s, so training (bit for bit on its recorded machine) keeps `batched`."""
+        x, Wt = V[self.ins[0]], self._wt(V[self.ins[1]])
+        return self._bias_heads(V, (x.reshape(-1, x.shape[-1]) @ Wt).reshape(*x.shape[:-1], Wt.shape[1]))
+
+    def vjp(self, V: Arrays, g: np.ndarray, G: Arrays) -> None:
+        ins = self.ins
+        x, W = V[ins[0]], V[ins[1]]
+        if self.heads:
+            g = g.transpose(0, 2, 1, 3).reshape(g.shape[0], g.shape[2], -1)  # [B, H, T, hs] -> [B, T, n]
+        Wt = self._wt(W)
+        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])  # [B·T, n], [B·T, K]
+        live = np.flatnonzero(g2.any(axis=1))
+        out_in = self.layout == "out_in"
+        if live.size * 2 < g2.shape[0]:  # one logit's gradient is one row: skip the rows of zeros
+            gx = np.zeros((g2.shape[0], Wt.shape[0]), np.result_type(g2, Wt))
+            gx[live] = g2[live] @ Wt.T  # [R, n] @ [n, K] -> [R, K]
+            acc(G, V, ins[0], gx.reshape(*g.shape[:-1], -1), own=True)
+            g2, x2 = g2[live], x2[live]
+        else:
+            acc(G, V, ins[0], g @ Wt.T, own=True)  # [B, T, n] @ [n, K] -> [B, T, K]
+        # The weight's own layout straight from the product, C order: reductions over G (the
+        # training's gradient norm) follow memory order, so no transposed view may stand in for it.
+        a, b = (g2.T, x2) if out_in else (x2.T, g2)  # [n, R] @ [R, K] -> [n, K], or [K, R] @ [R, n] -> [K, n]
+        sl = slice(self.offset, self.offset + self.n_out)
+        dtype = np.result_type(a, b, W)
+        if self.offset == 0 and self.n_out == (W.shape[0] if out_in else W.shape[1]):
+            slot = new_slot(G, ins[1], W.shape, dtype) if np.result_type(a, b) == dtype else None
+            if slot is not None:
+                G[ins[1]] = np.matmul(a, b, out=slot)
+            else:
+                acc(G, V, ins[1], a @ b, own=True)
+        else:  # q, k, v: one slice each of c_attn, added into that slice alone
+            gWs = a @ b
+            gW = G.get(ins[1])
+            if gW is None:
+                gW = new_slot(G, ins[1], W.shape, dtype)
+                if gW is None:
+                    gW = np.zeros(W.shape, dtype)
+                else:
+                    gW.fill(0)
+                G[ins[1]] = gW
+            elif gW.dtype != dtype:
+                gW = G[ins[1]] = gW.astype(np.result_type(gW, dtype))
+            if out_in:
+                gW[sl] += gWs
+            else:
+                gW[:, sl] += gWs
+        if len(ins) > 2:
+            gb = np.zeros_like(V[ins[2]])
+            gb[sl] = g.reshape(-1, g.shape[-1]).sum(axis=0)
+            acc(G, V, ins[2], gb)
+
+    # -- formulas ----------------------------------------------------------------------------------
+    def text(self, view: SheetView, idx: tuple[int, ...]) -> str:
+        ins, n = self.ins, view.name
+        t, o = self.weight_row(idx)
+        K = view.dims(ins[0])[1]
+        w = n(ins[1], (o, 0))[: -len("[0]")] + "[i]" if self.layout == "out_in" else f"{ins[1]}[i][{o}]"
+        s = f"Σ_{{i=0..{K - 1}}} {ins[0]}[{t}][i] · {w}"
+        return s + (f" + {ins[2]}[{o}]" if len(ins) > 2 else "")
+
+    def sym_reads(self, view: SheetView, idx: tuple[int, ...], keep_shift: bool) -> list[Key]:
+        ins = self.ins
+        t, o = self.weight_row(idx)
+        K = view.dims(ins[0])[1]
+        w = [(ins[1], (o, i) if self.layout == "out_in" else (i, o)) for i in range(K)]
+        out = [k for i in range(K) for k in ((ins[0], (t, i)), w[i])]
+        return out + ([(ins[2], (o,))] if len(ins) > 2 else [])
+
+    def sym_compose(self, vals: list[Any], keep_shift: bool) -> Any:
+        n = len(vals) // 2
+        terms = [folding.mul(vals[2 * i], vals[2 * i + 1]) for i in range(n)]
+        return folding.fsum_(terms + vals[2 * n :])
+
+    def sheet_formulas(self, shape: Shape, R: Ref, S: Span) -> Iterator[Formula]:
+        x, w = self.ins[:2]
+        b = self.ins[2] if len(self.ins) > 2 else None
+        T, K = shape(x)
+        n, off, heads = self.n_out, self.offset, self.heads
+        hs = n // heads if heads else n
+        for t in range(T):
+            row = S(x, (t, 0), (t, K - 1))
+            for o in range(n):
+                j = off + o
+                if self.layout == "out_in":
+                    f = f"SUMPRODUCT({row},{S(w, (j, 0), (j, K - 1))})"
+                else:
+                    f = f"MMULT({row},{S(w, (0, j), (K - 1, j))})"
+                if b is not None:
+                    f += f"+{R(b, (j,))}"
+                yield ((o // hs, t, o % hs) if heads else (t, o)), f
+
+    def label(self) -> str:
+        return self.kind.value
 
 
 @dataclass(frozen=True)
