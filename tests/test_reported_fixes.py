@@ -1,0 +1,36 @@
+"""Issue 28's wrong answers and daily-workflow fixes in the analysis and CLI layers: one test per item."""
+
+from __future__ import annotations
+
+import dfgpt
+
+
+# -- item 5: the sweep table's columns ------------------------------------------------------------
+def _spans(line: str) -> list[tuple[int, int]]:
+    """The [start, end) character range of each space-separated word of a line."""
+    out, i = [], 0
+    for word in line.split():
+        i = line.index(word, i)
+        out.append((i, i + len(word)))
+        i += len(word)
+    return out
+
+
+def test_each_sweep_value_sits_under_its_own_position_label():
+    m = dfgpt.load("sort")
+    for over, lead in (("resid_pre", 1), ("head_out", 2)):  # row labels "L0" and "L0 H0"
+        r = dfgpt.sweep(m.sheet("CABACAAAA"), m.sheet("CACACAAAA"), "logit_diff:B,C", over=over)
+        lines = r.table().splitlines()
+        labels = _spans(lines[1])[2:]  # "position", "→", then one label per position
+        assert [lines[1][a:b] for a, b in labels] == ["0:C", "1:A", "2:B/C", "3:A", "4:C", *(f"{t}:A" for t in range(5, 9))]
+        for row, values in zip(lines[2:], r.values.reshape(-1, 9)):
+            cols = _spans(row)[lead:]
+            assert len(cols) == 9
+            for j, ((a, b), (c, d)) in enumerate(zip(cols, labels)):
+                assert a < d and c < b, f"{over}: the value of position {j} is not under its label:\n{r.table()}"
+                assert float(row[a:b]) == round(float(values[j]), 3)
+    resid = dfgpt.sweep(m.sheet("CABACAAAA"), m.sheet("CACACAAAA"), "logit_diff:B,C", over="resid_pre")
+    row0 = resid.table().splitlines()[2]
+    two = next(span for span in _spans(row0)[1:] if row0[span[0]:span[1]] == "+12.503")  # the letter's patch
+    head = resid.table().splitlines()[1]
+    assert head[two[0]:two[1]].strip().endswith("B/C")
