@@ -223,7 +223,12 @@ class Cells:
         self.engine.ensure(self.engine.rows_of(masks))
 
     def value(self, text: str) -> Any:
-        """A cell's value (float), a slice's values (ndarray), or {tensor: ndarray} for a wildcard."""
+        """A cell's value (float), a slice's values (ndarray); a wildcard's tensors stacked on a leading axis.
+
+        `value("h[*].attn.att")` is `[layer, head, T, T]`: the tensors a wildcard selects, in layer
+        order, when they all have one shape; tensors of different shapes (`h[0]`, `h[0].*`) are
+        refused with the names to read one at a time.
+        """
         sel = self.select(text)
         need: dict[str, Any] = {}
         for tensor, idx in sel:  # the rows alone: no full-size mask for one logit of 50k
@@ -237,7 +242,18 @@ class Cells:
         for tensor, idx in sel:
             v = self.engine.view(tensor)[idx]
             out[tensor] = (int(v) if tensor == "tokens" else float(v)) if np.ndim(v) == 0 else np.array(v)
-        return out[sel[0][0]] if len(sel) == 1 else out
+        if len(sel) == 1:
+            return out[sel[0][0]]
+        shapes = {np.shape(v) for v in out.values()}
+        if len(shapes) > 1:
+            listed = ", ".join(f"{t} {tuple(np.shape(v))}" for t, v in list(out.items())[:6])
+            raise IndexError_(
+                f"{text!r} selects {len(out)} tensors of different shapes ({listed}"
+                f"{', ...' if len(out) > 6 else ''}), which do not stack into one array. Expected a wildcard "
+                "over tensors of one shape, such as 'h[*].attn.att'; read the others one at a time: "
+                f"[sheet.values(t) for t in sheet.tensors({text!r})]."
+            )
+        return np.stack([out[t] for t, _ in sel])  # [selected tensor, *the selection's shape]
 
     def values(self, tensor: str) -> np.ndarray:
         """The whole current value of one tensor (computed as needed)."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 import dfgpt
+from dfgpt.errors import DfgptError
 
 
 # -- item 5: the sweep table's columns ------------------------------------------------------------
@@ -34,3 +38,17 @@ def test_each_sweep_value_sits_under_its_own_position_label():
     two = next(span for span in _spans(row0)[1:] if row0[span[0]:span[1]] == "+12.503")  # the letter's patch
     head = resid.table().splitlines()[1]
     assert head[two[0]:two[1]].strip().endswith("B/C")
+
+
+# -- item 6: a wildcard reads as one array ----------------------------------------------------------
+def test_a_wildcard_over_layers_reads_as_one_stacked_array():
+    s = dfgpt.load("sort").sheet("CABACA")
+    att = s.values("h[*].attn.att")
+    assert att.shape == (3, 3, 6, 6) and att.dtype == np.float64  # [layer, head, T, T]
+    for layer in range(3):
+        assert np.array_equal(att[layer], s.values(f"h[{layer}].attn.att"))
+    one = s.value("h[*].attn.att[1][5][0]")
+    assert one.shape == (3,) and one[2] == s.value("h[2].attn.att[1][5][0]")
+    np.testing.assert_allclose(att.sum(axis=-1), 1.0, rtol=0, atol=1e-12)  # arithmetic works: each row sums to 1
+    with pytest.raises(DfgptError, match=r"different shapes .* sheet.tensors\('h\[0\]'\)"):
+        s.value("h[0]")  # a block's tensors have many shapes: refused, with how to read them
