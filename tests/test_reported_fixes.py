@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 import dfgpt
+from dfgpt.analysis.attribution import direct_attribution
+from dfgpt.cli import main
 from dfgpt.errors import DfgptError
 
 
@@ -52,3 +56,19 @@ def test_a_wildcard_over_layers_reads_as_one_stacked_array():
     np.testing.assert_allclose(att.sum(axis=-1), 1.0, rtol=0, atol=1e-12)  # arithmetic works: each row sums to 1
     with pytest.raises(DfgptError, match=r"different shapes .* sheet.tensors\('h\[0\]'\)"):
         s.value("h[0]")  # a block's tensors have many shapes: refused, with how to read them
+
+
+# -- item 7: why --by head --json -----------------------------------------------------------------------
+def test_why_by_head_json_carries_the_head_groups_and_the_direct_attribution(capsys):
+    assert main(["why", "logit[5][A]", "--text", "CABACA", "--by", "head", "--top", "4", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    s = dfgpt.load("sort").sheet("CABACA")
+    heads = s.influence("logit[5][A]").by_head()[:4]
+    assert got["groups"]["by"] == "head"
+    assert [(r["key"], r["cells"], r["sum"]) for r in got["groups"]["rows"]] == [(g.key, g.cells, g.score) for g in heads]
+    direct = direct_attribution(s, "logit[5][A]")
+    assert [p["value"] for p in got["direct_attribution"]["parts"]] == [p.value for p in direct]
+    assert got["direct_attribution"]["sum"] == direct.total and abs(direct.total - got["value"]) < 1e-12
+    assert main(["why", "logit[5][A]", "--text", "CABACA", "--by", "position", "--json"]) == 0
+    by_pos = json.loads(capsys.readouterr().out)
+    assert [r["key"] for r in by_pos["groups"]["rows"]][:1] and "direct_attribution" not in by_pos

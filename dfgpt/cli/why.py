@@ -41,25 +41,36 @@ def _why(args: argparse.Namespace) -> int:
     sheet = load(args.model).sheet(args.text)
     prov = provenance(sheet, args.cell)
     res = influence(sheet, args.cell, top=args.top, by=args.rank)  # bad arguments fail before printing
+    groups = {"head": res.by_head, "position": res.by_position, "tensor": res.by_tensor, "block": res.by_block}
+    rows = groups[args.by]()[: max(args.top, 1)] if args.by is not None else []
+    direct = (direct_attribution(sheet, args.cell)
+              if args.by == "head" and sheet.cell(args.cell)[0] == "logit" else None)
     if args.json:
-        print(json.dumps({
+        out: dict[str, object] = {
             "cell": args.cell, "value": res.target_value, "cone": {"cells": len(prov), "tensors": len(prov.masks)},
             "by": args.rank, "top": [{"cell": it.cell, "value": it.value, "grad": it.grad, "score": it.score}
-                                     for it in res.items]}))
+                                     for it in res.items]}
+        if args.by is not None:  # the same groups (and, by head, the same direct attribution) the text shows
+            out["groups"] = {"by": args.by, "rows": [{"key": r.key, "cells": r.cells, "sum": r.score,
+                                                      "abs_sum": r.abs_score} for r in rows]}
+        if direct is not None:
+            out["direct_attribution"] = {"logit": direct.logit, "sum": direct.total,
+                                         "parts": [{"name": p.name, "kind": p.kind, "layer": p.layer,
+                                                    "head": p.head, "value": p.value} for p in direct]}
+        print(json.dumps(out))
         return 0
     print(prov.summary())
     print()
     if args.by is None:
         print(in_cli_terms(res.table()))
         return 0
-    groups = {"head": res.by_head, "position": res.by_position, "tensor": res.by_tensor, "block": res.by_block}
     print(f"{args.rank} scores of the cone of {args.cell}, summed by {args.by} (a map of where the "
           "influence flows: a chain counts at every step, so these sums are no decomposition):")
-    for row in groups[args.by]()[: max(args.top, 1)]:
+    for row in rows:
         print(f"  {row.key:<28} {row.cells:>8,} cells  sum {row.score:+.6g}  sum|·| {row.abs_score:.6g}")
-    if args.by == "head" and sheet.cell(args.cell)[0] == "logit":
+    if direct is not None:
         print()
-        print(direct_attribution(sheet, args.cell).table())
+        print(direct.table())
     return 0
 
 
