@@ -30,7 +30,8 @@ def test_each_sweep_value_sits_under_its_own_position_label():
         r = dfgpt.sweep(m.sheet("CABACAAAA"), m.sheet("CACACAAAA"), "logit_diff:B,C", over=over)
         lines = r.table().splitlines()
         labels = _spans(lines[1])[2:]  # "position", "→", then one label per position
-        assert [lines[1][a:b] for a, b in labels] == ["0:C", "1:A", "2:B/C", "3:A", "4:C", *(f"{t}:A" for t in range(5, 9))]
+        want = ["0:C", "1:A", "2:B/C", "3:A", "4:C", *(f"{t}:A" for t in range(5, 9))]
+        assert [lines[1][a:b] for a, b in labels] == want
         for row, values in zip(lines[2:], r.values.reshape(-1, 9)):
             cols = _spans(row)[lead:]
             assert len(cols) == 9
@@ -65,10 +66,27 @@ def test_why_by_head_json_carries_the_head_groups_and_the_direct_attribution(cap
     s = dfgpt.load("sort").sheet("CABACA")
     heads = s.influence("logit[5][A]").by_head()[:4]
     assert got["groups"]["by"] == "head"
-    assert [(r["key"], r["cells"], r["sum"]) for r in got["groups"]["rows"]] == [(g.key, g.cells, g.score) for g in heads]
+    rows = [(r["key"], r["cells"], r["sum"]) for r in got["groups"]["rows"]]
+    assert rows == [(g.key, g.cells, g.score) for g in heads]
     direct = direct_attribution(s, "logit[5][A]")
     assert [p["value"] for p in got["direct_attribution"]["parts"]] == [p.value for p in direct]
     assert got["direct_attribution"]["sum"] == direct.total and abs(direct.total - got["value"]) < 1e-12
     assert main(["why", "logit[5][A]", "--text", "CABACA", "--by", "position", "--json"]) == 0
     by_pos = json.loads(capsys.readouterr().out)
     assert [r["key"] for r in by_pos["groups"]["rows"]][:1] and "direct_attribution" not in by_pos
+
+
+# -- item 8: the lens's last layer is the sheet's logits ------------------------------------------------
+def test_the_lens_last_layer_is_the_sheets_own_logits_bit_for_bit_pins_included():
+    s = dfgpt.load("sort").sheet("CABACAAAA")
+    lens = dfgpt.logit_lens(s)
+    assert np.array_equal(lens.logits[-1], s.values("logit"))  # not a second ln_f of h[2].out (8.9e-16 off)
+    s.set("ln_f.out[8][0]", 3.0)  # a pinned ln_f cell moves the sheet's logits: the lens shows them
+    pinned = dfgpt.logit_lens(s)
+    assert np.array_equal(pinned.logits[-1], s.values("logit"))
+    assert not np.array_equal(pinned.logits[-1], lens.logits[-1])
+    assert np.array_equal(pinned.logits[:-1], lens.logits[:-1])  # the lens's own readings do not see the pin
+    assert repr(lens) == "Lens('CABACAAAA', emb + 3 blocks × 9 positions, target: final prediction)"
+    lines = lens.table().splitlines()
+    assert lines[1].index("8:A") + 3 == len(lines[1]) == len(lines[-1]) and lines[-1].startswith("h[2] ")
+    assert "<table" in lens._repr_html_() and "h[2]" in lens._repr_html_()

@@ -132,7 +132,7 @@ class Sweep:
                 share = (x - self.corrupted) / d if d and math.isfinite(x) else 0.0
                 a = min(1.0, max(0.0, abs(share)))
                 bg = f"rgba(8,48,107,{a:.2f})"
-                ink = "white" if a > 0.5 else "black"
+                ink = "white" if a > 0.5 else "inherit"  # a pale cell keeps the notebook's own ink (dark themes)
                 tds.append(f"<td style='background:{bg};color:{ink};padding:2px 6px'>{x:+.3f}</td>")
             out.append(f"<tr><th>{html.escape(r)}</th>{''.join(tds)}</tr>")
         return "".join(out) + "</table>"
