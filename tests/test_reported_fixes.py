@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 import dfgpt
 from dfgpt.analysis.attribution import direct_attribution
 from dfgpt.cli import main
-from dfgpt.errors import DfgptError
+from dfgpt.errors import DfgptError, QueryError, TokenError
 
 
 # -- item 5: the sweep table's columns ------------------------------------------------------------
@@ -90,3 +91,66 @@ def test_the_lens_last_layer_is_the_sheets_own_logits_bit_for_bit_pins_included(
     lines = lens.table().splitlines()
     assert lines[1].index("8:A") + 3 == len(lines[1]) == len(lines[-1]) and lines[-1].startswith("h[2] ")
     assert "<table" in lens._repr_html_() and "h[2]" in lens._repr_html_()
+
+
+# -- item 9: arguments that were ignored silently ---------------------------------------------------------
+def test_a_zero_ablation_refuses_a_reference_and_a_metric_refuses_two_positions():
+    m = dfgpt.load("sort")
+    s = m.sheet("CABACA")
+    before = s.values("logit")
+    with pytest.raises(QueryError, match="how='zero' takes none"):
+        s.ablate("h[2].attn.out[5]", how="zero", reference=["AAAAAA"])
+    assert np.array_equal(s.values("logit"), before) and not s.engine.pins
+    with pytest.raises(QueryError, match=r"reads position 3 but position=5"):
+        dfgpt.sweep(m.sheet("CABACA"), m.sheet("CABACC"), "logit_diff:A,C@3", position=5)
+    same = dfgpt.sweep(m.sheet("CABACA"), m.sheet("CABACC"), "logit_diff:A,C@-1", position=5)  # one position
+    assert same.metric == "logit_diff:A,C@5"
+
+
+# -- item 12: typed errors where raw exceptions escaped -------------------------------------------------
+@pytest.mark.parametrize("result", [None, "0.5", np.ones(3), 1j])
+def test_a_callable_metric_that_returns_no_real_number_is_a_typed_error(result):
+    m = dfgpt.load("sort")
+    with pytest.raises(QueryError, match=r"metric '<lambda>' returned .* expected one real number"):
+        dfgpt.sweep(m.sheet("CABACA"), m.sheet("CABACC"), lambda s: result, over="resid_pre")
+
+
+def test_a_callable_metric_that_raises_is_wrapped_naming_the_metric_and_its_error():
+    def gap(s):
+        return 1 / 0
+
+    m = dfgpt.load("sort")
+    with pytest.raises(QueryError, match=r"metric 'gap' raised ZeroDivisionError: 'division by zero'") as got:
+        dfgpt.sweep(m.sheet("CABACA"), m.sheet("CABACC"), gap, over="resid_pre")
+    assert isinstance(got.value.__cause__, ZeroDivisionError)
+    ok = dfgpt.sweep(m.sheet("CABACA"), m.sheet("CABACC"), lambda s: np.float32(s.value("logit[5][A]")))
+    assert ok.clean == float(np.float32(m.sheet("CABACA").value("logit[5][A]")))
+
+
+@pytest.mark.parametrize("spec", ["logit_diff:A,C@" + "9" * 5000, "logit:" + "9" * 5000, "logit:#" + "9" * 5000])
+def test_a_metric_spec_with_a_5000_digit_number_is_a_typed_error(spec):
+    m = dfgpt.load("sort")
+    with pytest.raises(DfgptError, match=r"5,?0\d\d characters"):
+        dfgpt.sweep(m.sheet("CABACA"), m.sheet("CABACC"), spec)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "a", True])
+def test_an_ablation_seed_that_is_no_natural_number_is_a_typed_error(seed):
+    s = dfgpt.load("sort").sheet("CABACA")
+    with pytest.raises(QueryError, match="seed must be an integer >= 0"):
+        s.ablate("h[2].attn.out[5]", how="resample", reference=["AAAAAA"], seed=seed)
+    assert not s.engine.pins
+
+
+@pytest.mark.parametrize("given, advice", [("CABACA", "sheet('CABACA')"), (None, "sheet('CABACA')"),
+                                           (dfgpt.load("sort"), "model.sheet(text)")])
+def test_the_lens_of_something_other_than_a_sheet_is_a_typed_error(given, advice):
+    with pytest.raises(QueryError, match=r"logit_lens takes a sheet.*" + re.escape(advice)):
+        dfgpt.logit_lens(given)
+
+
+def test_a_timedelta_token_is_a_typed_error_and_changes_nothing():
+    s = dfgpt.load("sort").sheet("CABACA")
+    with pytest.raises(TokenError, match="expected a token text or an integer id"):
+        s.set("tokens[0]", np.timedelta64(1, "s"))
+    assert s.tokens == [2, 0, 1, 0, 2, 0]
