@@ -72,6 +72,23 @@ class Cells:
 
     _token_label = token_label
 
+    def token_id(self, text: str, where: str = "token") -> int:
+        """The id of a token written as its text, its id, or `#id` (an id even where the digits are a text)."""
+        ids, V = self.model.token_ids, self.config.vocab_size
+        short = len(text) <= 20  # an id has a few digits: never convert thousands (Python refuses past 4,300)
+        if short and text.startswith("#") and text[1:].isdigit() and int(text[1:]) < V:
+            return int(text[1:])
+        if text in ids:
+            return int(ids[text])
+        if short and text.isdigit() and int(text) < V:
+            return int(text)
+        vocab = self.model.vocab
+        raise TokenError(
+            f"{where}: {show(text)} is not a token of the vocabulary"
+            + (f" ({' '.join(vocab)})" if len(vocab) <= 20 else "")
+            + f"; give a token text or an id 0..{V - 1}." + suggest(text, vocab[:5000])
+        )
+
     def name(self, tensor: str, idx: tuple[int, ...]) -> str:
         """The printed name of one cell: `logit[5][A]`."""
         spec = self.graph.specs.get(tensor) if isinstance(tensor, str) else None

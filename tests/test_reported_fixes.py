@@ -154,3 +154,28 @@ def test_a_timedelta_token_is_a_typed_error_and_changes_nothing():
     with pytest.raises(TokenError, match="expected a token text or an integer id"):
         s.set("tokens[0]", np.timedelta64(1, "s"))
     assert s.tokens == [2, 0, 1, 0, 2, 0]
+
+
+# -- item 13: a logit difference is a target everywhere -------------------------------------------------
+def test_a_logit_difference_is_a_target_of_influence_grad_attribution_and_why(capsys):
+    m = dfgpt.load("sort")
+    s = m.sheet("CABACAAAA")
+    want = s.value("logit[8][B]") - s.value("logit[8][C]")
+    diff = s.influence("logit_diff:B,C", top=5)
+    assert diff.target_value == want
+    over = dfgpt.influence(m, ["CABACAAAA"], "logit_diff:B,C", top=5)  # the dataset form already worked
+    assert [it.cell for it in diff] == [it.cell for it in over]
+    np.testing.assert_allclose([it.score for it in diff], [it.score for it in over], rtol=1e-12, atol=1e-12)
+    g, b, c = s.grad("logit_diff:B,C"), s.grad("logit[8][B]"), s.grad("logit[8][C]")
+    assert g.value == want
+    for t in ("wte", "h[1].attn.c_attn.w", "ln_f.var"):
+        np.testing.assert_allclose(g.arrays[t], b.arrays[t] - c.arrays[t], rtol=0, atol=1e-12)
+    at = s.grad("logit_diff:B,C@4")  # another position
+    assert at.value == s.value("logit[4][B]") - s.value("logit[4][C]")
+    parts = direct_attribution(s, "logit_diff:C,B")
+    assert abs(parts.total + want) < 1e-12 and parts.logit == s.value("logit[8][C]") - s.value("logit[8][B]")
+    assert main(["why", "logit_diff:B,C", "--text", "CABACAAAA", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"top 2 cells for logit_diff:B,C = {want:+.6g}" in out and "ln_f.var[8]" in out
+    with pytest.raises(QueryError, match="a sweep metric, not a cell"):
+        s.influence("kl")

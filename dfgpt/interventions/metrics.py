@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DfgptError, IndexError_, QueryError, TokenError, show, suggest
+from ..errors import DfgptError, IndexError_, QueryError, show, suggest
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -103,20 +103,7 @@ class Metric:
 
 
 def _token(sheet: Cells, text: str, spec: str) -> int:
-    ids = sheet.model.token_ids
-    short = len(text) <= 20  # an id has a few digits: never convert thousands of them (Python refuses past 4,300)
-    if short and text.startswith("#") and text[1:].isdigit() and int(text[1:]) < sheet.config.vocab_size:
-        return int(text[1:])  # an explicit id: '#17' even where '17' is a token text
-    if text in ids:
-        return int(ids[text])
-    if short and text.isdigit() and int(text) < sheet.config.vocab_size:
-        return int(text)
-    vocab = sheet.model.vocab
-    raise TokenError(
-        f"metric {show(spec)}: {show(text)} is not a token of the vocabulary"
-        + (f" ({' '.join(vocab)})" if len(vocab) <= 20 else "")
-        + f"; give a token text or an id 0..{sheet.config.vocab_size - 1}." + suggest(text, vocab[:5000])
-    )
+    return sheet.token_id(text, f"metric {show(spec)}")
 
 
 def parse_metric(metric: str | Callable[[Any], float] | Metric, clean: Cells, position: int | None = None) -> Metric:
