@@ -44,8 +44,10 @@ class Cells:
         self.model = model
         self.config = model.config
         self.graph = model.graph
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise EditError(f"temperature must be a finite number > 0, got {temperature!r}.")
+        # 0 is greedy: `prob` is one-hot on each row's largest logit, ties to the lowest id
+        if isinstance(temperature, bool) or not (isinstance(temperature, (int, float, np.integer, np.floating))
+                                                 and math.isfinite(temperature) and temperature >= 0):
+            raise EditError(f"temperature must be a finite number >= 0 (0 = greedy), got {show(temperature)}.")
         exact = model.config.dtype == "float64" if exact is None else exact
         ids = model.encode(ids)  # ids in range and within the context, checked (a -1 must not wrap)
         self.engine = Engine(self.graph, model.params, np.array(ids), float(temperature), exact)

@@ -179,3 +179,30 @@ def test_a_logit_difference_is_a_target_of_influence_grad_attribution_and_why(ca
     assert f"top 2 cells for logit_diff:B,C = {want:+.6g}" in out and "ln_f.var[8]" in out
     with pytest.raises(QueryError, match="a sweep metric, not a cell"):
         s.influence("kl")
+
+
+# -- item 18: temperature 0 means greedy everywhere -----------------------------------------------------
+def test_a_temperature_zero_sheet_is_greedy_one_hot_with_ties_to_the_lowest_id(capsys, tmp_path):
+    m = dfgpt.load("sort")
+    s = m.sheet("CABACA", temperature=0)
+    logits = s.values("logit")
+    want = np.zeros_like(logits)
+    want[np.arange(6), logits.argmax(axis=1)] = 1.0
+    assert np.array_equal(s.values("prob"), want) and np.array_equal(s.values("exp_sum"), np.ones(6))
+    assert np.array_equal(s.values("logit"), m.sheet("CABACA").values("logit"))  # nothing else moves
+    s.set("logit[5][C]", s.value("logit[5][A]"))  # a tie between A (id 0) and C (id 2): the lowest id wins
+    assert s.value("prob[5]").tolist() == [1.0, 0.0, 0.0]
+    assert "first largest" in s.formula("prob[5][A]")
+    g = m.sheet("CABACA", temperature=0).grad("prob[5][A]")
+    assert g.value == 1.0 and g.tensors() == ["prob"]  # a step function: nothing flows back
+    assert main(["run", "CABACA", "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "temperature 0 (greedy" in out and "A: logit +7.5037 p 1.0000" in out
+    with pytest.raises(DfgptError, match="temperature 0 .* #DIV/0!"):
+        m.sheet("CABACA", temperature=0).to_xlsx(tmp_path / "t0.xlsx")
+    for bad in (-1.0, float("nan"), float("inf"), True, "0"):
+        with pytest.raises(DfgptError, match="temperature must be a finite number >= 0"):
+            m.sheet("CABACA", temperature=bad)
+    clean, corrupted = m.sheet("CABACAAAA", temperature=0), m.sheet("CACACAAAA", temperature=0)
+    r = dfgpt.sweep(clean, corrupted, "prob:B", over="resid_pre")
+    assert (r.clean, r.corrupted) == (1.0, 0.0) and r.values[0].tolist()[:3] == [0.0, 0.0, 1.0]

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.graph import Graph
 from ..core.ops import GELU_C, Op, gelu
+from ..core.ops.attention import greedy
 from . import arena
 
 __all__ = ["FORWARD", "FORWARD_ROWS", "VJP", "Arrays", "Grads", "backward", "forward", "needed", "pinned_cells"]
@@ -100,12 +101,14 @@ def _f_max(op: Op, V: Arrays) -> np.ndarray:
 
 def _f_sum(op: Op, V: Arrays) -> np.ndarray:
     s, m = V[op.ins[0]], V[op.ins[1]]
-    return np.exp((s - m[..., None]) / _temp(op, V, 2)).sum(axis=-1)
+    tau = _temp(op, V, 2)
+    return (greedy(s) if tau == 0 else np.exp((s - m[..., None]) / tau)).sum(axis=-1)
 
 
 def _f_softmax(op: Op, V: Arrays) -> np.ndarray:
     s, m, S = (V[n] for n in op.ins[:3])
-    return np.exp((s - m[..., None]) / _temp(op, V, 3)) / S[..., None]
+    tau = _temp(op, V, 3)
+    return (greedy(s) if tau == 0 else np.exp((s - m[..., None]) / tau)) / S[..., None]
 
 
 def _f_weighted(op: Op, V: Arrays) -> np.ndarray:
@@ -319,6 +322,8 @@ def _acc_temperature(G: Arrays, name: str, e: np.ndarray, ge: np.ndarray, z: np.
 def _v_sum(op: Op, V: Arrays, g: np.ndarray, G: Arrays) -> None:
     s, m = V[op.ins[0]], V[op.ins[1]]
     tau = _temp(op, V, 2)
+    if tau == 0:  # greedy: a step function of the logits, flat almost everywhere: nothing flows back
+        return
     z = (s - m[..., None]) / tau
     e = np.exp(z)
     ge = g[..., None] * e / tau
@@ -331,6 +336,8 @@ def _v_sum(op: Op, V: Arrays, g: np.ndarray, G: Arrays) -> None:
 def _v_softmax(op: Op, V: Arrays, g: np.ndarray, G: Arrays) -> None:
     s, m, S = (V[n] for n in op.ins[:3])
     tau = _temp(op, V, 3)
+    if tau == 0:  # greedy, as _v_sum
+        return
     z = (s - m[..., None]) / tau
     a = np.exp(z) / S[..., None]
     ga = g * a

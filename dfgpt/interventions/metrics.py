@@ -44,6 +44,15 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:  # [V] -> [V]
     return z - np.log(np.exp(z).sum())
 
 
+def _logp(row: np.ndarray, tau: float) -> np.ndarray:
+    """log prob of a logit row [V] at temperature τ; at 0 (greedy) 0 on the first largest logit, −∞ elsewhere."""
+    if tau == 0:
+        out = np.full(row.shape, -np.inf)
+        out[int(np.argmax(row))] = 0.0
+        return out
+    return _log_softmax(np.asarray(row, np.float64) / tau)
+
+
 @dataclass(frozen=True)
 class Metric:
     """A named number of a sheet; spec metrics also know their gradient with respect to `logit[position]`."""
@@ -92,6 +101,8 @@ class Metric:
             g[self.tokens[0]] = 1.0
             return t, g
         tau = float(sheet.engine.values["temperature"])
+        if tau == 0:  # greedy probabilities are a step function of the logits: flat almost everywhere
+            return t, g
         p = np.exp(_log_softmax(np.asarray(sheet.value(f"logit[{t}]"), np.float64) / tau))
         if self.kind == "kl":
             if self.clean_logp is None:  # parse_metric sets it for every "kl" metric
@@ -146,7 +157,7 @@ def parse_metric(metric: str | Callable[[Any], float] | Metric, clean: Cells, po
     tau = float(clean.engine.values["temperature"])
 
     def logp(row: np.ndarray) -> np.ndarray:  # logit row [V] -> log-probabilities [V]
-        return _log_softmax(np.asarray(row, np.float64) / tau)
+        return _logp(row, tau)
 
     clean_logp = ref = logp(clean.value(f"logit[{t}]")) if kind == "kl" else None
     if kind == "logit_diff":
@@ -167,6 +178,8 @@ def parse_metric(metric: str | Callable[[Any], float] | Metric, clean: Cells, po
         clean_ref = ref
 
         def of_row(row: np.ndarray) -> float:
+            if tau == 0:  # one-hot distributions: 0 when the greedy picks agree, +inf when not
+                return 0.0 if int(np.argmax(clean_ref)) == int(np.argmax(logp(row))) else float("inf")
             return max(0.0, float(np.sum(np.exp(clean_ref) * (clean_ref - logp(row)))))
 
     def fn(sheet: Any) -> float:
