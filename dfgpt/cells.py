@@ -66,13 +66,20 @@ class Cells:
         return self.model.decode(self.tokens)
 
     def token_label(self, i: int) -> str:
-        """How a vocabulary index prints in a cell name: the token text when it reads back, else the id."""
-        vocab = self.model.vocab
-        t = vocab[i] if i < len(vocab) else ""
+        """How a vocabulary index prints in a cell name: the token's displayed spelling (`␣John`, one
+        spelling for BPE's `Ġ` and SentencePiece's `▁`) when it reads back, else the id."""
+        shown = self.model.shown
+        t = shown[i] if i < len(shown) else ""
         plain = _PLAIN_TOKEN.fullmatch(t) and not re.fullmatch(r"-?[0-9]+", t)
         return t if plain and self.model.token_ids.get(t) == i else str(i)
 
     _token_label = token_label
+
+    def token_spelling(self, text: str, i: int) -> str:
+        """How a token the user wrote prints back: the displayed spelling when they wrote the tokenizer's
+        own (`ĠJohn` prints `␣John`); what they wrote otherwise (an id stays an id)."""
+        vocab = self.model.vocab
+        return self.token_label(i) if i < len(vocab) and text == vocab[i] else text
 
     def token_id(self, text: str, where: str = "token") -> int:
         """The id of a token written as its text, its id, or `#id` (an id even where the digits are a text)."""

@@ -206,3 +206,24 @@ def test_a_temperature_zero_sheet_is_greedy_one_hot_with_ties_to_the_lowest_id(c
     clean, corrupted = m.sheet("CABACAAAA", temperature=0), m.sheet("CACACAAAA", temperature=0)
     r = dfgpt.sweep(clean, corrupted, "prob:B", over="resid_pre")
     assert (r.clean, r.corrupted) == (1.0, 0.0) and r.values[0].tolist()[:3] == [0.0, 0.0, 1.0]
+
+
+# -- item 17: tokens spelled one way ----------------------------------------------------------------------
+def test_a_bpe_token_is_spelled_one_way_and_accepted_in_every_spelling(hf_dir, capsys):
+    model = dfgpt.load(str(hf_dir[0]))
+    s = model.sheet("the cat —")  # '—' is three bytes: BPE splits it into tokens that are no character alone
+    cat = s.tokens[1]
+    assert model.vocab[cat] == "Ġcat" and model.token_text(cat) == s.token_label(cat) == "␣cat"
+    assert "wte[␣cat][0]" in s.precedents("emb[1][0]") and not any("Ġ" in c for c in s.cells("logit[1]"))
+    for spelling in ("␣cat", "Ġcat", str(cat)):
+        assert s.value(f"logit[1][{spelling}]") == s.values("logit")[1, cat]
+    shown = [model.token_text(t) for t in s.tokens]
+    assert all("\ufffd" not in t for t in shown) and any(t.startswith("<0x") for t in shown)
+    assert main(["run", "--model", str(hf_dir[0]), "the cat —", "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "pos  1 '␣cat' ->" in out and "Ġ" not in out and "\ufffd" not in out.split("\n", 2)[2]
+    for spelling in ("Ġcat", "␣cat", " cat"):
+        receipt = s.set("tokens[0]", spelling)
+        assert s.tokens[0] == cat and "'␣cat'" in str(receipt)
+    r = dfgpt.sweep(model.sheet("the cat"), model.sheet("the mat"), "logit_diff:Ġcat,␣mat")
+    assert r.metric == "logit_diff:␣cat,␣mat@1"

@@ -94,4 +94,5 @@ def resolve(sheet: Cells, target: str) -> Target:
     for tok, sign in zip(toks, (1.0, -1.0)):
         w[t, tok] = sign
     cells = [sheet.name(tensor, (t, tok)) for tok in toks]
+    names = [sheet.token_spelling(n, i) for n, i in zip(names, toks)]
     return Target(f"{kind}:{','.join(names)}@{t}", cells, {tensor: w != 0}, {tensor: w})

@@ -37,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     sheet = model.sheet(args.text, temperature=args.temperature)
     logits = sheet.values("logit")
     probs = sheet.values("prob")
-    vocab = model.vocab
+    vocab = model.shown  # one spelling for display: `␣John`, never GPT-2's `ĠJohn` beside a decoded ' John'
     top = min(len(vocab), args.top)
     if args.json:
         print(json.dumps({"model": model.config.name, "tokens": sheet.tokens, "vocab": list(vocab),
@@ -50,9 +50,9 @@ def _run(args: argparse.Namespace) -> int:
     for t in range(sheet.T):
         order = np.argsort(-logits[t], kind="stable")[:top]
         cells = "  ".join(f"{vocab[v]!s}: logit {logits[t, v]:+.4f} p {probs[t, v]:.4f}" for v in order)
-        print(f"pos {t:>2} {model.decode([sheet.tokens[t]])!r} -> {cells}")
-    nxt = [int(np.argmax(logits[t])) for t in range(sheet.T)]
-    print(f"greedy next tokens: {model.decode(nxt)!r}")
+        print(f"pos {t:>2} {model.token_text(sheet.tokens[t])!r} -> {cells}")
+    nxt = [int(np.argmax(logits[t])) for t in range(sheet.T)]  # one prediction per position, not a text:
+    print(f"greedy next tokens: {''.join(model.token_text(i) for i in nxt)!r}")  # spelled token by token
     return 0
 
 

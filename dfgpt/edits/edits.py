@@ -105,8 +105,8 @@ def _number(cell: str, value: Any, dtype: np.dtype) -> float:
 def _token_id(sheet: Cells, cell: str, value: Any) -> int:
     vocab, V = sheet.model.vocab, sheet.config.vocab_size
     if isinstance(value, str):
-        if value in vocab:
-            return vocab.index(value)
+        if value in sheet.model.token_ids:  # either spelling: the tokenizer's (ĠJohn) or the displayed (␣John)
+            return sheet.model.token_ids[value]
         try:
             ids = sheet.model.tokenizer.encode(value) if not sheet.config.vocab else []
         except (KeyError, ValueError, DfgptError):

@@ -153,6 +153,7 @@ def parse_metric(metric: str | Callable[[Any], float] | Metric, clean: Cells, po
         position = int(at)
     t = int(T - 1 if position is None else position) % T
     toks = tuple(_token(clean, n, spec) for n in names)
+    names = [clean.token_spelling(n, i) for n, i in zip(names, toks)]  # one spelling: ĠJohn prints ␣John
     name = f"{kind}{':' + ','.join(names) if names else ''}@{t}"
     tau = float(clean.engine.values["temperature"])
 
