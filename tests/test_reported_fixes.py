@@ -227,3 +227,25 @@ def test_a_bpe_token_is_spelled_one_way_and_accepted_in_every_spelling(hf_dir, c
         assert s.tokens[0] == cat and "'␣cat'" in str(receipt)
     r = dfgpt.sweep(model.sheet("the cat"), model.sheet("the mat"), "logit_diff:Ġcat,␣mat")
     assert r.metric == "logit_diff:␣cat,␣mat@1"
+
+
+# -- item 20: the smaller things ---------------------------------------------------------------------------
+def test_index_and_name_errors_are_named_for_users_and_are_builtin_errors_too():
+    from dfgpt.errors import BadIndexError, BadNameError, IndexError_, NameError_, UnknownNameError
+
+    s = dfgpt.load("sort").sheet("CABACA")
+    with pytest.raises(IndexError) as got:
+        s.value("logit[9][A]")
+    assert type(got.value).__name__ == "BadIndexError" and isinstance(got.value, DfgptError)
+    with pytest.raises(NameError) as named:
+        s.value("logit[5")
+    assert type(named.value).__name__ == "BadNameError" and isinstance(named.value, DfgptError)
+    assert (IndexError_, NameError_) == (BadIndexError, BadNameError) and issubclass(UnknownNameError, NameError)
+
+
+def test_a_gradient_of_a_selection_says_it_is_of_the_sum():
+    s = dfgpt.load("sort").sheet("CABACA")
+    g = s.grad("logit[5]")
+    assert repr(g).startswith("Gradient(∂Σ logit[5] (3 cells) = ")
+    assert g.value == pytest.approx(float(s.values("logit")[5].sum()), rel=1e-15)
+    assert repr(s.grad("logit[5][A]")).startswith("Gradient(∂logit[5][A] = ")

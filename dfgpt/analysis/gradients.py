@@ -39,6 +39,12 @@ class Gradient:
     value: float
     arrays: dict[str, np.ndarray]
     resolve: Callable[[str], tuple[str, tuple[int, ...]]] = field(repr=False, compare=False)
+    cells: int = 1  # how many cells the target sums (a selection's); a logit difference counts as 1
+
+    @property
+    def shown(self) -> str:
+        """The target as printed: `Σ logit[5]` for a selection, whose gradient is of its sum."""
+        return f"Σ {self.target} ({self.cells:,} cells)" if self.cells > 1 else self.target
 
     def __getitem__(self, cell: str) -> float:
         tensor, idx = self.resolve(cell)
@@ -50,12 +56,12 @@ class Gradient:
         return [n for n, a in self.arrays.items() if np.any(a)]
 
     def __repr__(self) -> str:
-        return f"Gradient(∂{self.target} = {self.value:+.6g} by the cells of {len(self.tensors())} tensors)"
+        return f"Gradient(∂{self.shown} = {self.value:+.6g} by the cells of {len(self.tensors())} tensors)"
 
     def _repr_html_(self) -> str:
         rows = [[n, f"{int(np.count_nonzero(a)):,}", f"{float(np.abs(a).max()):.5g}"]
                 for n, a in self.arrays.items() if np.any(a)]
-        return table(f"∂{self.target} (= {self.value:+.6g}) by tensor", ["tensor", "nonzero cells", "max |∂|"], rows)
+        return table(f"∂{self.shown} (= {self.value:+.6g}) by tensor", ["tensor", "nonzero cells", "max |∂|"], rows)
 
 
 def grad(sheet: Cells, target: str) -> Gradient:
@@ -144,4 +150,5 @@ def grad(sheet: Cells, target: str) -> Gradient:
             full = np.zeros(shape, eng.dtype)
             full[tuple(slice(0, n) for n in g.shape[1:])] = g[0]
         arrays[name] = arrays[name] + full if name in arrays else full
-    return Gradient(target, value, arrays, sheet.cell)
+    n = 1 if tgt.spec else sum(int(np.count_nonzero(m)) for m in masks.values())
+    return Gradient(target, value, arrays, sheet.cell, n)

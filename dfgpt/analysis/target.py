@@ -39,7 +39,8 @@ _ARITY = {"logit_diff": 2, "logit": 1, "prob": 1}
 
 @dataclass(frozen=True)
 class Target:
-    """A target as weighted cells: `masks[tensor]` selects them, `weights[tensor]` weighs them."""
+    """A target as weighted cells: `masks[tensor]` selects them, `weights[tensor]` weighs them; `cells` names
+    a spec's cells one by one, and is the name as given for a cell or a selection."""
 
     name: str
     cells: list[str]
@@ -64,8 +65,8 @@ def resolve(sheet: Cells, target: str) -> Target:
                          f"'logit_diff:A,C', got {show(target)}.")
     match = SPEC.match(target)
     if match is None:
-        masks = sheet.masks(target)
-        return Target(target, sheet.names(masks), masks, {t: m.astype(np.float64) for t, m in masks.items()})
+        masks = sheet.masks(target)  # the name as given: a selection of 50k logits is not listed cell by cell
+        return Target(target, [target], masks, {t: m.astype(np.float64) for t, m in masks.items()})
     spec = target.strip()
     head, _, at = spec.partition("@")
     kind, _, args = head.partition(":")
