@@ -249,3 +249,10 @@ def test_a_gradient_of_a_selection_says_it_is_of_the_sum():
     assert repr(g).startswith("Gradient(∂Σ logit[5] (3 cells) = ")
     assert g.value == pytest.approx(float(s.values("logit")[5].sum()), rel=1e-15)
     assert repr(s.grad("logit[5][A]")).startswith("Gradient(∂logit[5][A] = ")
+
+
+def test_notebook_html_keeps_the_themes_ink_on_pale_cells():
+    m = dfgpt.load("sort")
+    r = dfgpt.sweep(m.sheet("CABACAAAA"), m.sheet("CACACAAAA"), "logit_diff:B,C", over="resid_pre")
+    page = r._repr_html_()
+    assert "color:black" not in page and "color:inherit" in page and "color:white" in page  # dark cells: white
