@@ -71,9 +71,9 @@ def rhs(sheet: Cells, tensor: str, idx: tuple[int, ...]) -> str:
         return f"Σ_{{d=0..{hs - 1}}} {ins[0]}[{h}][{t}][d] · {ins[1]}[{h}][{s_}][d] / √{hs}"
     temp = " / temperature" if "temperature" in ins else ""
     if temp and float(sheet.engine.values["temperature"]) == 0 and kind in ("softmax_sum", "softmax"):
-        (t, *v) = idx  # temperature 0 is greedy: the numerator is 1 on the first largest logit only
-        hot = f"[{n(ins[0], (t, v[0]))} is the first largest of {ins[0]}[{t}]]" if v else "1"
-        total = "" if kind == "softmax_sum" else f" / {ins[2]}[{t}]"
+        row = idx[0]  # temperature 0 is greedy: the numerator is 1 on the first largest logit only
+        hot = f"[{n(ins[0], (row, idx[1]))} is the first largest of {ins[0]}[{row}]]" if len(idx) > 1 else "1"
+        total = "" if kind == "softmax_sum" else f" / {ins[2]}[{row}]"
         return f"{hot}{total} (temperature 0: greedy, ties to the lowest id)"
     if kind == "softmax_max":
         if len(idx) == 2:
