@@ -44,8 +44,10 @@ class Cells:
         self.model = model
         self.config = model.config
         self.graph = model.graph
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise EditError(f"temperature must be a finite number > 0, got {temperature!r}.")
+        # 0 is greedy: `prob` is one-hot on each row's largest logit, ties to the lowest id
+        if isinstance(temperature, bool) or not (isinstance(temperature, (int, float, np.integer, np.floating))
+                                                 and math.isfinite(temperature) and temperature >= 0):
+            raise EditError(f"temperature must be a finite number >= 0 (0 = greedy), got {show(temperature)}.")
         exact = model.config.dtype == "float64" if exact is None else exact
         ids = model.encode(ids)  # ids in range and within the context, checked (a -1 must not wrap)
         self.engine = Engine(self.graph, model.params, np.array(ids), float(temperature), exact)
@@ -64,13 +66,37 @@ class Cells:
         return self.model.decode(self.tokens)
 
     def token_label(self, i: int) -> str:
-        """How a vocabulary index prints in a cell name: the token text when it reads back, else the id."""
-        vocab = self.model.vocab
-        t = vocab[i] if i < len(vocab) else ""
+        """How a vocabulary index prints in a cell name: the token's displayed spelling (`␣John`, one
+        spelling for BPE's `Ġ` and SentencePiece's `▁`) when it reads back, else the id."""
+        shown = self.model.shown
+        t = shown[i] if i < len(shown) else ""
         plain = _PLAIN_TOKEN.fullmatch(t) and not re.fullmatch(r"-?[0-9]+", t)
         return t if plain and self.model.token_ids.get(t) == i else str(i)
 
     _token_label = token_label
+
+    def token_spelling(self, text: str, i: int) -> str:
+        """How a token the user wrote prints back: the displayed spelling when they wrote the tokenizer's
+        own (`ĠJohn` prints `␣John`); what they wrote otherwise (an id stays an id)."""
+        vocab = self.model.vocab
+        return self.token_label(i) if i < len(vocab) and text == vocab[i] else text
+
+    def token_id(self, text: str, where: str = "token") -> int:
+        """The id of a token written as its text, its id, or `#id` (an id even where the digits are a text)."""
+        ids, V = self.model.token_ids, self.config.vocab_size
+        short = len(text) <= 20  # an id has a few digits: never convert thousands (Python refuses past 4,300)
+        if short and text.startswith("#") and text[1:].isdigit() and int(text[1:]) < V:
+            return int(text[1:])
+        if text in ids:
+            return int(ids[text])
+        if short and text.isdigit() and int(text) < V:
+            return int(text)
+        vocab = self.model.vocab
+        raise TokenError(
+            f"{where}: {show(text)} is not a token of the vocabulary"
+            + (f" ({' '.join(vocab)})" if len(vocab) <= 20 else "")
+            + f"; give a token text or an id 0..{V - 1}." + suggest(text, vocab[:5000])
+        )
 
     def name(self, tensor: str, idx: tuple[int, ...]) -> str:
         """The printed name of one cell: `logit[5][A]`."""
@@ -223,7 +249,12 @@ class Cells:
         self.engine.ensure(self.engine.rows_of(masks))
 
     def value(self, text: str) -> Any:
-        """A cell's value (float), a slice's values (ndarray), or {tensor: ndarray} for a wildcard."""
+        """A cell's value (float), a slice's values (ndarray); a wildcard's tensors stacked on a leading axis.
+
+        `value("h[*].attn.att")` is `[layer, head, T, T]`: the tensors a wildcard selects, in layer
+        order, when they all have one shape; tensors of different shapes (`h[0]`, `h[0].*`) are
+        refused with the names to read one at a time.
+        """
         sel = self.select(text)
         need: dict[str, Any] = {}
         for tensor, idx in sel:  # the rows alone: no full-size mask for one logit of 50k
@@ -237,7 +268,18 @@ class Cells:
         for tensor, idx in sel:
             v = self.engine.view(tensor)[idx]
             out[tensor] = (int(v) if tensor == "tokens" else float(v)) if np.ndim(v) == 0 else np.array(v)
-        return out[sel[0][0]] if len(sel) == 1 else out
+        if len(sel) == 1:
+            return out[sel[0][0]]
+        shapes = {np.shape(v) for v in out.values()}
+        if len(shapes) > 1:
+            listed = ", ".join(f"{t} {tuple(np.shape(v))}" for t, v in list(out.items())[:6])
+            raise IndexError_(
+                f"{text!r} selects {len(out)} tensors of different shapes ({listed}"
+                f"{', ...' if len(out) > 6 else ''}), which do not stack into one array. Expected a wildcard "
+                "over tensors of one shape, such as 'h[*].attn.att'; read the others one at a time: "
+                f"[sheet.values(t) for t in sheet.tensors({text!r})]."
+            )
+        return np.stack([out[t] for t, _ in sel])  # [selected tensor, *the selection's shape]
 
     def values(self, tensor: str) -> np.ndarray:
         """The whole current value of one tensor (computed as needed)."""

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "BadIndexError",
+    "BadNameError",
     "CheckpointError",
     "ClusterError",
     "DfgptError",
@@ -37,16 +39,22 @@ class DfgptError(Exception):
     """Base class of every error dfgpt raises on bad input."""
 
 
-class NameError_(DfgptError):
-    """A cell or tensor name that does not parse."""
+class BadNameError(DfgptError, NameError):
+    """A cell or tensor name that does not parse (also a built-in NameError)."""
 
 
-class UnknownNameError(NameError_):
+class UnknownNameError(BadNameError):
     """A name that parses but names nothing in this model."""
 
 
-class IndexError_(DfgptError):
-    """A wrong number of indices, or an index out of range."""
+class BadIndexError(DfgptError, IndexError):
+    """A wrong number of indices, or an index out of range (also a built-in IndexError)."""
+
+
+# The earlier names (a trailing underscore, which showed in messages and the API's `error` field),
+# kept as aliases so that `except IndexError_` in existing code still works.
+NameError_ = BadNameError
+IndexError_ = BadIndexError
 
 
 class TokenError(DfgptError):

@@ -75,9 +75,8 @@ def test_vocab_axes_take_text_or_id(sort_random):
 
 def test_wildcards_and_slices_select_many(sort_random):
     s = sort_random.sheet("CABACA")
-    atts = s.value("h[*].attn.att[1][5][:]")
-    assert sorted(atts) == [f"h[{l}].attn.att" for l in range(3)]
-    assert all(v.shape == (6,) for v in atts.values())
+    atts = s.value("h[*].attn.att[1][5][:]")  # stacked in layer order: [layer, key]
+    assert atts.shape == (3, 6) and all((atts[l] == s.values(f"h[{l}].attn.att")[1, 5]).all() for l in range(3))
     assert len(s.cells("h[0].attn.att[1][5][0:3]")) == 3
     assert s.value("logit[-1][A]") == s.value("logit[5][A]")
 

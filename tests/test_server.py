@@ -148,8 +148,8 @@ def test_the_page_and_its_colours_are_served_from_the_package(client):
 BAD = [
     ("GET", "/api/cell", {**Q, "name": "logit[5][D]"}, None, "TokenError"),
     ("GET", "/api/cell", {**Q, "name": "logits2[5][A]"}, None, "UnknownNameError"),
-    ("GET", "/api/cell", {**Q, "name": "logit[9][A]"}, None, "IndexError_"),
-    ("GET", "/api/cell", {**Q, "name": "logit[5"}, None, "NameError_"),
+    ("GET", "/api/cell", {**Q, "name": "logit[9][A]"}, None, "BadIndexError"),
+    ("GET", "/api/cell", {**Q, "name": "logit[5"}, None, "BadNameError"),
     ("GET", "/api/cell", Q, None, "QueryError"),  # no name
     ("GET", "/api/cell", {"model": "sort", "text": "CAXACA", "name": "logit[0][A]"}, None, "TokenError"),
     ("GET", "/api/cell", {"model": "sort", "text": "CABACABACABA", "name": "logit[0][A]"}, None,
@@ -158,9 +158,9 @@ BAD = [
     ("GET", "/api/cell", {"model": "sort", "text": "", "name": "logit[0][A]"}, None, "QueryError"),
     ("GET", "/api/cell", {"model": "../../etc/passwd", "text": "CABACA", "name": "logit[0][A]"}, None,
      "UnknownNameError"),
-    ("GET", "/api/tensor", {**Q, "name": "h[0].attn.att", "lead": 7}, None, "IndexError_"),
+    ("GET", "/api/tensor", {**Q, "name": "h[0].attn.att", "lead": 7}, None, "BadIndexError"),
     ("GET", "/api/tensor", {**Q, "name": "logit", "r0": "x"}, None, "QueryError"),
-    ("GET", "/api/tensor", {**Q, "name": "logit", "r0": 600}, None, "IndexError_"),
+    ("GET", "/api/tensor", {**Q, "name": "logit", "r0": 600}, None, "BadIndexError"),
     ("GET", "/api/influence", {**Q, "name": "logit[5][A]", "by": "magic"}, None, "QueryError"),
     ("GET", "/api/influence", {**Q, "name": "logit[5][A]", "top": 0}, None, "QueryError"),
     ("GET", "/api/dist", {**Q, "temperature": "-1"}, None, "QueryError"),
@@ -356,6 +356,6 @@ def test_a_checkpoint_without_a_tokenizer_takes_ids(tmp_path):
     assert c.get("/api/models").json()["models"][0]["tokenizer"] == "ids"
     for bad in ("hello", "3 25", "3 -1"):
         r = c.get("/api/cell", params={"model": "ids", "text": bad, "name": "logit[0][0]"})
-        assert r.status_code == 400 and r.json()["error"] in ("TokenError", "IndexError_"), r.json()
+        assert r.status_code == 400 and r.json()["error"] in ("TokenError", "BadIndexError"), r.json()
     r = c.post("/api/step", json={"model": "ids", "text": "3 4 19", "temperature": 0})
     assert r.status_code == 200 and len(r.json()["text"].split()) == 4

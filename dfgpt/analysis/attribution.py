@@ -24,6 +24,7 @@ import numpy as np
 from ..core.ops import Linear
 from ..errors import QueryError
 from ..html import table
+from .target import resolve
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -81,17 +82,22 @@ class Attribution(Sequence[Component]):
 
 
 def direct_attribution(sheet: Cells, target: str) -> Attribution:
-    """Split logit[t][v] into embeddings, each attention head, each MLP and the biases.
+    """Split logit[t][v] (or a logit difference `logit_diff:A,C`) into embeddings, each attention
+    head, each MLP and the biases.
 
     With x the final residual stream row, logit = ((x − mean) / √(var + eps) · g + b) · W_U[v].
     x is a sum of parts (embeddings, heads through c_proj, c_proj biases, MLPs), each centred
     by its own mean, so part_i = (r_i − mean(r_i)) / √(var + eps) · g · W_U[v] and
-    Σ part_i + b · W_U[v] = logit exactly (up to float rounding).
+    Σ part_i + b · W_U[v] = logit exactly (up to float rounding). A logit difference uses
+    W_U[A] − W_U[C] in place of W_U[v]: its parts sum to logit[t][A] − logit[t][C].
     """
-    tensor, idx = sheet.cell(target)
-    if tensor != "logit":
-        raise QueryError(f"direct attribution splits a logit; give a cell like 'logit[5][A]', got {target!r}.")
-    t, v = idx
+    tgt = resolve(sheet, target)
+    rows, cols = np.nonzero(tgt.masks.get("logit", np.zeros((1, 1), bool)))
+    if set(tgt.masks) != {"logit"} or len(set(rows.tolist())) != 1 or (len(cols) != 1 and not tgt.spec):
+        raise QueryError(f"direct attribution splits a logit or a logit difference; give a cell like "
+                         f"'logit[5][A]' or 'logit_diff:A,C', got {target!r}.")
+    t, v = int(rows[0]), int(cols[0])
+    coef = tgt.weights["logit"][t, cols]  # [k]: 1 for a logit; 1, -1 for a difference
     e, cfg, graph = sheet.engine, sheet.config, sheet.graph
     row = np.zeros(sheet.T, bool)
     row[t] = True
@@ -99,7 +105,8 @@ def direct_attribution(sheet: Cells, target: str) -> Attribution:
     head_op = graph.ops["logit"]
     if not isinstance(head_op, Linear):  # graph.build makes logit a Linear: a broken graph otherwise
         raise TypeError(f"logit is computed by {type(head_op).__name__}, expected a Linear")
-    w = head_op.weight_t(e)[:, v]  # [C]
+    W_U = head_op.weight_t(e)  # [C, V]
+    w = W_U[:, v] if len(cols) == 1 else W_U[:, cols] @ coef  # [C, k] @ [k] -> [C]
     bias_term = 0.0
     if cfg.layer_norm:
         scale = 1.0 / np.sqrt(float(e.view("ln_f.var")[t]) + cfg.ln_eps)
@@ -138,4 +145,6 @@ def direct_attribution(sheet: Cells, target: str) -> Attribution:
                 parts.append(Component(f"h[{layer}].mlp.c_proj.b", "mlp_bias", layer, None, part(b)))
     if bias_term:
         parts.append(Component("ln_f.b", "ln_f_bias", None, None, bias_term))
-    return Attribution(target, float(e.view("logit")[t, v]), parts)
+    row_v = e.view("logit")[t]
+    logit = float(row_v[v]) if len(cols) == 1 else sum(float(row_v[c]) * float(k) for c, k in zip(cols, coef))
+    return Attribution(target, logit, parts)

@@ -24,7 +24,8 @@ def _fmt(x: float) -> str:
 def sheet_view(sheet: Cells) -> SheetView:
     """A sheet as an op's formula text and SymPy reads see it: cell names, dimensions, tokens."""
     specs = sheet.graph.specs
-    return SheetView(name=sheet.name, dims=lambda t: specs[t].dims, tokens=sheet.engine.tokens)
+    return SheetView(name=sheet.name, dims=lambda t: specs[t].dims, tokens=sheet.engine.tokens,
+                     temperature=float(sheet.engine.values["temperature"]))
 
 
 def rhs(sheet: Cells, tensor: str, idx: tuple[int, ...]) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 from ..core.autodiff import Arrays, backward, needed, pinned_cells
 from ..core.blas import one_blas_thread
 from ..html import table
+from .target import resolve
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -38,6 +39,12 @@ class Gradient:
     value: float
     arrays: dict[str, np.ndarray]
     resolve: Callable[[str], tuple[str, tuple[int, ...]]] = field(repr=False, compare=False)
+    cells: int = 1  # how many cells the target sums (a selection's); a logit difference counts as 1
+
+    @property
+    def shown(self) -> str:
+        """The target as printed: `Σ logit[5]` for a selection, whose gradient is of its sum."""
+        return f"Σ {self.target} ({self.cells:,} cells)" if self.cells > 1 else self.target
 
     def __getitem__(self, cell: str) -> float:
         tensor, idx = self.resolve(cell)
@@ -49,21 +56,32 @@ class Gradient:
         return [n for n, a in self.arrays.items() if np.any(a)]
 
     def __repr__(self) -> str:
-        return f"Gradient(∂{self.target} = {self.value:+.6g} by the cells of {len(self.tensors())} tensors)"
+        return f"Gradient(∂{self.shown} = {self.value:+.6g} by the cells of {len(self.tensors())} tensors)"
 
     def _repr_html_(self) -> str:
         rows = [[n, f"{int(np.count_nonzero(a)):,}", f"{float(np.abs(a).max()):.5g}"]
                 for n, a in self.arrays.items() if np.any(a)]
-        return table(f"∂{self.target} (= {self.value:+.6g}) by tensor", ["tensor", "nonzero cells", "max |∂|"], rows)
+        return table(f"∂{self.shown} (= {self.value:+.6g}) by tensor", ["tensor", "nonzero cells", "max |∂|"], rows)
 
 
 def grad(sheet: Cells, target: str) -> Gradient:
-    """∂target/∂cell for every cell of the target's cone; a selection means the sum of its cells.
+    """∂target/∂cell for every cell of the target's cone.
 
-    Only the position rows up to the target's last row are used: later rows are outside
-    every cone (the causal mask). Values come from the engine, so edits and pins count.
+    `target`: one cell (`logit[5][A]`); a selection, which means the **sum** of its cells
+    (`logit[5]` is ∂(Σ_v logit[5][v]), not one gradient per cell); or a logit difference
+    `logit_diff:A,C` (also `logit:A`, `prob:A`, read at the last position unless `@t`), see
+    dfgpt.analysis.target. Only the position rows up to the target's last row are used: later
+    rows are outside every cone (the causal mask). Values come from the engine, so edits and
+    pins count.
+
+    >>> import dfgpt
+    >>> s = dfgpt.load("sort").sheet("CABACA")
+    >>> d, a, c = s.grad("logit_diff:A,C"), s.grad("logit[5][A]"), s.grad("logit[5][C]")
+    >>> bool(np.allclose(d.arrays["wte"], a.arrays["wte"] - c.arrays["wte"], rtol=0, atol=1e-12))
+    True
     """
-    masks = sheet.masks(target)
+    tgt = resolve(sheet, target)
+    masks, weights = tgt.masks, tgt.weights
     eng = sheet.engine
     specs = sheet.graph.specs
     last = 0
@@ -102,9 +120,11 @@ def grad(sheet: Cells, target: str) -> Gradient:
     parts: list[np.ndarray] = []
     for tensor, m in masks.items():
         if specs[tensor].kind == "computed":
-            seeds[tensor] = cut(tensor, m).astype(eng.dtype)[None]  # float32 sheets: float32 gradients
+            seeds[tensor] = cut(tensor, weights[tensor]).astype(eng.dtype)[None]  # float32 sheets: float32 gradients
         if tensor != "tokens":
-            parts.append(np.asarray(eng.view(tensor))[m])
+            w = weights[tensor][m]
+            got = np.asarray(eng.view(tensor))[m]
+            parts.append(got if np.all(w == 1) else got * w)  # a logit difference: the second token weighs -1
     picked = np.concatenate(parts) if parts else np.zeros(0)
     value = sum((float(np.sum(p)) for p in parts), 0.0)
     if value == 0 and picked.size and np.all(np.signbit(picked)):
@@ -112,9 +132,9 @@ def grad(sheet: Cells, target: str) -> Gradient:
     with one_blas_thread():  # ~150 medium matmuls: threads cost more than they give (3.3 s vs 1.7 s at GPT-2 size)
         G = backward(sheet.graph, V, seeds, pinned_cells(eng.pins, V))
     arrays: dict[str, np.ndarray] = {}
-    for tensor, m in masks.items():  # a selected parameter: ∂target/∂itself
+    for tensor in masks:  # a selected parameter: ∂target/∂itself
         if specs[tensor].kind == "parameter":
-            arrays[tensor] = m.astype(np.float64)
+            arrays[tensor] = weights[tensor].astype(np.float64)
     for name, g in G.items():
         if name == "tokens":
             continue
@@ -130,4 +150,5 @@ def grad(sheet: Cells, target: str) -> Gradient:
             full = np.zeros(shape, eng.dtype)
             full[tuple(slice(0, n) for n in g.shape[1:])] = g[0]
         arrays[name] = arrays[name] + full if name in arrays else full
-    return Gradient(target, value, arrays, sheet.cell)
+    n = 1 if tgt.spec else sum(int(np.count_nonzero(m)) for m in masks.values())
+    return Gradient(target, value, arrays, sheet.cell, n)

@@ -28,6 +28,7 @@ from ..errors import QueryError, show
 from ..html import table
 from .gradients import grad
 from .provenance import provenance
+from .target import Target, resolve
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -298,21 +299,23 @@ def influence(sheet: Cells, target: str, top: int = 20, by: str = "grad*value",
         raise QueryError(f"by must be one of {', '.join(RANKS)}, got {by!r}.")
     if not isinstance(target, str):
         raise QueryError(f"the target is one cell's name such as 'logit[5][A]', got {show(target)}.")
-    sel = sheet.masks(target)
+    tgt = resolve(sheet, target)  # a cell, or a spec such as 'logit_diff:A,C' (weighted cells)
+    sel = tgt.masks
     n = sum(int(np.count_nonzero(m)) for m in sel.values())
-    if n != 1:
+    if n != 1 and not tgt.spec:
         # A ranking explains one number; a sum over a stage (masked scores are -inf) explains none.
         raise QueryError(
             f"influence ranks what one cell depends on, but {target!r} selects {n:,} cells in {len(sel)} "
-            "tensor(s); name one cell, e.g. 'logit[5][A]' (sheet.provenance(selection) summarises the cone "
+            "tensor(s); name one cell, e.g. 'logit[5][A]', or a logit difference 'logit_diff:A,C' "
+            "(sheet.provenance(selection) summarises the cone "
             "of a selection, and sheet.grad(selection) differentiates its sum)."
         )
     with one_blas_thread():  # see grad: on two cores BLAS threads slow the whole ranking down
-        return _influence(sheet, target, top, by, candidates)
+        return _influence(sheet, target, top, by, candidates, tgt)
 
 
-def _influence(sheet: Cells, target: str, top: int, by: str, candidates: int | None) -> Influence:
-    prov = provenance(sheet, target)
+def _influence(sheet: Cells, target: str, top: int, by: str, candidates: int | None, tgt: Target) -> Influence:
+    prov = provenance(sheet, tgt.cells if tgt.spec else target)
     g = grad(sheet, target)
     engine = sheet.engine
     sheet.compute(prov.seeds)  # the seeds' rows pull in every row of the cone
@@ -339,7 +342,7 @@ def _influence(sheet: Cells, target: str, top: int, by: str, candidates: int | N
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise QueryError(f"candidates must be a whole number ≥ 1, got {candidates!r}.")
         picks = top_cells(flat, n)
-        exact = _ablate(sheet, target, [(t, _index(cells[t], i)) for t, i in picks])
+        exact = _ablate(sheet, tgt, [(t, _index(cells[t], i)) for t, i in picks])
         flat = {t: np.zeros(v.shape) for t, v in flat.items()}
         scored = {t: np.zeros_like(m) for t, m in cells.items()}
         for (t, i), d in zip(picks, exact):
@@ -427,13 +430,18 @@ def _copy(v: Any) -> Any:
     return v
 
 
-def _ablate(sheet: Cells, target: str, cells: list[tuple[str, tuple[int, ...]]]) -> list[float]:
+def _ablate(sheet: Cells, tgt: Target, cells: list[tuple[str, tuple[int, ...]]]) -> list[float]:
     """target − target with each cell set to 0 (a parameter written, a computed cell pinned)."""
-    masks = sheet.masks(target)
+    masks = tgt.masks
     sheet.compute(masks)
     e = _scratch(sheet.engine)
     need = e.rows_of(masks)
-    base = float(sum(e.view(t)[m].sum() for t, m in masks.items()))
+
+    def total() -> float:  # the target's cells, weighted (a logit difference's second token by -1)
+        return float(sum((e.view(t)[m] if not tgt.spec else e.view(t)[m] * tgt.weights[t][m]).sum()
+                         for t, m in masks.items()))
+
+    base = total()
     snap = _Snapshot(e)
     out = []
     try:
@@ -446,7 +454,7 @@ def _ablate(sheet: Cells, target: str, cells: list[tuple[str, tuple[int, ...]]])
                 e.pin(tensor, idx, 0.0)
             with np.errstate(all="ignore"):  # a zeroed denominator gives inf or nan: a result, reported
                 e.ensure(need)
-            out.append(base - float(sum(e.view(t)[m].sum() for t, m in masks.items())))
+            out.append(base - total())
             # The engine writes an array it already owns in place, so the snapshot's reference
             # alone would not undo it (a shared array was copied on write and is untouched).
             if sheet.graph.specs[tensor].kind == "parameter" and e.values[tensor] is arr:

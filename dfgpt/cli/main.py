@@ -37,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     sheet = model.sheet(args.text, temperature=args.temperature)
     logits = sheet.values("logit")
     probs = sheet.values("prob")
-    vocab = model.vocab
+    vocab = model.shown  # one spelling for display: `␣John`, never GPT-2's `ĠJohn` beside a decoded ' John'
     top = min(len(vocab), args.top)
     if args.json:
         print(json.dumps({"model": model.config.name, "tokens": sheet.tokens, "vocab": list(vocab),
@@ -45,13 +45,14 @@ def _run(args: argparse.Namespace) -> int:
                           "greedy_next": [int(np.argmax(logits[t])) for t in range(sheet.T)]}))
         return 0
     print(f"{model!r}")
-    print(f"input: {sheet.text!r} ({sheet.T} tokens), temperature {args.temperature:g}")
+    greedy = " (greedy: p is 1 on the largest logit, ties to the lowest id)" if args.temperature == 0 else ""
+    print(f"input: {sheet.text!r} ({sheet.T} tokens), temperature {args.temperature:g}{greedy}")
     for t in range(sheet.T):
         order = np.argsort(-logits[t], kind="stable")[:top]
         cells = "  ".join(f"{vocab[v]!s}: logit {logits[t, v]:+.4f} p {probs[t, v]:.4f}" for v in order)
-        print(f"pos {t:>2} {model.decode([sheet.tokens[t]])!r} -> {cells}")
-    nxt = [int(np.argmax(logits[t])) for t in range(sheet.T)]
-    print(f"greedy next tokens: {model.decode(nxt)!r}")
+        print(f"pos {t:>2} {model.token_text(sheet.tokens[t])!r} -> {cells}")
+    nxt = [int(np.argmax(logits[t])) for t in range(sheet.T)]  # one prediction per position, not a text:
+    print(f"greedy next tokens: {''.join(model.token_text(i) for i in nxt)!r}")  # spelled token by token
     return 0
 
 
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     p = sub.add_parser("run", help="run the model on a text: logits and probabilities per position")
     text_arg(p, positional=True)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="the softmax temperature of p (default 1); 0 is greedy: p is one-hot on the largest logit")
     p.add_argument("--top", type=int, default=3, help="tokens shown per position")
     json_arg(p)
     model_arg(p)

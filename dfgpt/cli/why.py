@@ -8,6 +8,7 @@ import json
 from ..analysis.attribution import direct_attribution
 from ..analysis.influence import influence
 from ..analysis.provenance import provenance
+from ..analysis.target import resolve
 from ..batch.influence import influence as influence_over
 from ..batch.pairs import read_inputs
 from ..errors import QueryError
@@ -39,34 +40,46 @@ def _why(args: argparse.Namespace) -> int:
     if args.inputs is not None:
         return _over(args)
     sheet = load(args.model).sheet(args.text)
-    prov = provenance(sheet, args.cell)
+    target = resolve(sheet, args.cell)  # a cell, or a spec such as 'logit_diff:A,C'
+    prov = provenance(sheet, target.cells if target.spec else args.cell)
     res = influence(sheet, args.cell, top=args.top, by=args.rank)  # bad arguments fail before printing
+    groups = {"head": res.by_head, "position": res.by_position, "tensor": res.by_tensor, "block": res.by_block}
+    rows = groups[args.by]()[: max(args.top, 1)] if args.by is not None else []
+    direct = (direct_attribution(sheet, args.cell)
+              if args.by == "head" and set(target.masks) == {"logit"} and len(target.cells) <= 2 else None)
     if args.json:
-        print(json.dumps({
+        out: dict[str, object] = {
             "cell": args.cell, "value": res.target_value, "cone": {"cells": len(prov), "tensors": len(prov.masks)},
             "by": args.rank, "top": [{"cell": it.cell, "value": it.value, "grad": it.grad, "score": it.score}
-                                     for it in res.items]}))
+                                     for it in res.items]}
+        if args.by is not None:  # the same groups (and, by head, the same direct attribution) the text shows
+            out["groups"] = {"by": args.by, "rows": [{"key": r.key, "cells": r.cells, "sum": r.score,
+                                                      "abs_sum": r.abs_score} for r in rows]}
+        if direct is not None:
+            out["direct_attribution"] = {"logit": direct.logit, "sum": direct.total,
+                                         "parts": [{"name": p.name, "kind": p.kind, "layer": p.layer,
+                                                    "head": p.head, "value": p.value} for p in direct]}
+        print(json.dumps(out))
         return 0
     print(prov.summary())
     print()
     if args.by is None:
         print(in_cli_terms(res.table()))
         return 0
-    groups = {"head": res.by_head, "position": res.by_position, "tensor": res.by_tensor, "block": res.by_block}
     print(f"{args.rank} scores of the cone of {args.cell}, summed by {args.by} (a map of where the "
           "influence flows: a chain counts at every step, so these sums are no decomposition):")
-    for row in groups[args.by]()[: max(args.top, 1)]:
+    for row in rows:
         print(f"  {row.key:<28} {row.cells:>8,} cells  sum {row.score:+.6g}  sum|·| {row.abs_score:.6g}")
-    if args.by == "head" and sheet.cell(args.cell)[0] == "logit":
+    if direct is not None:
         print()
-        print(direct_attribution(sheet, args.cell).table())
+        print(direct.table())
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("why", help="what affects a cell: its exact cone and the cells that matter most")
-    p.add_argument("cell", help="a cell name, e.g. 'logit[5][A]' (with --inputs also 'logit[-1][A]' or "
-                                "'logit_diff:A,C', at each input's last position)")
+    p.add_argument("cell", help="a cell name, e.g. 'logit[5][A]', or a logit difference 'logit_diff:A,C' "
+                                "(at the last position, or '@t'); with --inputs also 'logit[-1][A]'")
     text_arg(p)
     p.add_argument("--inputs", default=None,
                    help="rank by the mean score over a dataset: a .jsonl file, one input a line, or a text file")

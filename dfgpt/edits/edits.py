@@ -102,8 +102,8 @@ def _number(cell: str, value: Any, dtype: np.dtype) -> float:
 def _token_id(sheet: Cells, cell: str, value: Any) -> int:
     vocab, V = sheet.model.vocab, sheet.config.vocab_size
     if isinstance(value, str):
-        if value in vocab:
-            return vocab.index(value)
+        if value in sheet.model.token_ids:  # either spelling: the tokenizer's (ĠJohn) or the displayed (␣John)
+            return sheet.model.token_ids[value]
         try:
             ids = sheet.model.tokenizer.encode(value) if not sheet.config.vocab else []
         except (KeyError, ValueError, DfgptError):
@@ -115,7 +115,8 @@ def _token_id(sheet: Cells, cell: str, value: Any) -> int:
             + (f" ({' '.join(vocab[:20])})" if len(vocab) <= 20 else "")
             + f"; give a token text or an id 0..{V - 1}." + suggest(value, vocab[:5000])
         )
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    # np.timedelta64 subclasses np.integer, yet int() refuses it
+    if isinstance(value, (bool, np.bool_, np.timedelta64)) or not isinstance(value, (int, np.integer)):
         raise TokenError(f"{cell}: expected a token text or an integer id 0..{V - 1}, got {show(value)}.")
     if not 0 <= int(value) < V:
         raise TokenError(f"{cell}: token id {show(int(value))} is out of range; this vocabulary has ids 0..{V - 1}.")

@@ -123,6 +123,12 @@ def to_xlsx(sheet: Any, path: str | Path, progress: bool = True) -> ExportResult
     line per tensor to stderr when stderr is a terminal.
     """
     t0 = time.perf_counter()
+    if float(sheet.engine.values["temperature"]) == 0:
+        raise ExportError(
+            "a workbook's softmax divides by the temperature, so at temperature 0 (greedy) its "
+            "probabilities would read #DIV/0!. Export the sheet at a temperature > 0 (every cell but "
+            "`prob` and `exp_sum` is the same), or use `to_npz` for the values."
+        )
     path = _check_path(path, "xlsx")
     n_cells = _count(sheet)
     if n_cells > MAX_CELLS:

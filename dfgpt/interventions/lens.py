@@ -1,7 +1,9 @@
 """The logit lens: every layer's residual stream read through `ln_f` and the unembedding.
 
-Row 0 is the embedding (`emb`), row l + 1 the output of block l (`h[l].out`); the last
-row is the model's own logits. Per row and position: the top tokens, and the rank and
+Row 0 is the embedding (`emb`), row l + 1 the output of block l (`h[l].out`). The last
+row is the sheet's own `logit` tensor, read as it is (bit for bit, pinned or edited cells
+included); the rows before it are the lens's reading, through `ln_f` computed here from the
+stored `ln_f.g` and `ln_f.b`. Per row and position: the top tokens, and the rank and
 probability of a target token (by default the model's own final prediction there).
 Ranks count the tokens with a strictly larger logit, ties broken by token id, so the
 order is total and the same on every machine.
@@ -9,7 +11,7 @@ order is total and the same on every machine.
 >>> import dfgpt
 >>> lens = logit_lens(dfgpt.load("sort").sheet("CABACAAAA"))
 >>> lens
-Lens('CABACAAAA', 4 layers × 9 positions, target: final prediction)
+Lens('CABACAAAA', emb + 3 blocks × 9 positions, target: final prediction)
 >>> lens.top_tokens(layer=3, position=8, n=1), int(lens.rank[3, 8])
 (['B'], 0)
 """
@@ -18,15 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import QueryError
+from ..cells import Cells
+from ..errors import QueryError, show
+from ..html import table as html_table
 from .metrics import _token
-
-if TYPE_CHECKING:
-    from ..cells import Cells
 
 __all__ = ["Lens", "logit_lens"]
 
@@ -70,22 +70,36 @@ class Lens:
         return [self.vocab[i] for i in self.order[layer, position, :n]]
 
     def __repr__(self) -> str:
-        L, T = self.logits.shape[:2]
-        return f"Lens({self.text!r}, {L} layers × {T} positions, target: {self.target_name})"
+        L, T = self.logits.shape[:2]  # the embedding's row and one per block
+        return f"Lens({self.text!r}, emb + {L - 1} blocks × {T} positions, target: {self.target_name})"
+
+    def _cells(self, n: int) -> list[list[str]]:
+        """[layer][position]: the top token(s) and the target's rank in brackets."""
+        rank, top = self.rank, self.order[..., :n]
+        return [[",".join(self.vocab[i] for i in top[lyr, t]) + f" ({rank[lyr, t]})"
+                 for t in range(len(self.positions))] for lyr in range(len(self.layers))]
 
     def table(self, n: int = 1) -> str:
-        """Per layer and position: the top token(s), and the target's rank in brackets."""
-        rank, top = self.rank, self.order[..., :n]
-        cells = [[",".join(self.vocab[i] for i in top[lyr, t]) + f" ({rank[lyr, t]})"
-                  for t in range(len(self.positions))] for lyr in range(len(self.layers))]
-        w = max(len(c) for row in cells for c in row + list(self.positions)) + 1
-        lw = max(len(x) for x in self.layers)
+        """Per layer and position: the top token(s), and the target's rank in brackets.
+
+        Columns are as wide as their widest entry and the row labels as wide as the widest
+        of `position`, `target` and the layer names, so each entry sits under its position.
+        """
+        cells = self._cells(n)
+        w = max(len(c) for row in cells for c in row + list(self.positions) + [self.vocab[i] for i in self.target]) + 1
+        lw = max(len("position"), *(len(x) for x in self.layers))
         tgt = "".join(self.vocab[i].rjust(w) for i in self.target)
         lines = [f"logit lens of {self.text!r}: top token (rank of the target: {self.target_name})",
-                 "position".rjust(lw) + "".join(p.rjust(w) for p in self.positions),
-                 "target".rjust(lw) + tgt]
-        lines += [name.rjust(lw) + "".join(c.rjust(w) for c in row) for name, row in zip(self.layers, cells)]
+                 "position".ljust(lw) + "".join(p.rjust(w) for p in self.positions),
+                 "target".ljust(lw) + tgt]
+        lines += [name.ljust(lw) + "".join(c.rjust(w) for c in row) for name, row in zip(self.layers, cells)]
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = [["target", *(self.vocab[i] for i in self.target)]]
+        rows += [[name, *row] for name, row in zip(self.layers, self._cells(1))]
+        return html_table(f"logit lens of {self.text!r}: top token (rank of the target: {self.target_name})",
+                          ["position", *self.positions], rows, note=repr(self))
 
 
 def _ln(x: np.ndarray, g: np.ndarray | None, b: np.ndarray | None, eps: float) -> np.ndarray:
@@ -104,13 +118,19 @@ def logit_lens(sheet: Cells, target: str | int | Sequence[str | int] | None = No
     `target`: one token for every position, one per position, or None for the model's own
     final prediction at each position.
     """
+    if not isinstance(sheet, Cells):
+        how = "model.sheet(text)" if hasattr(sheet, "sheet") else "dfgpt.load('sort').sheet('CABACA')"
+        raise QueryError(f"logit_lens takes a sheet, got {show(sheet)} ({type(sheet).__name__}); "
+                         f"pass one, e.g. logit_lens({how}).")
     cfg, T, eng = sheet.config, sheet.T, sheet.engine
-    streams = [sheet.graph.block_input(layer) for layer in range(cfg.n_layer)] + [f"h[{cfg.n_layer - 1}].out"]
-    x = np.stack([sheet.values(s) for s in streams])  # [L+1, T, C]
+    x = np.stack([sheet.values(sheet.graph.block_input(layer)) for layer in range(cfg.n_layer)])  # [L, T, C]
     g = eng.values.get("ln_f.g") if cfg.layer_norm else None
     b = eng.values.get("ln_f.b") if cfg.layer_norm and cfg.bias else None
     head = eng.values["wte" if cfg.tied else "lm_head.w"]  # [V, C]
-    logits = _ln(x, g, b, cfg.ln_eps) @ head.T  # [L+1, T, C] @ [C, V] -> [L+1, T, V]
+    lensed = _ln(x, g, b, cfg.ln_eps) @ head.T  # [L, T, C] @ [C, V] -> [L, T, V]
+    # The last row is the sheet's own logits, not a second ln_f of h[L-1].out: equal bit for bit to
+    # what the sheet answers, and a pinned ln_f or logit cell shows as the sheet has it.
+    logits = np.concatenate([lensed, sheet.values("logit")[None]])  # [L+1, T, V]
     if target is None:
         tgt = np.argsort(-logits[-1], axis=-1, kind="stable")[:, 0]
         name = "final prediction"

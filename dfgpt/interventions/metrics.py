@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import IndexError_, QueryError, TokenError, suggest
+from ..errors import DfgptError, IndexError_, QueryError, show, suggest
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -44,6 +44,15 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:  # [V] -> [V]
     return z - np.log(np.exp(z).sum())
 
 
+def _logp(row: np.ndarray, tau: float) -> np.ndarray:
+    """log prob of a logit row [V] at temperature τ; at 0 (greedy) 0 on the first largest logit, −∞ elsewhere."""
+    if tau == 0:
+        out = np.full(row.shape, -np.inf)
+        out[int(np.argmax(row))] = 0.0
+        return out
+    return _log_softmax(np.asarray(row, np.float64) / tau)
+
+
 @dataclass(frozen=True)
 class Metric:
     """A named number of a sheet; spec metrics also know their gradient with respect to `logit[position]`."""
@@ -57,7 +66,22 @@ class Metric:
     of_row: Callable[[np.ndarray], float] | None = field(default=None, repr=False)  # of logit[position] ([V])
 
     def __call__(self, sheet: Any) -> float:
-        return float(self.fn(sheet))
+        """The metric of a sheet, as a float; a callable that raises or returns no real number is refused."""
+        try:
+            got = self.fn(sheet)
+        except DfgptError:
+            raise  # already says what was wrong
+        except Exception as e:  # a user's callable: say which metric and what it raised
+            raise QueryError(f"metric {self.name!r} raised {type(e).__name__}: {show(str(e), 200)}. "
+                             "Expected a callable of a sheet that returns a number; fix the callable.") from e
+        if isinstance(got, (bool, np.bool_)) or not (
+                isinstance(got, (int, float, np.integer, np.floating))
+                or (isinstance(got, np.ndarray) and got.ndim == 0 and got.dtype.kind in "iuf")):
+            raise QueryError(
+                f"metric {self.name!r} returned {show(got)} ({type(got).__name__}); expected one real number, "
+                "e.g. s.value('logit[5][A]') - s.value('logit[5][C]') (a slice's array: reduce it, e.g. .sum())."
+            )
+        return float(got)
 
     def dlogit(self, sheet: Cells) -> tuple[int, np.ndarray]:
         """(position, ∂metric/∂logit[position] as [V]) at the sheet's values."""
@@ -77,6 +101,8 @@ class Metric:
             g[self.tokens[0]] = 1.0
             return t, g
         tau = float(sheet.engine.values["temperature"])
+        if tau == 0:  # greedy probabilities are a step function of the logits: flat almost everywhere
+            return t, g
         p = np.exp(_log_softmax(np.asarray(sheet.value(f"logit[{t}]"), np.float64) / tau))
         if self.kind == "kl":
             if self.clean_logp is None:  # parse_metric sets it for every "kl" metric
@@ -88,19 +114,7 @@ class Metric:
 
 
 def _token(sheet: Cells, text: str, spec: str) -> int:
-    ids = sheet.model.token_ids
-    if text.startswith("#") and text[1:].isdigit() and int(text[1:]) < sheet.config.vocab_size:
-        return int(text[1:])  # an explicit id: '#17' even where '17' is a token text
-    if text in ids:
-        return int(ids[text])
-    if text.isdigit() and int(text) < sheet.config.vocab_size:
-        return int(text)
-    vocab = sheet.model.vocab
-    raise TokenError(
-        f"metric {spec!r}: {text!r} is not a token of the vocabulary"
-        + (f" ({' '.join(vocab)})" if len(vocab) <= 20 else "")
-        + f"; give a token text or an id 0..{sheet.config.vocab_size - 1}." + suggest(text, vocab[:5000])
-    )
+    return sheet.token_id(text, f"metric {show(spec)}")
 
 
 def parse_metric(metric: str | Callable[[Any], float] | Metric, clean: Cells, position: int | None = None) -> Metric:
@@ -117,28 +131,34 @@ def parse_metric(metric: str | Callable[[Any], float] | Metric, clean: Cells, po
     kind = kind.strip()
     if kind not in KINDS:
         raise QueryError(
-            f"unknown metric {spec!r}: expected one of logit_diff:A,C  logit:A  prob:A  logprob:A  kl "
+            f"unknown metric {show(spec)}: expected one of logit_diff:A,C  logit:A  prob:A  logprob:A  kl "
             "(optionally @position), or a callable of a sheet." + suggest(kind, KINDS)
         )
     names = [a.strip() for a in args.split(",")] if args.strip() else []
     if len(names) != _ARITY[kind]:
         example = {"logit_diff": "logit_diff:A,C", "kl": "kl"}.get(kind, f"{kind}:A")
-        raise QueryError(f"metric {spec!r}: {kind} takes {_ARITY[kind]} token(s), e.g. {example!r}.")
+        raise QueryError(f"metric {show(spec)}: {kind} takes {_ARITY[kind]} token(s), e.g. {example!r}.")
     T = clean.T
+    if position is not None and (isinstance(position, bool) or not isinstance(position, (int, np.integer))
+                                 or not -T <= position < T):
+        raise IndexError_(f"metric {show(spec)}: position {show(position)} is out of range 0..{T - 1}.")
     if at.strip():
-        if not at.strip().lstrip("-").isdigit():
-            raise QueryError(f"metric {spec!r}: the position after '@' must be a number 0..{T - 1}.")
+        digits = at.strip().lstrip("-")
+        if not digits.isdigit() or len(digits) > 20 or not -T <= int(at) < T:
+            raise IndexError_(f"metric {show(spec)}: the position after '@', {show(at.strip())}, is not a number "
+                              f"or out of range: expected 0..{T - 1} (or -{T}..-1 from the end).")
+        if position is not None and int(position) % T != int(at) % T:
+            raise QueryError(f"metric {show(spec)} reads position {int(at) % T} but position={int(position)} was "
+                             "given too: say the position once (in the spec after '@', or as position=).")
         position = int(at)
-    t = T - 1 if position is None else position
-    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not -T <= t < T:
-        raise IndexError_(f"metric {spec!r}: position {t!r} is out of range 0..{T - 1}.")
-    t = int(t) % T
+    t = int(T - 1 if position is None else position) % T
     toks = tuple(_token(clean, n, spec) for n in names)
+    names = [clean.token_spelling(n, i) for n, i in zip(names, toks)]  # one spelling: ĠJohn prints ␣John
     name = f"{kind}{':' + ','.join(names) if names else ''}@{t}"
     tau = float(clean.engine.values["temperature"])
 
     def logp(row: np.ndarray) -> np.ndarray:  # logit row [V] -> log-probabilities [V]
-        return _log_softmax(np.asarray(row, np.float64) / tau)
+        return _logp(row, tau)
 
     clean_logp = ref = logp(clean.value(f"logit[{t}]")) if kind == "kl" else None
     if kind == "logit_diff":
@@ -159,6 +179,8 @@ def parse_metric(metric: str | Callable[[Any], float] | Metric, clean: Cells, po
         clean_ref = ref
 
         def of_row(row: np.ndarray) -> float:
+            if tau == 0:  # one-hot distributions: 0 when the greedy picks agree, +inf when not
+                return 0.0 if int(np.argmax(clean_ref)) == int(np.argmax(logp(row))) else float("inf")
             return max(0.0, float(np.sum(np.exp(clean_ref) * (clean_ref - logp(row)))))
 
     def fn(sheet: Any) -> float:

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..edits.edits import pin_many
 from ..edits.receipts import Receipt
-from ..errors import EditError, QueryError
+from ..errors import EditError, QueryError, show
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -226,6 +226,11 @@ def ablate(sheet: Cells, cells: str | Sequence[str], how: str = "zero",
     """
     if how not in ("zero", "mean", "resample"):
         raise QueryError(f"ablate: how must be 'zero', 'mean' or 'resample', got {how!r}.")
+    if how == "zero" and reference is not None:  # as ablation_sweep: a reference would be ignored silently
+        raise QueryError("ablate: reference is what how='mean' averages over and how='resample' draws from; "
+                         "how='zero' takes none: drop it, or say how='mean'.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise QueryError(f"ablate: seed must be an integer >= 0 (it picks the resampled reference), got {show(seed)}.")
     masks = selection(sheet, cells)
     if how == "zero":
         pins = [(t, tuple(int(i) for i in idx), 0.0) for t, m in masks.items() for idx in np.argwhere(m)]

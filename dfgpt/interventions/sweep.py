@@ -104,16 +104,21 @@ class Sweep:
         return rows, cols, v.reshape(-1, v.shape[-1])
 
     def table(self, digits: int = 3) -> str:
-        """The values as text: the last axis across, the others down."""
+        """The values as text: the last axis across, the others down, each value right under its label.
+
+        Every column is as wide as its widest entry (label or value) and the row labels as wide
+        as the widest of them and the corner (`position →`), so columns line up whatever the names.
+        """
         rows, cols, grid = self._grid()
-        w = max(8, digits + 5, *(len(c) for c in cols))
-        lw = max(len(r) for r in rows)
-        head = f"{self.axes[-1]} →".rjust(lw) + "".join(c.rjust(w + 1) for c in cols)
+        text = [["·" if not math.isfinite(x) else f"{x:+.{digits}f}" for x in row] for row in grid]
+        w = max(8, digits + 5, *(len(c) for c in cols), *(len(t) for row in text for t in row))
+        corner = f"{self.axes[-1]} →"
+        lw = max(len(corner), *(len(r) for r in rows))
+        head = corner.ljust(lw) + "".join(c.rjust(w + 1) for c in cols)
         lines = [f"{self.method} sweep of {self.metric} over {self.family} (clean {self.clean:+.{digits}f}, "
                  f"corrupted {self.corrupted:+.{digits}f})", head]
-        for r, row in zip(rows, grid):
-            cells = "".join(("·" if not math.isfinite(x) else f"{x:+.{digits}f}").rjust(w + 1) for x in row)
-            lines.append(r.rjust(lw) + cells)
+        for r, row in zip(rows, text):
+            lines.append(r.ljust(lw) + "".join(t.rjust(w + 1) for t in row))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -127,7 +132,7 @@ class Sweep:
                 share = (x - self.corrupted) / d if d and math.isfinite(x) else 0.0
                 a = min(1.0, max(0.0, abs(share)))
                 bg = f"rgba(8,48,107,{a:.2f})"
-                ink = "white" if a > 0.5 else "black"
+                ink = "white" if a > 0.5 else "inherit"  # a pale cell keeps the notebook's own ink (dark themes)
                 tds.append(f"<td style='background:{bg};color:{ink};padding:2px 6px'>{x:+.3f}</td>")
             out.append(f"<tr><th>{html.escape(r)}</th>{''.join(tds)}</tr>")
         return "".join(out) + "</table>"

@@ -20,7 +20,7 @@ from ..core.config import Config, ConfigError
 from ..core.graph import Graph, build
 from ..errors import SequenceLengthError, StateDictError, TokenError, show
 from .checkpoints import params_from_state_dict, to_nanogpt_key, write_model_dir
-from .tokenizer import CharTokenizer, IdTokenizer, Tokenizer, visible
+from .tokenizer import CharTokenizer, IdTokenizer, Tokenizer, display_vocab, visible
 
 __all__ = ["Weights"]
 
@@ -84,11 +84,24 @@ class Weights:
         return self.config.vocab or tuple(self.tokenizer.vocab)
 
     @property
+    def shown(self) -> tuple[str, ...]:
+        """Each token as it is displayed everywhere: one spelling for BPE's `Ġ` and SentencePiece's `▁`
+        (`␣John`), a lone byte as `<0xE2>` (dfgpt.models.tokenizer.display_vocab); built once."""
+        got = self.__dict__.get("_shown")
+        if got is None:
+            got = self.__dict__["_shown"] = display_vocab(self.vocab)
+        return got
+
+    @property
     def token_ids(self) -> dict[str, int]:
-        """Token text -> id, built once (a 50k vocabulary is searched often)."""
+        """Token text -> id, in the tokenizer's spelling (`ĠJohn`) and the displayed one (`␣John`); built once
+        (a 50k vocabulary is searched often). Where two spellings clash, the tokenizer's own wins."""
         ids = self.__dict__.get("_token_ids")
         if ids is None:
-            ids = self.__dict__["_token_ids"] = {t: i for i, t in enumerate(self.vocab)}
+            ids = {t: i for i, t in enumerate(self.vocab)}
+            for i, t in enumerate(self.shown):
+                ids.setdefault(t, i)
+            self.__dict__["_token_ids"] = ids
         return ids
 
     def encode(self, text: str | Sequence[int]) -> list[int]:
@@ -137,8 +150,11 @@ class Weights:
         return self.tokenizer.decode(ids)
 
     def token_text(self, i: int) -> str:
-        """One token as a reader sees it in a list: whitespace made visible (`␣sat`); its id where
+        """One token as a reader sees it in a list: its displayed spelling (`␣sat`, `<0xE2>`); its id where
         the vocabulary has no text."""
+        shown = self.shown
+        if 0 <= i < len(shown) and shown[i] != "∅":
+            return shown[i]
         try:
             return visible(self.decode([i]))
         except (IndexError, KeyError, ValueError):

@@ -48,9 +48,11 @@ class SheetView:
     """A sheet as an op's formula text and SymPy reads see it.
 
     `name(tensor, idx)`: a cell's printed name; `dims(tensor)`: a tensor's full dimensions
-    (its spec's); `tokens`: the input's token ids, [T].
+    (its spec's); `tokens`: the input's token ids, [T]; `temperature`: the sampling temperature
+    (0 is greedy: the logits' softmax is one-hot).
     """
 
     name: Callable[[str, tuple[int, ...]], str]
     dims: Callable[[str], tuple[int, ...]]
     tokens: np.ndarray
+    temperature: float = 1.0

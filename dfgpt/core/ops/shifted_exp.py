@@ -8,7 +8,7 @@ import numpy as np
 
 from .causal import _mask_later
 
-__all__ = ["_shifted_exp", "temperature_of"]
+__all__ = ["_shifted_exp", "greedy", "temperature_of"]
 
 
 def _shifted_exp(vals: dict[str, np.ndarray], score: str, top: str, temp: str | None, sel: Any,
@@ -28,10 +28,24 @@ def _shifted_exp(vals: dict[str, np.ndarray], score: str, top: str, temp: str | 
         _mask_later(z, later, -np.inf)  # the causal mask
     if temp is not None:
         t = vals[temp]
+        if t == 0:  # greedy: exp gives one-hot on the first largest entry (ties to the lowest id)
+            return greedy(z)
         if t != 1:  # x / 1 is x, bit for bit
             z /= t
     np.exp(z, out=z)
     return z
+
+
+def greedy(z: np.ndarray) -> np.ndarray:
+    """The temperature-0 softmax numerator: 1 at the first largest entry of each row, 0 elsewhere.
+
+    The limit τ → 0+ of exp(z / τ) / Σ, except that a tie goes to the lowest index (the limit
+    would split it), so a temperature-0 sheet's `prob` is exactly what greedy decoding picks.
+    [..., V] -> [..., V]
+    """
+    out = np.zeros_like(z)
+    np.put_along_axis(out, np.argmax(z, axis=-1)[..., None], 1.0, axis=-1)
+    return out
 
 
 def temperature_of(ins: tuple[str, ...], V: dict[str, np.ndarray], k: int) -> float:

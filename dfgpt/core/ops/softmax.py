@@ -17,7 +17,7 @@ from .context import Key, OpContext, SheetView
 from .grads import Arrays, acc, acc_temperature
 from .kind import OpKind
 from .registry import register
-from .shifted_exp import _shifted_exp, temperature_of
+from .shifted_exp import _shifted_exp, greedy, temperature_of
 from .spreadsheet import Formula, Ref, Shape, Span
 
 __all__ = ["Softmax"]
@@ -83,12 +83,15 @@ class Softmax(Op):
 
     def batched(self, V: Arrays) -> np.ndarray:
         s, m, S = (V[n] for n in self.ins[:3])  # [B, .., K], [B, ..], [B, ..] -> [B, .., K]
-        return np.exp((s - m[..., None]) / temperature_of(self.ins, V, 3)) / S[..., None]
+        tau = temperature_of(self.ins, V, 3)
+        return (greedy(s) if tau == 0 else np.exp((s - m[..., None]) / tau)) / S[..., None]
 
     def vjp(self, V: Arrays, g: np.ndarray, G: Arrays) -> None:
         ins = self.ins
         s, m, S = (V[n] for n in ins[:3])
         tau = temperature_of(ins, V, 3)
+        if tau == 0:  # greedy, as SoftmaxSum.vjp
+            return
         z = (s - m[..., None]) / tau
         a = np.exp(z) / S[..., None]
         ga = g * a
@@ -107,6 +110,9 @@ class Softmax(Op):
             return f"exp({ins[0]}[{h}][{t}][{s_}] − {ins[1]}[{h}][{t}]) / {ins[2]}[{h}][{t}]"
         t, v = idx
         temp = " / temperature" if "temperature" in ins else ""
+        if temp and view.temperature == 0:  # greedy: the numerator is 1 on the first largest logit only
+            hot = f"[{view.name(ins[0], (t, v))} is the first largest of {ins[0]}[{t}]]"
+            return f"{hot} / {ins[2]}[{t}] (temperature 0: greedy, ties to the lowest id)"
         return f"exp(({view.name(ins[0], (t, v))} − {ins[1]}[{t}]){temp}) / {ins[2]}[{t}]"
 
     def sym_reads(self, view: SheetView, idx: tuple[int, ...], keep_shift: bool) -> list[Key]:

@@ -16,7 +16,7 @@ from .context import Key, OpContext, SheetView
 from .grads import Arrays, acc, acc_temperature
 from .kind import OpKind
 from .registry import register
-from .shifted_exp import _shifted_exp, temperature_of
+from .shifted_exp import _shifted_exp, greedy, temperature_of
 from .spreadsheet import Formula, Ref, Shape, Span
 
 __all__ = ["SoftmaxSum"]
@@ -74,12 +74,15 @@ class SoftmaxSum(Op):
 
     def batched(self, V: Arrays) -> np.ndarray:
         s, m = V[self.ins[0]], V[self.ins[1]]  # [B, .., K], [B, ..] -> [B, ..]
-        return np.exp((s - m[..., None]) / temperature_of(self.ins, V, 2)).sum(axis=-1)
+        tau = temperature_of(self.ins, V, 2)
+        return (greedy(s) if tau == 0 else np.exp((s - m[..., None]) / tau)).sum(axis=-1)
 
     def vjp(self, V: Arrays, g: np.ndarray, G: Arrays) -> None:
         ins = self.ins
         s, m = V[ins[0]], V[ins[1]]
         tau = temperature_of(ins, V, 2)
+        if tau == 0:  # greedy: a step function of the logits, flat almost everywhere: nothing flows back
+            return
         z = (s - m[..., None]) / tau
         e = np.exp(z)
         ge = g[..., None] * e / tau
@@ -95,6 +98,8 @@ class SoftmaxSum(Op):
             return f"Σ_{{s=0..{t}}} exp({ins[0]}[{h}][{t}][s] − {ins[1]}[{h}][{t}])"
         (t,) = idx
         temp = " / temperature" if "temperature" in ins else ""
+        if temp and view.temperature == 0:  # greedy: one logit's numerator is 1, every other 0
+            return "1 (temperature 0: greedy, ties to the lowest id)"
         return f"Σ_{{v}} exp(({ins[0]}[{t}][v] − {ins[1]}[{t}]){temp})"
 
     def sym_reads(self, view: SheetView, idx: tuple[int, ...], keep_shift: bool) -> list[Key]:
