@@ -39,6 +39,7 @@ __all__ = [
     "Receipt",
     "TaskScore",
     "append",
+    "pin_many",
     "redo",
     "set_many",
     "task_score",
@@ -194,7 +195,7 @@ def _apply(sheet: Cells, action: str, changes: list[_Change], forward: bool) -> 
     if appended:
         # The cone of a new token is its whole new row in every computed tensor (the row
         # was unset, so nothing is marked: its cells are computed on the first read).
-        live.cone = {n: eng._row_size(n) for n in sheet.graph.computed}
+        live.cone = {n: eng.row_size(n) for n in sheet.graph.computed}
     elif seeds and all(ch.how == "write" and ch.tensor != "tokens" for ch in changes):
         live.cone = eng.defer_stale(seeds, exclude)  # weights: no mask work until asked
     elif seeds:
