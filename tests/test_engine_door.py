@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import random_model
 
+from dfgpt import Config
 from dfgpt.core.cones import Pending
 from dfgpt.core.door import Observer
 from dfgpt.core.evaluate import Engine
@@ -277,3 +279,22 @@ def test_plan_and_row_size_are_the_engine_s_own(sort_random):
     assert plan[-1][0] == "logit" and plan[-1][1].tolist() == [2]
     assert dict((n, r.tolist()) for n, r, _ in plan)["h[2].attn.k"] == [0, 1, 2]  # keys 0..2
     assert e.row_size("logit") == 3 and e.row_size("h[0].attn.att") == 3 * 6
+
+
+@pytest.mark.parametrize("transient", [False, True])
+def test_a_trial_that_grows_the_capacity_puts_back_the_old_arrays(transient):
+    cfg = Config(n_layer=2, n_head=2, n_embd=8, block_size=40, vocab=("a", "b", "c"), name="grow")
+    model = random_model(cfg, seed=4)[0]
+    e = engine(model, "abcab" * 3, transient)  # 15 tokens: capacity 16
+    before, logit = fingerprint(e), e.values["logit"]
+    with e.trial():
+        for t in (2, 0, 1):  # 18 tokens: capacity 32, every array replaced
+            e.append(t)
+        read_all(e)
+        assert e.cap == 32 and e.values["logit"] is not logit
+    assert e.cap == 16 and e.values["logit"] is logit and fingerprint(e) == before
+    twin = engine(model, "abcab" * 3, transient)
+    for x in (e, twin):
+        x.append(2)
+        read_all(x)
+    assert fingerprint(e) == fingerprint(twin)

@@ -38,7 +38,7 @@ from .transient import Values
 if TYPE_CHECKING:
     from .graph import Graph
 
-__all__ = ["Door", "Observer", "Plan"]
+__all__ = ["Door", "Observer", "Plan", "Trial"]
 
 Plan = list[tuple[str, np.ndarray, int]]  # [(tensor, sorted row indices, last row)], topological order
 
@@ -47,6 +47,7 @@ Plan = list[tuple[str, np.ndarray, int]]  # [(tensor, sorted row indices, last r
 _SHARED = frozenset({"graph", "specs", "base", "_sizes"})
 # {tensor: row view} of the revision tables: rebuilt from the tables (a copy would not be a view).
 _VIEWS = frozenset({"_verified", "_changed"})
+_DEEP = frozenset({np.ndarray, set, dict, list, Counter})  # what a copy two levels deep copies again
 
 
 class Observer:
@@ -70,7 +71,7 @@ class Door:
     T: int
     revision: int
     _observers: list[Observer]
-    _writes: list[tuple[str, tuple[int, ...], Any]] | None
+    _trial: Trial | None
     _plan: Callable[[dict[str, np.ndarray]], Plan]
     _row_size: Callable[[str], int]
 
@@ -116,7 +117,7 @@ class Door:
                 got = None
             elif k == "_observers":
                 got = []
-            elif k == "_writes":
+            elif k == "_trial":
                 got = None
             elif k == "pending":  # the receipts hold this engine's; the fork's are its own
                 got = [Pending(p.seeds, p.exclude, p.revision) for p in v]
@@ -131,24 +132,36 @@ class Door:
         cache, counter and observer is as it was on entry, bit for bit.
 
         A parameter written inside is put back cell by cell (a shared one was copied on write; the
-        copy is kept, restored): never a whole-tensor copy per trial.
+        copy is kept, restored): never a whole-tensor copy per trial. A computed tensor is copied
+        when the engine first writes it inside (`_keep`), so a trial costs what its cone holds.
         """
         saved = self._save()
-        outer, self._writes = self._writes, []
+        outer, self._trial = self._trial, Trial()
         try:
             yield self
         finally:
             self._restore(saved, outer)
 
+    def _keep(self, names: Iterable[str]) -> None:
+        """Inside a trial, before the engine writes these tensors' arrays in place: copy each once."""
+        trial = self._trial
+        if trial is None:
+            return
+        kept, values = trial.kept, self.values
+        for n in names:
+            if n not in kept:
+                a = dict.get(values, n)  # a dropped tensor has no array to keep (and is not restored here)
+                if a is not None:
+                    kept[n] = _Held(a)
+
     def _save(self) -> dict[str, Any]:
         params = set(self.graph.parameters)
         out: dict[str, Any] = {}
         for k, v in vars(self).items():
-            if k in _SHARED or k in _VIEWS or k in ("owned", "_writes"):
+            if k in _SHARED or k in _VIEWS or k in ("owned", "_trial"):
                 out[k] = v  # `owned` may only grow: parameters copied on write stay the engine's
-            elif k == "values":
-                held = {n: a for n, a in v.items() if n not in params}
-                out[k] = (held, [(a, a.copy()) for a in held.values()])
+            elif k == "values":  # the arrays themselves are copied as they are first written (`_keep`)
+                out[k] = {n: a for n, a in v.items() if n not in params}
             elif isinstance(v, np.ndarray):
                 out[k] = _Held(v)
             elif k == "_observers":
@@ -159,21 +172,21 @@ class Door:
                 out[k] = _copy(v)
         return out
 
-    def _restore(self, saved: dict[str, Any], outer: Any) -> None:
-        values = self.values
-        for name, idx, old in reversed(self._writes or ()):
-            values[name][idx] = old  # parameters written in place, put back
+    def _restore(self, saved: dict[str, Any], outer: Trial | None) -> None:
+        values, trial = self.values, self._trial
+        if trial is not None:
+            for name, idx, old in reversed(trial.writes):
+                values[name][idx] = old  # parameters (and inputs) written in place, put back
+            for held in trial.kept.values():
+                held.put_back()  # in place: views handed out stay valid
         params = set(self.graph.parameters)
         for k in [k for k in vars(self) if k not in saved]:
             delattr(self, k)  # made inside the trial (a counter first used there)
         for k, v in saved.items():
             if k == "values":
-                held, copies = v
                 for n in [n for n in values if n not in params]:
                     del values[n]
-                for a, c in copies:
-                    a[...] = c  # in place: views handed out stay valid
-                values.update(held)
+                values.update(v)
             elif k == "_observers":
                 live, rows = v
                 for o, r in rows:
@@ -189,7 +202,17 @@ class Door:
                 setattr(self, k, v.put_back())
             else:
                 setattr(self, k, v)
-        self._writes = outer
+        self._trial = outer
+
+
+class Trial:
+    """What a trial puts back besides the attributes: cells written in place, arrays first written."""
+
+    __slots__ = ("kept", "writes")
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, tuple[int, ...], Any]] = []  # (tensor, index, old value), in order
+        self.kept: dict[str, _Held] = {}  # per computed tensor (or input) written in place: its array and copy
 
 
 class _Held:
@@ -214,6 +237,8 @@ def _copy(v: Any) -> Any:
     if isinstance(v, (set, list)):
         return type(v)(v)
     if isinstance(v, dict):
-        return {k: _copy(x) if isinstance(x, (np.ndarray, set, dict)) else x for k, x in v.items()}
+        if _DEEP.isdisjoint(map(type, v.values())):  # numbers, tuples: a shallow copy (the type scan runs in C)
+            return v.copy()
+        return {k: _copy(x) if isinstance(x, (np.ndarray, set, dict, list)) else x for k, x in v.items()}
     copy = getattr(v, "copy", None)
     return copy() if callable(copy) else v

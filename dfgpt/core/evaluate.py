@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from .cones import Mask, Pending
-from .door import Door
 from .ops.attention import SoftmaxRows
 from .ops.base import _sel
 from .ops.layernorm import LayerNormRows
@@ -35,7 +34,7 @@ __all__ = ["Engine", "Mask", "Pending"]
 _MEMO_CELLS = 16_384
 
 
-class Engine(Door, Store):
+class Engine(Store):
     """A store that evaluates lazily: a read computes only the rows its cone needs."""
 
     # -- lazy evaluation --------------------------------------------------------------
@@ -114,6 +113,8 @@ class Engine(Door, Store):
                 got = cache.put(key, (plan, self._schedule(plan, self._state(T, rev))))
             sched = got[1]
         vals = self.values
+        if self._trial is not None:
+            self._keep(sched.ran_names)
         for kernel in sched.kernels:
             kernel(vals)
         if fresh:  # every bookkeeping dict held its default: the outcome is memoised per revision
@@ -224,6 +225,8 @@ class Engine(Door, Store):
         if not (self.pins or self.stale or self.pending or self._observers):
             self.clean = True  # every row that holds a value is computed now, from the current inputs
         rev, tally = self.revision, self.tally
+        if self._trial is not None:
+            self._keep([name for name, _, _ in plan])
         for name, rows, last_row in plan:
             op = self.graph.ops[name]
             if self.dropped:
@@ -345,6 +348,8 @@ class Engine(Door, Store):
             op = self.graph.ops[name]
             if self.dropped:
                 self.restore_for((name, *op.ins))
+            if self._trial is not None:
+                self._keep((name,))
             arr = self.values[name]
             if fresh:  # nothing to compare against
                 op.forward(self, idx)

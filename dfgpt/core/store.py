@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .cones import Cones, Mask, Pending
-from .door import Observer
+from .door import Door, Observer, Trial
 from .graph import Graph, TensorSpec
 from .state import CellState
 from .tally import Tally
@@ -37,7 +37,7 @@ def capacity(T: int, block_size: int) -> int:
     return min(block_size, max(16, 1 << (T - 1).bit_length()))
 
 
-class Store(Transience, Cones):
+class Store(Door, Transience, Cones):
     """The values, caches, revisions and pins of one input run through one graph."""
 
     def __init__(
@@ -110,7 +110,7 @@ class Store(Transience, Cones):
         self.vmax: dict[str, int] = defaults.minus.copy()  # the highest verified revision
         self.pending: list[Pending] = []  # stale cones not yet materialised (see defer_stale)
         self._observers: list[Observer] = []  # rows' values before their recompute, kept for receipts (door)
-        self._writes: list[tuple[str, tuple[int, ...], Any]] | None = None  # cells written in a trial (door)
+        self._trial: Trial | None = None  # what the open trial puts back (dfgpt.core.door)
         self.pins: dict[str, dict[tuple[int, ...], float]] = {}
         # What reads recomputed, reused and cut off (dfgpt.core.tally): clean reads' counts are added
         # when next looked at, so a sheet made for one forward never counts anything.
@@ -234,8 +234,8 @@ class Store(Transience, Cones):
             self.owned.add(name)
         self.revision += 1
         self.clean = False
-        if self._writes is not None:  # inside a trial: put back on exit
-            self._writes.append((name, idx, self.values[name][idx].copy()))
+        if self._trial is not None:  # inside a trial: put back on exit
+            self._trial.writes.append((name, idx, self.values[name][idx].copy()))
         self.values[name][idx] = value
         if name == "tokens":
             self._tok_changed[idx[0]] = self.revision
@@ -258,6 +258,7 @@ class Store(Transience, Cones):
             return
         self.pins.setdefault(name, {})[idx] = float(value)
         if self.verified[name][row] != -1:
+            self._keep((name,))
             self.values[name][idx] = value
             self.changed[name][row] = self.revision
             self.last_change[name] = self.revision
@@ -269,6 +270,7 @@ class Store(Transience, Cones):
             self._grow(capacity(self.T + 1, self.graph.config.block_size) if self.exact
                        else min(self.graph.config.block_size, 2 * self.cap))
         self.revision += 1
+        self._keep(("tokens",))
         self.values["tokens"][self.T] = token
         self._tok_changed[self.T] = self.revision
         self.last_change["tokens"] = self.revision
@@ -282,6 +284,7 @@ class Store(Transience, Cones):
         self.revision += 1
         self.T -= 1
         t = self.T
+        self._keep(("tokens",))
         self.values["tokens"][t] = 0
         self._tok_changed[t] = self.revision
         self.last_change["tokens"] = self.revision
