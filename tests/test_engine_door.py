@@ -9,6 +9,7 @@ attribute or its `__dict__`.
 from __future__ import annotations
 
 import ast
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from dfgpt import Config
 from dfgpt.core.cones import Pending
 from dfgpt.core.door import Observer
 from dfgpt.core.evaluate import Engine
+from dfgpt.core.pool import BlockPool
+from dfgpt.core.state import CellState
 from dfgpt.core.tally import Tally
 
 PKG = Path(__file__).resolve().parent.parent / "dfgpt"
@@ -298,3 +301,59 @@ def test_a_trial_that_grows_the_capacity_puts_back_the_old_arrays(transient):
         x.append(2)
         read_all(x)
     assert fingerprint(e) == fingerprint(twin)
+
+
+# -- the core's bookkeeping, named -----------------------------------------------------------------
+def test_cell_states_compare_print_and_serialise_as_the_plain_words(sort_random):
+    s = sort_random.sheet("CABACA")
+    _ = s.value("logit[5][A]")
+    _ = s.set("h[0].out[5][0]", 1.0)
+    got = (s.state("h[0].out[5][0]"), s.state("logit[5][A]"), s.state("wte[A][0]"), s.state("h[0].out[4][0]"))
+    assert got == ("pinned", "stale", "fresh", "fresh") and all(isinstance(x, CellState) for x in got)
+    assert repr(got) == "('pinned', 'stale', 'fresh', 'fresh')" and f"{got[0]}" == str(got[0]) == "pinned"
+    assert json.dumps(list(got)) == '["pinned", "stale", "fresh", "fresh"]'
+
+
+def test_memos_past_their_bound_are_cleared_and_reads_stay_the_same(sort_random):
+    want = sort_random.sheet("CABACA").values("logit").tobytes()
+    memo = sort_random.graph.memo
+    bounds = {name: getattr(memo, name).bound for name in ("plans", "schedules", "plan_tables", "cuts", "wholes")}
+    try:
+        for name in bounds:
+            getattr(memo, name).bound = 1
+        for text in ("CABACA", "ABC", "CABACA", "CCCCCC"):
+            s = sort_random.sheet(text)
+            s.value("logit[2][A]")
+            got = s.values("logit")
+        assert got.tobytes() != want and sort_random.sheet("CABACA").values("logit").tobytes() == want
+        assert all(len(getattr(memo, name)) <= 1 for name in bounds)
+    finally:
+        for name, bound in bounds.items():
+            getattr(memo, name).bound = bound
+
+
+def test_a_pooled_block_is_handed_out_again_only_when_no_view_of_it_is_held(sort_random):
+    pool = BlockPool()
+    record = sort_random.graph.record(16, np.dtype("float64"))
+    a = pool.views(record)
+    row = a["logit"][3]  # a slice of the block keeps it taken
+    del a
+    b = pool.views(record)
+    assert len(pool.entries[record]) == 2 and not np.shares_memory(b["logit"], row)
+    del b, row
+    c = pool.views(record)
+    assert len(pool.entries[record]) == 2 and not c["logit"].any()
+
+
+def test_the_tally_adds_clean_reads_when_looked_at_and_resets_only_the_recent_counters(sort_random):
+    e = Engine(sort_random.graph, sort_random.params, np.array(sort_random.encode("CABACA")))
+    read_all(e)
+    assert e.tally.pending  # a clean read's counts wait until someone looks
+    assert e.counts["logit"] == 6 * 3 and e.total_recomputed["logit"] == 18 and not e.tally.pending
+    e.reset_counts()
+    e.write("wpe", (5, 0), 0.5)
+    read_all(e)
+    assert e.counts["logit"] == 3 and e.reused["logit"] == 15 and e.total_recomputed["logit"] == 21
+    assert e.cutoff == e.total_cutoff == Counter({"emb": 5 * 48})  # every row ran (wpe is read whole), 5 the same
+    e.reset_counts()
+    assert e.counts == e.reused == e.cutoff == Counter() and e.total_cutoff == Counter({"emb": 240})

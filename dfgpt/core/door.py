@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class Door:
         self._observers[:] = [o for o in self._observers if o is not observer]
 
     # -- forks and trials -------------------------------------------------------------------------
-    def fork(self) -> Any:
+    def fork(self) -> Self:
         """A copy to compute on: parameters shared (copied by the fork on its first write of one, so
         it never writes this engine's arrays), everything else its own; no observers."""
         c: Any = object.__new__(type(self))
@@ -127,7 +127,7 @@ class Door:
         return c
 
     @contextmanager
-    def trial(self) -> Iterator[Any]:
+    def trial(self) -> Iterator[Self]:
         """Inside, edit and read freely; on exit (also on an exception) every value, pin, revision,
         cache, counter and observer is as it was on entry, bit for bit.
 

@@ -241,7 +241,17 @@ def pin_many(sheet: Cells, action: str, pins: list[tuple[str, tuple[int, ...], f
     """Pin computed cells, given as (tensor, index, value), as one edit named `action` (a patch, an
     ablation): one receipt, and one undo that restores each cell's previous pin or computation.
 
-    The caller has checked the cells; values are pinned as given.
+    What `sheet.patch` and `sheet.ablate` make of their selections; the caller has checked the
+    cells (computed, within the sheet's length: `dfgpt.interventions.patching.selection` does it),
+    and values are pinned as given.
+
+    >>> import dfgpt
+    >>> s = dfgpt.load("sort-random").sheet("CABACA")
+    >>> r = pin_many(s, "zero two", [("h[0].out", (5, 0), 0.0), ("h[0].out", (5, 1), 0.0)])
+    >>> r.action, r.cells[0], s.value("h[0].out[5][1]")
+    ('zero two', 'h[0].out[5][0] = 0 (pinned), was computed', 0.0)
+    >>> _ = undo(s); s.state("h[0].out[5][1]")
+    'stale'
     """
     old = sheet.engine.pins
     changes = [_Change("pin", t, idx, old.get(t, {}).get(idx), v) for t, idx, v in pins]
