@@ -64,7 +64,7 @@ class Observer:
 
 
 class Door:
-    """The public door of `Engine`, mixed into it (the state is the engine's)."""
+    """The public door of the engine, mixed into `Store` (the state is the engine's)."""
 
     graph: Graph
     values: dict[str, np.ndarray]
