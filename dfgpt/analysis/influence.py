@@ -14,7 +14,6 @@ dfgpt.analysis.attribution.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -32,7 +31,7 @@ from .target import Target, resolve
 
 if TYPE_CHECKING:
     from ..cells import Cells
-    from ..core.evaluate import Engine, Mask
+    from ..core.evaluate import Mask
 
 __all__ = ["RANKS", "Group", "Influence", "Item", "influence", "top_cells", "top_indices"]
 
@@ -366,75 +365,12 @@ def _index(m: Mask, i: int) -> tuple[int, ...]:
     return tuple(int(j) for j in np.unravel_index(flat, m.shape))
 
 
-# -- ablation: zero one cell, recompute, restore everything ---------------------------------------
-class _Snapshot:
-    """Every mutable attribute of an engine, to put back exactly after an ablation.
-
-    Generic over the engine's attributes, so bookkeeping added to the engine later is restored
-    too; parameter arrays are kept by reference (a written cell is put back by the caller).
-    """
-
-    SHARED = ("graph", "specs", "base")  # never written: the graph and the model's own arrays
-
-    def __init__(self, e: Engine) -> None:
-        self.attrs: dict[str, Any] = {}
-        for k, v in vars(e).items():
-            if k in self.SHARED:
-                continue
-            if k == "values":
-                self.attrs[k] = {n: (a if n in e.graph.parameters else a.copy()) for n, a in v.items()}
-            else:
-                self.attrs[k] = _copy(v)
-
-    def restore(self, e: Engine) -> None:
-        for k, v in self.attrs.items():
-            if k == "values":
-                for n, a in v.items():
-                    if n in e.graph.parameters:
-                        e.values[n] = a
-                    else:
-                        e.values[n][...] = a  # in place: views handed out stay valid
-            else:
-                setattr(e, k, _copy(v))
-
-
-def _scratch(e: Engine) -> Engine:
-    """A private copy of an engine to ablate on: the sheet's own engine is never touched, so
-    its stale marks, pending cones and receipts' watches stay exactly as they were."""
-    c = object.__new__(type(e))
-    params = set(e.graph.parameters)
-    for k, v in vars(e).items():
-        if k in _Snapshot.SHARED:
-            setattr(c, k, v)
-        elif k == "values":  # parameters by reference: the scratch copies one on its first write
-            c.values = {n: (a if n in params else a.copy()) for n, a in v.items()}
-        elif k == "owned":
-            c.owned = {n for n in v if n not in params}
-        elif isinstance(v, list):
-            setattr(c, k, list(v))
-        else:
-            setattr(c, k, _copy(v))
-    return c
-
-
-def _copy(v: Any) -> Any:
-    """A copy two levels deep: arrays, Counters, sets, and dicts of those."""
-    if isinstance(v, np.ndarray):
-        return v.copy()
-    if isinstance(v, Counter):
-        return Counter(v)
-    if isinstance(v, set):
-        return set(v)
-    if isinstance(v, dict):
-        return {k: _copy(x) if isinstance(x, (np.ndarray, set, dict)) else x for k, x in v.items()}
-    return v
-
-
 def _ablate(sheet: Cells, tgt: Target, cells: list[tuple[str, tuple[int, ...]]]) -> list[float]:
-    """target − target with each cell set to 0 (a parameter written, a computed cell pinned)."""
+    """target − target with each cell set to 0 (a parameter written, a computed cell pinned), each in a
+    trial on a fork: the sheet's own engine, its stale marks and its receipts are never touched."""
     masks = tgt.masks
     sheet.compute(masks)
-    e = _scratch(sheet.engine)
+    e = sheet.engine.fork()
     need = e.rows_of(masks)
 
     def total() -> float:  # the target's cells, weighted (a logit difference's second token by -1)
@@ -442,24 +378,15 @@ def _ablate(sheet: Cells, tgt: Target, cells: list[tuple[str, tuple[int, ...]]])
                          for t, m in masks.items()))
 
     base = total()
-    snap = _Snapshot(e)
+    specs = sheet.graph.specs
     out = []
-    try:
-        for tensor, idx in cells:
-            arr = e.values[tensor]
-            old = arr[idx].copy()  # a numpy scalar: dtype and the sign of zero survive
-            if sheet.graph.specs[tensor].kind == "parameter":
+    for tensor, idx in cells:
+        with e.trial():
+            if specs[tensor].kind == "parameter":
                 e.write(tensor, idx, 0.0)
             else:
                 e.pin(tensor, idx, 0.0)
             with np.errstate(all="ignore"):  # a zeroed denominator gives inf or nan: a result, reported
                 e.ensure(need)
             out.append(base - total())
-            # The engine writes an array it already owns in place, so the snapshot's reference
-            # alone would not undo it (a shared array was copied on write and is untouched).
-            if sheet.graph.specs[tensor].kind == "parameter" and e.values[tensor] is arr:
-                arr[idx] = old
-            snap.restore(e)
-    finally:
-        snap.restore(e)
     return out

@@ -4,8 +4,9 @@
 with the site's cells ablated: exactly what `sheet.ablate(cells, how, reference=...)` and then
 reading the metric gives, without writing the sheet. A spec metric recomputes the site's cone
 on a `Replay`'s copy of the values (row-canonical, so bit for bit a forward's); a callable
-metric ablates on a private sheet (one edit, as `sheet.ablate` makes it) and undoes it. Each call leaves the state as
-it found it, so any chunk of sites in any order gives the values of the whole sweep.
+metric ablates on a private sheet (the pins `sheet.ablate` makes, in a trial that puts everything
+back). Each call leaves the state as it found it, so any chunk of sites in any order gives the
+values of the whole sweep.
 
 `Reference(model, inputs, sites)` holds the reference inputs' values of the tensors the sites
 hold; `reference.pins(key)` is the site's mean over them, summed as `ablate(how="mean")` sums
@@ -30,7 +31,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..edits.edits import pin_many, undo
 from ..errors import QueryError
 from ..interventions.metrics import Metric
 from ..interventions.patching import scratch
@@ -115,8 +115,8 @@ class Ablator:
         work = self.work
         if work is None:  # made in __init__ whenever there is no replay
             raise QueryError("an ablation sweep with a callable metric needs its private sheet.")
-        pin_many(work, "ablate", self.pins(key))  # what sheet.ablate does, on the private sheet; undone at once
-        try:
+        eng = work.engine
+        with eng.trial():  # the pins sheet.ablate makes, on the private sheet; all put back on exit
+            for t, idx, v in self.pins(key):
+                eng.pin(t, idx, v)
             return self.m(work)
-        finally:
-            undo(work)

@@ -23,6 +23,7 @@ from .cones import Mask, Pending
 from .ops.fused import LayerNormRows, SoftmaxRows
 from .ops.linear import LinearHeads
 from .ops.selection import _sel
+from .schedule import Schedule
 from .store import Store
 
 __all__ = ["Engine", "Mask", "Pending"]
@@ -50,10 +51,11 @@ class Engine(Store):
         """Make every row of one computed tensor current: `ensure` with its request worked out
         once per length (a small model's forward is mostly such steps)."""
         key = (self.T, tensor)
-        got = self.graph.wholes.get(key)
+        wholes = self.graph.memo.wholes
+        got = wholes.get(key)
         if got is None:
             need = {tensor: np.ones(self.T, bool)}
-            got = self.graph.wholes[key] = (need, self._plan(need))
+            got = wholes.put(key, (need, self._plan(need)))
         self.ensure(*got)
 
     def ensure(self, need: dict[str, np.ndarray], plan: list[tuple[str, Any, int]] | None = None) -> None:
@@ -66,7 +68,7 @@ class Engine(Store):
         # A pinned cell may be 0 where a formula divides by it: the result is inf or nan, shown
         # as such (like a spreadsheet's #DIV/0!), not an exception halfway through a read.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if not (self.pins or self.stale or self.pending or self.watch):
+            if not (self.pins or self.stale or self.pending or self._observers):
                 if self.clean:
                     self._clean_read(plan, need)
                 elif not self.computed_any:
@@ -104,46 +106,45 @@ class Engine(Store):
             # Per cell of the tables: 0 never ran, 1 holds a value, 2 verified at this revision.
             state = T if fresh else self._state(T, rev).tobytes()
             key = (id(plan), cap, self.exact, state)
-            cache = self.graph.schedules
+            cache = self.graph.memo.schedules
             got = cache.get(key)
             if got is None or got[0] is not plan:
-                if len(cache) >= 1024:
-                    cache.clear()
-                got = cache[key] = (plan, self._schedule(plan, self._state(T, rev)))
+                got = cache.put(key, (plan, self._schedule(plan, self._state(T, rev))))
             sched = got[1]
-        run, ran_at, checked_at, ran_names, names, whole, full, counts, reused, _ = sched
         vals = self.values
-        for kernel in run:
+        if self._trial is not None:
+            self._keep(sched.ran_names)
+        for kernel in sched.kernels:
             kernel(vals)
         if fresh:  # every bookkeeping dict held its default: the outcome is memoised per revision
             self._fresh_books(sched, rev)
-        elif ran_names:
-            np.putmask(self._chg, ran_at, rev)
-            self.last_change.update(dict.fromkeys(ran_names, rev))
-        if not fresh:
-            np.putmask(self._ver, checked_at, rev)
-            self.vmax.update(dict.fromkeys(names, rev))
+        else:
+            ran_names = sched.ran_names
+            if ran_names:
+                np.putmask(self._chg, sched.ran_at, rev)
+                self.last_change.update(dict.fromkeys(ran_names, rev))
+            np.putmask(self._ver, sched.checked_at, rev)
+            self.vmax.update(dict.fromkeys(sched.names, rev))
+            whole = sched.whole
             if whole:
                 self.floor.update(dict.fromkeys(whole, rev))  # every row of these tensors verified now
-            self.full.update(full)
-        self._tally.append((counts, reused))  # counted when next looked at (Store.counts)
-        if len(self._tally) > 1024:
-            self._add_tally()
+            self.full.update(sched.full)
+        self.tally.defer(sched.counts, sched.reused)  # counted when next looked at (Store.counts)
 
-    def _fresh_books(self, sched: tuple[Any, ...], rev: int) -> None:
+    def _fresh_books(self, sched: Schedule, rev: int) -> None:
         """A first clean read's bookkeeping (as `_clean_read`'s updates would leave it, from every
         table and dict at its default), worked out once per schedule and revision, then copied."""
-        _, ran_at, checked_at, ran_names, names, whole, full, _, _, books = sched
+        books = sched.books
         got = books.get(rev)
         if got is None:
             defaults = self.graph.sheet_defaults
-            vmax, floor, last = defaults["minus"].copy(), defaults["minus"].copy(), defaults["last_change"].copy()
-            vmax.update(dict.fromkeys(names, rev))
-            floor.update(dict.fromkeys(whole, rev))
-            last.update(dict.fromkeys(ran_names, rev))
-            ver = np.where(checked_at, rev, self._ver)  # the default tables: -1, and 0
-            chg = np.where(ran_at, rev, self._chg)
-            got = books[rev] = (vmax, floor, {**defaults["zero"], **full}, last, ver, chg)
+            vmax, floor, last = defaults.minus.copy(), defaults.minus.copy(), defaults.last_change.copy()
+            vmax.update(dict.fromkeys(sched.names, rev))
+            floor.update(dict.fromkeys(sched.whole, rev))
+            last.update(dict.fromkeys(sched.ran_names, rev))
+            ver = np.where(sched.checked_at, rev, self._ver)  # the default tables: -1, and 0
+            chg = np.where(sched.ran_at, rev, self._chg)
+            got = books[rev] = (vmax, floor, {**defaults.zero, **sched.full}, last, ver, chg)
         vmax, floor, full_, last, ver, chg = got
         tokens = self.last_change["tokens"]  # appends before the first read moved it
         self.vmax, self.floor, self.full, self.last_change = vmax.copy(), floor.copy(), full_.copy(), last.copy()
@@ -156,7 +157,7 @@ class Engine(Store):
         return (ver >= 0).view(np.uint8) + (ver >= rev).view(np.uint8)
 
     def _schedule(self, plan: list[tuple[str, Any, int]], state: np.ndarray,
-                  targets: dict[str, Any] | None = None) -> tuple[Any, ...]:
+                  targets: dict[str, Any] | None = None) -> Schedule:
         """What a clean read of `plan` does from `state` (see `_clean_read`)."""
         want, sizes, names, whole = self._plan_tables(plan)
         T, cap = self.T, self.cap
@@ -193,8 +194,7 @@ class Engine(Store):
         reused = [(order[i], int(n_kept[i])) for i in n_kept.nonzero()[0].tolist()]
         ran_at, checked_at = (np.zeros((len(order), cap), bool) for _ in range(2))  # as masks of [tensors, cap]
         ran_at[:, :T], checked_at[:, :T] = ran, checked
-        books: dict[int, Any] = {}  # a first read's bookkeeping per revision (`_fresh_books`)
-        return kernels, ran_at, checked_at, ran_names, names, whole, full, counts, reused, books
+        return Schedule(kernels, ran_at, checked_at, ran_names, names, whole, full, counts, reused, {})
 
     def _plan_tables(self, plan: list[tuple[str, Any, int]]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         """A plan as tables over every computed tensor (memoised with the plan on the graph):
@@ -202,7 +202,7 @@ class Engine(Store):
         planned at every row."""
         T = self.T
         small = len(self._order) * T <= _MEMO_CELLS
-        cache = self.graph.plan_tables
+        cache = self.graph.memo.plan_tables
         got = cache.get(id(plan)) if small else None
         if got is not None and got[0] is plan:
             return got[1]
@@ -215,17 +215,17 @@ class Engine(Store):
         whole = [n for n, rows, _ in plan if len(rows) == T]
         tables = (want, sizes, names, whole)
         if small:
-            if len(cache) >= 1024:
-                cache.clear()
-            cache[id(plan)] = (plan, tables)
+            cache.put(id(plan), (plan, tables))
         return tables
 
     def _first_read(self, plan: list[tuple[str, Any, int]]) -> None:
         """The first read of a sheet: nothing is cached, so every planned row simply runs."""
         self.computed_any = True
-        if not (self.pins or self.stale or self.pending or self.watch):
+        if not (self.pins or self.stale or self.pending or self._observers):
             self.clean = True  # every row that holds a value is computed now, from the current inputs
-        rev = self.revision
+        rev, tally = self.revision, self.tally
+        if self._trial is not None:
+            self._keep([name for name, _, _ in plan])
         for name, rows, last_row in plan:
             op = self.graph.ops[name]
             if self.dropped:
@@ -241,9 +241,7 @@ class Engine(Store):
             self.full[name] = n if last_row == n - 1 else 0  # rows 0..n-1, or a gap before the first
             if n == self.T:
                 self.floor[name] = rev  # every computed row (all of them) verified now
-            cells = n * self._row_size(name)
-            self.counts[name] += cells
-            self.total_recomputed[name] += cells
+            tally.ran(name, n * self._row_size(name))
 
     def _plan(self, need: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, int]]:
         """The rows of every tensor a read needs, in topological order.
@@ -254,7 +252,7 @@ class Engine(Store):
         if not need:
             return []
         key = (self.T, *sorted((k, v.tobytes()) for k, v in need.items()))
-        cache = self.graph.plans
+        cache = self.graph.memo.plans
         got = cache.get(key)
         if got is not None:
             return got
@@ -280,10 +278,7 @@ class Engine(Store):
             if n in rows_of and rows_of[n].any():
                 idx = rows_of[n].nonzero()[0]
                 plan.append((n, idx, int(idx[-1])))
-        if len(cache) > 4096:
-            cache.clear()
-        cache[key] = plan
-        return plan
+        return cache.put(key, plan)  # type: ignore[no-any-return]
 
     def _dep_changed(self, name: str) -> np.ndarray:
         """[T]: the latest revision at which anything a row reads changed."""
@@ -352,6 +347,8 @@ class Engine(Store):
             op = self.graph.ops[name]
             if self.dropped:
                 self.restore_for((name, *op.ins))
+            if self._trial is not None:
+                self._keep((name,))
             arr = self.values[name]
             if fresh:  # nothing to compare against
                 op.forward(self, idx)
@@ -359,10 +356,11 @@ class Engine(Store):
                     self._apply_pins(name, idx)
                 self.changed[name][idx] = rev
                 last[name] = rev
-                w = self.watch.get(name)
-                if w is not None:
-                    for r in idx.tolist():
-                        w.setdefault(r, None)
+                for obs in self._observers:
+                    w = obs.rows.get(name)
+                    if w is not None:
+                        for r in idx.tolist():
+                            w.setdefault(r, None)
             else:
                 ra = self.graph.row_axis[name]
                 old = np.take(arr, idx, axis=ra)
@@ -371,11 +369,12 @@ class Engine(Store):
                 if name in self.pins:
                     self._apply_pins(name, idx)
                 new = np.take(arr, idx, axis=ra)
-                w = self.watch.get(name)
-                if w is not None:  # keep each row's value from before its first recompute
-                    for j, r in enumerate(idx.tolist()):
-                        if r not in w:  # None: the row had no value before
-                            w[r] = None if first[j] else np.take(old, j, axis=ra)
+                for obs in self._observers:  # keep each row's value from before its first recompute
+                    w = obs.rows.get(name)
+                    if w is not None:
+                        for j, r in enumerate(idx.tolist()):
+                            if r not in w:  # None: the row had no value before
+                                w[r] = None if first[j] else np.take(old, j, axis=ra)
                 # Bitwise: -0.0 and 0.0 differ downstream (1/x, signs), so cut-off must not merge them.
                 neq = (new != old) | (np.signbit(new) != np.signbit(old))
                 diff = np.moveaxis(neq, ra, 0).reshape(idx.size, -1).any(axis=1)
@@ -403,17 +402,14 @@ class Engine(Store):
 
         `mark=False`: the tensor's floor already says every computed row is verified.
         """
-        size = self._row_size(name)
+        size, tally = self._row_size(name), self.tally
         if ran:
-            self.counts[name] += ran * size
-            self.total_recomputed[name] += ran * size
+            tally.ran(name, ran * size)
         if cut:
-            self.cutoff[name] += cut * size
-            self.total_cutoff[name] += cut * size
+            tally.cut(name, cut * size)
         kept = (checked.size - ran) * size
         if kept:
-            self.reused[name] += kept
-            self.total_reused[name] += kept
+            tally.kept(name, kept)
         if mark:
             self.verified[name][checked] = self.revision
             self.vmax[name] = self.revision

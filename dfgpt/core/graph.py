@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import networkx as nx
 import numpy as np
 
 from .config import Config
+from .memo import Memos, SheetDefaults
 from .ops import (
     Add,
     Embed,
@@ -97,20 +98,14 @@ class Graph:
         self.row_axis: dict[str, int] = {
             n: s.row_axis for n, s in self.specs.items() if s.row_axis is not None
         }
-        self.plans: dict[tuple[Any, ...], list[tuple[str, Any, int]]] = {}  # memoised read plans (evaluate)
-        self.cuts: dict[tuple[str, int], tuple[slice, ...]] = {}  # (tensor, T) -> its index at length T (store)
-        # (T, tensor) -> ({tensor: every row}, its plan): a whole tensor's read (evaluate)
-        self.wholes: dict[tuple[int, str], tuple[dict[str, Any], list[tuple[str, Any, int]]]] = {}
-        self.plan_tables: dict[int, tuple[Any, Any]] = {}  # {id(plan): (plan, its tables)} (evaluate)
-        self.schedules: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # clean reads' schedules (evaluate)
+        self.memo = Memos()  # plans, schedules, cuts, value blocks: what reads memoise, per graph
         self._records: dict[tuple[int, np.dtype], np.dtype | None] = {}
-        self.blocks: dict[tuple[int, np.dtype], list[Any]] = {}  # value blocks to reuse (store)
-        self.sheet_defaults: dict[str, dict[str, int]] = {}  # a new sheet's bookkeeping dicts, copied (store)
         self._computed = [n for n in self.order if self.specs[n].kind == "computed"]
         self.position = {n: i for i, n in enumerate(self._computed)}  # topological index of a computed tensor
         self._downstream: dict[str, frozenset[str]] = {}
         self._cells: dict[int, int] = {}
         self._parameters = [n for n, s in self.specs.items() if s.kind == "parameter"]
+        self.sheet_defaults = SheetDefaults.of(self._parameters, self._computed)
         self._shapes: dict[int, dict[str, tuple[int, ...]]] = {}
 
     def shapes(self, cap: int) -> dict[str, tuple[int, ...]]:

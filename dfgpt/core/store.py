@@ -13,15 +13,16 @@ is the subclass `Engine` (dfgpt.core.evaluate).
 
 from __future__ import annotations
 
-import sys
-import threading
 from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from .cones import Cones, Mask, Pending
+from .door import Door, Observer, Trial
 from .graph import Graph, TensorSpec
+from .state import CellState
+from .tally import Tally
 from .transient import Transience, Values
 
 __all__ = ["Store", "capacity"]
@@ -36,43 +37,7 @@ def capacity(T: int, block_size: int) -> int:
     return min(block_size, max(16, 1 << (T - 1).bit_length()))
 
 
-POOL = 4  # value blocks kept per graph and capacity for new sheets to reuse
-POOL_BYTES = 4 << 20  # only blocks this small: a small model's sheets are made by the thousand, a large one's
-                      # block would stay resident after its sheet is gone
-_POOL_LOCK = threading.Lock()  # the server makes sheets on several threads
-
-
-def _zeroed_views(graph: Graph, cap: int, dtype: np.dtype) -> dict[str, np.ndarray] | None:
-    """A zeroed array for every computed tensor at `cap`: field views of one block (`Graph.record`).
-
-    A block of up to `POOL_BYTES` whose views nobody holds any more (its sheet is gone, and no view
-    of it was kept) is zeroed and handed out again: one memset and a dict copy instead of an
-    allocation and 69 field views, a third of a small sheet's creation. None past 1 GiB.
-    """
-    record = graph.record(cap, dtype)
-    if record is None:
-        return None
-    with _POOL_LOCK:
-        pool = graph.blocks.setdefault((cap, dtype), [])
-        for entry in pool:
-            block, raw, views, refs = entry
-            # Free: no sheet holds its views (each is referenced by the pooled dict, the loop and
-            # getrefcount's argument only), and no one holds a slice of one (every view of the
-            # block, however derived, references the block itself).
-            if sys.getrefcount(block) <= refs and all(sys.getrefcount(v) <= 3 for v in views.values()):
-                raw.fill(0)
-                return dict(views)
-        block = np.zeros((), record)
-        views = {n: block[n] for n in record.names or ()}
-        if len(pool) < POOL and record.itemsize <= POOL_BYTES:
-            raw = block.reshape(1).view(np.uint8)  # [bytes]: the block, zeroed by one fill
-            entry = [block, raw, views, 0]
-            pool.append(entry)
-            entry[3] = sys.getrefcount(block)  # its references while free, counted as the loop above counts them
-        return dict(views)
-
-
-class Store(Transience, Cones):
+class Store(Door, Transience, Cones):
     """The values, caches, revisions and pins of one input run through one graph."""
 
     def __init__(
@@ -104,12 +69,7 @@ class Store(Transience, Cones):
         self.base: dict[str, np.ndarray] = dict(params)  # the model's arrays, never written
         self.owned: set[str] = set()  # parameters copied on first write (the model keeps its own)
         defaults = graph.sheet_defaults  # per-graph starting dicts, copied (cheaper than built per sheet)
-        if not defaults:
-            defaults["param_changed"] = dict.fromkeys((*graph.parameters, "temperature"), 0)
-            defaults["last_change"] = dict.fromkeys(("tokens", *graph.computed), 0)
-            defaults["minus"] = dict.fromkeys(graph.computed, -1)
-            defaults["zero"] = dict.fromkeys(graph.computed, 0)
-        self.param_changed: dict[str, int] = defaults["param_changed"].copy()
+        self.param_changed: dict[str, int] = defaults.param_changed.copy()
         self.values["temperature"] = np.array(temperature, dtype=self.dtype)
         self.owned.add("temperature")
         self.base["temperature"] = self.values["temperature"].copy()
@@ -122,8 +82,9 @@ class Store(Transience, Cones):
         self._chg: np.ndarray
         self._order: list[str] = graph.computed  # topological order; row i of the tables below
         dtype = self.dtype
-        views = None if self.transient else _zeroed_views(graph, self.cap, dtype)
-        if views is not None:
+        record = None if self.transient else graph.record(self.cap, dtype)
+        if record is not None:  # None past 1 GiB
+            views = graph.memo.blocks.views(record)
             self.values.update(views)
         else:
             shapes = graph.shapes(self.cap).items()
@@ -139,22 +100,21 @@ class Store(Transience, Cones):
         self._sizes: dict[str, tuple[int, int]] = {}
         # The latest revision at which any row of a tensor changed: lets a read skip, with
         # one comparison, every tensor whose inputs did not change since it was verified.
-        self.last_change: dict[str, int] = defaults["last_change"].copy()
+        self.last_change: dict[str, int] = defaults.last_change.copy()
         # Per tensor, a revision at which every computed row is known valid: a row's effective
         # verified revision is max(verified[row], floor). It lets a read confirm a tensor whose
         # inputs did not change with scalar compares, instead of a pass over its rows.
         self.computed_any = False  # until the first read: then every row is simply computed
-        self.floor: dict[str, int] = defaults["minus"].copy()
-        self.full: dict[str, int] = defaults["zero"].copy()  # rows 0..full-1 all hold values
-        self.vmax: dict[str, int] = defaults["minus"].copy()  # the highest verified revision
+        self.floor: dict[str, int] = defaults.minus.copy()
+        self.full: dict[str, int] = defaults.zero.copy()  # rows 0..full-1 all hold values
+        self.vmax: dict[str, int] = defaults.minus.copy()  # the highest verified revision
         self.pending: list[Pending] = []  # stale cones not yet materialised (see defer_stale)
-        self.watch: dict[str, dict[int, np.ndarray | None]] = {}  # {tensor: {row: value before recompute}}
+        self._observers: list[Observer] = []  # rows' values before their recompute, kept for receipts (door)
+        self._trial: Trial | None = None  # what the open trial puts back (dfgpt.core.door)
         self.pins: dict[str, dict[tuple[int, ...], float]] = {}
-        # The six counters (counts, reused, cutoff and their never-reset totals) are made when first
-        # used (`_counter`): a sheet made for one forward never counts anything.
-        # Clean reads' counts, [(recomputed, reused)] as (tensor, cells) pairs, added to the four
-        # counters above when one is next looked at: generation never looks, and pays nothing.
-        self._tally: list[tuple[list[tuple[str, int]], list[tuple[str, int]]]] = []
+        # What reads recomputed, reused and cut off (dfgpt.core.tally): clean reads' counts are added
+        # when next looked at, so a sheet made for one forward never counts anything.
+        self.tally = Tally()
 
     def _tables(self, cap: int, keep: int = 0) -> None:
         """verified and changed of every computed tensor as rows of two [tensors, cap] tables,
@@ -203,10 +163,10 @@ class Store(Transience, Cones):
         if name == "tokens":
             return v[: self.T]
         key = (name, self.T)
-        idx = self.graph.cuts.get(key)
+        cuts = self.graph.memo.cuts
+        idx = cuts.get(key)
         if idx is None:
-            idx = self.graph.cuts[key] = tuple(slice(0, self.T) if a in ("pos", "key") else slice(None)
-                                               for a in spec.axes)
+            idx = cuts.put(key, tuple(slice(0, self.T) if a in ("pos", "key") else slice(None) for a in spec.axes))
         return v[idx]
 
     @property
@@ -232,62 +192,36 @@ class Store(Transience, Cones):
         """How many position rows of a computed tensor hold a value (for tests)."""
         return int((self.verified[name][: self.T] >= 0).sum())
 
-    def _counter(self, key: str) -> Counter[str]:
-        got: Counter[str] | None = self.__dict__.get(key)
-        if got is None:
-            got = self.__dict__[key] = Counter()
-        return got
-
     @property
     def counts(self) -> Counter[str]:
         """Cells recomputed per tensor, since reset_counts."""
-        if self._tally:
-            self._add_tally()
-        return self._counter("_counts")
+        return self.tally.counts
 
     @property
     def reused(self) -> Counter[str]:
         """Cells verified without recomputing, per tensor, since reset_counts."""
-        if self._tally:
-            self._add_tally()
-        return self._counter("_reused")
+        return self.tally.reused
 
     @property
     def cutoff(self) -> Counter[str]:
         """Cells recomputed whose row came out unchanged, per tensor, since reset_counts."""
-        return self._counter("_cutoff")
+        return self.tally.cutoff
 
     @property
     def total_recomputed(self) -> Counter[str]:
         """Cells recomputed per tensor, never reset (receipts diff these)."""
-        if self._tally:
-            self._add_tally()
-        return self._counter("_total_recomputed")
+        return self.tally.total_recomputed
 
     @property
     def total_reused(self) -> Counter[str]:
-        if self._tally:
-            self._add_tally()
-        return self._counter("_total_reused")
+        return self.tally.total_reused
 
     @property
     def total_cutoff(self) -> Counter[str]:
-        return self._counter("_total_cutoff")
-
-    def _add_tally(self) -> None:
-        tally, self._tally = self._tally, []
-        counts, reused = self._counter("_counts"), self._counter("_reused")
-        total_recomputed, total_reused = self._counter("_total_recomputed"), self._counter("_total_reused")
-        for ran, kept in tally:
-            for counter, total, pairs in ((counts, total_recomputed, ran), (reused, total_reused, kept)):
-                for name, c in pairs:
-                    counter[name] += c
-                    total[name] += c
+        return self.tally.total_cutoff
 
     def reset_counts(self) -> None:
-        self.counts.clear()
-        self.reused.clear()
-        self.cutoff.clear()
+        self.tally.reset()
 
     # -- writes -------------------------------------------------------------------------
     def write(self, name: str, idx: tuple[int, ...], value: Any) -> None:
@@ -300,6 +234,8 @@ class Store(Transience, Cones):
             self.owned.add(name)
         self.revision += 1
         self.clean = False
+        if self._trial is not None:  # inside a trial: put back on exit
+            self._trial.writes.append((name, idx, self.values[name][idx].copy()))
         self.values[name][idx] = value
         if name == "tokens":
             self._tok_changed[idx[0]] = self.revision
@@ -322,6 +258,7 @@ class Store(Transience, Cones):
             return
         self.pins.setdefault(name, {})[idx] = float(value)
         if self.verified[name][row] != -1:
+            self._keep((name,))
             self.values[name][idx] = value
             self.changed[name][row] = self.revision
             self.last_change[name] = self.revision
@@ -333,6 +270,7 @@ class Store(Transience, Cones):
             self._grow(capacity(self.T + 1, self.graph.config.block_size) if self.exact
                        else min(self.graph.config.block_size, 2 * self.cap))
         self.revision += 1
+        self._keep(("tokens",))
         self.values["tokens"][self.T] = token
         self._tok_changed[self.T] = self.revision
         self.last_change["tokens"] = self.revision
@@ -346,6 +284,7 @@ class Store(Transience, Cones):
         self.revision += 1
         self.T -= 1
         t = self.T
+        self._keep(("tokens",))
         self.values["tokens"][t] = 0
         self._tok_changed[t] = self.revision
         self.last_change["tokens"] = self.revision
@@ -396,26 +335,26 @@ class Store(Transience, Cones):
                 self.full[name] = 0
                 self.floor[name] = -1
 
-    def state(self, name: str, idx: tuple[int, ...]) -> str:
-        """'pinned', 'unset' (never computed), 'stale' or 'fresh' for a computed cell; kind otherwise."""
+    def state(self, name: str, idx: tuple[int, ...]) -> CellState:
+        """PINNED, UNSET (never computed), STALE or FRESH for a computed cell; FRESH or EDITED otherwise."""
         spec = self.specs[name]
         if spec.kind != "computed":
             base = self.base.get(name)
             if base is None or self.values[name] is base:
-                return "fresh"
+                return CellState.FRESH
             if name == "tokens" and idx[0] >= len(base):
-                return "edited"  # appended after the sheet was made
+                return CellState.EDITED  # appended after the sheet was made
             now, was = self.values[name][idx], base[idx]
             same = now == was and np.signbit(now) == np.signbit(was)
-            return "fresh" if same else "edited"
+            return CellState.FRESH if same else CellState.EDITED
         if idx in self.pins.get(name, {}):
-            return "pinned"
+            return CellState.PINNED
         self.flush_stale()
         v = self.verified[name][idx[self.graph.row_axis[name]]]
         if v == -1:
-            return "unset"
+            return CellState.UNSET
         st = self.stale.get(name)
-        return "stale" if v == -2 or (st is not None and st[idx]) else "fresh"
+        return CellState.STALE if v == -2 or (st is not None and st[idx]) else CellState.FRESH
 
     def info(self) -> dict[str, Any]:
         return {"T": self.T, "cap": self.cap, "revision": self.revision, "exact": self.exact}

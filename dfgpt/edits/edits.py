@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Receipt",
     "append",
+    "pin_many",
     "redo",
     "set_many",
     "to_model",
@@ -192,7 +193,7 @@ def _apply(sheet: Cells, action: str, changes: list[_Change], forward: bool) -> 
     if appended:
         # The cone of a new token is its whole new row in every computed tensor (the row
         # was unset, so nothing is marked: its cells are computed on the first read).
-        live.cone = {n: eng._row_size(n) for n in sheet.graph.computed}
+        live.cone = {n: eng.row_size(n) for n in sheet.graph.computed}
     elif seeds and all(ch.how == "write" and ch.tensor != "tokens" for ch in changes):
         live.cone = eng.defer_stale(seeds, exclude)  # weights: no mask work until asked
     elif seeds:
@@ -238,7 +239,17 @@ def pin_many(sheet: Cells, action: str, pins: list[tuple[str, tuple[int, ...], f
     """Pin computed cells, given as (tensor, index, value), as one edit named `action` (a patch, an
     ablation): one receipt, and one undo that restores each cell's previous pin or computation.
 
-    The caller has checked the cells; values are pinned as given.
+    What `sheet.patch` and `sheet.ablate` make of their selections; the caller has checked the
+    cells (computed, within the sheet's length: `dfgpt.interventions.patching.selection` does it),
+    and values are pinned as given.
+
+    >>> import dfgpt
+    >>> s = dfgpt.load("sort-random").sheet("CABACA")
+    >>> r = pin_many(s, "zero two", [("h[0].out", (5, 0), 0.0), ("h[0].out", (5, 1), 0.0)])
+    >>> r.action, r.cells[0], s.value("h[0].out[5][1]")
+    ('zero two', 'h[0].out[5][0] = 0 (pinned), was computed', 0.0)
+    >>> _ = undo(s); s.state("h[0].out[5][1]")
+    'stale'
     """
     old = sheet.engine.pins
     changes = [_Change("pin", t, idx, old.get(t, {}).get(idx), v) for t, idx, v in pins]

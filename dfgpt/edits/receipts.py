@@ -43,12 +43,11 @@ class Live:
         self.cone: dict[str, int] | Pending | None = None
         # The engine keeps each output row's value from before its first recompute since now;
         # rows the edit pinned come in with their values from before the pin.
-        self.watch: dict[str, dict[int, np.ndarray | None]] = {name: {} for name in OUTPUTS}
+        self.observer = eng.observe(OUTPUTS, pinned)
+        self.watch: dict[str, dict[int, np.ndarray | None]] = self.observer.rows
         self.pinned_rows: dict[str, set[int]] = {name: set() for name in OUTPUTS}
         for name, rows in (pinned or {}).items():
-            self.watch[name].update(rows)
             self.pinned_rows[name] |= set(rows)
-        eng.watch = self.watch
         self.revision = eng.revision
 
     def stale(self) -> dict[str, int]:
@@ -97,8 +96,7 @@ class Live:
     def freeze(self) -> None:
         if self.frozen is None:  # the cone may stay deferred: the engine flushes before it could change
             self.frozen = self.numbers()
-            if self.sheet.engine.watch is self.watch:
-                self.sheet.engine.watch = {}
+            self.sheet.engine.unobserve(self.observer)
 
 
 @dataclass(frozen=True)

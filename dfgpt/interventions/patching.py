@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.evaluate import Engine
 from ..edits.edits import pin_many
 from ..edits.receipts import Receipt
 from ..errors import EditError, QueryError, show
@@ -111,17 +112,19 @@ def site_pins(source: Cells, masks: dict[str, Mask], compute: bool = True) -> Pi
 
 
 def scratch(sheet: Cells) -> Cells:
-    """A private sheet of the same class with this sheet's weights, tokens, temperature and pins.
+    """A private sheet of the same class on a fork of this sheet's engine: its weights (shared until
+    written), tokens, temperature, pins and computed values; nothing done to it reaches this sheet.
 
-    It shares the weight arrays (it only ever pins computed cells), so it costs one forward.
+    >>> import dfgpt
+    >>> s = dfgpt.load("sort-random").sheet("CABACA")
+    >>> w = scratch(s)
+    >>> _ = w.set("h[0].out[5][0]", 1.0)
+    >>> w.state("h[0].out[5][0]"), s.state("h[0].out[5][0]")
+    ('pinned', 'unset')
     """
     eng = sheet.engine
     c = type(sheet)(sheet.model, sheet.tokens, float(eng.values["temperature"]), eng.exact)
-    for n in sheet.graph.parameters:
-        c.engine.values[n] = eng.values[n]
-    for tensor, pins in eng.pins.items():
-        for idx, v in pins.items():
-            c.engine.pin(tensor, idx, v)
+    c.engine = eng.fork()
     return c
 
 
@@ -200,9 +203,10 @@ def _reference(sheet: Cells, r: Cells | str | Sequence[int]) -> Cells:
     if hasattr(r, "engine"):
         return r  # type: ignore[return-value]
     eng = sheet.engine
-    c = type(sheet)(sheet.model, sheet.model.encode(r), float(eng.values["temperature"]), eng.exact)  # type: ignore[arg-type]
-    for n in sheet.graph.parameters:
-        c.engine.values[n] = eng.values[n]
+    temperature = float(eng.values["temperature"])
+    c = type(sheet)(sheet.model, sheet.model.encode(r), temperature, eng.exact)  # type: ignore[arg-type]
+    params = {n: eng.values[n] for n in sheet.graph.parameters}  # shared: an engine copies a weight it writes
+    c.engine = Engine(sheet.graph, params, np.array(c.tokens), temperature, eng.exact)
     return c
 
 

@@ -50,7 +50,7 @@ class Replay:
         """`columns`: in fast mode, compute only these logit columns (a logit difference needs two of
         50k); exact mode always runs the op itself, so values stay bit for bit a forward's."""
         eng = sheet.engine
-        plan = eng._plan(need)  # [(tensor, row indices, last row)]: what reading `need` computes
+        plan = eng.plan(need)  # [(tensor, row indices, last row)]: what reading `need` computes
         eng.ensure({n: np.ones(eng.T, bool) for n, _, _ in plan})
         self.graph = sheet.graph
         self.exact, self.cap, self.T = eng.exact, eng.cap, eng.T
