@@ -44,8 +44,18 @@ class Cones:
     revision: int
     T: int
     cap: int
+    values: dict[str, np.ndarray]
+    exact: bool
 
     def verified_at(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    # What the ops' cell maps read from their context (`OpContext`), given by `Store`.
+    @property
+    def tokens(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def shape(self, name: str) -> tuple[int, ...]:
         raise NotImplementedError
 
     def ancestors(self, seeds: dict[str, Mask], cut: dict[str, Mask] | None = None) -> dict[str, Mask]:
