@@ -169,6 +169,24 @@ def test_a_few_pairs_run_in_process_by_default_no_slower_and_say_so(monkeypatch)
     assert one.ran_on == "this process (one pair)"
 
 
+def test_a_default_sweep_whose_cluster_does_not_start_finishes_in_process(monkeypatch):
+    pytest.importorskip("distributed")
+
+    def broken(n):
+        raise OSError("no room for workers")
+
+    monkeypatch.setattr(cluster_mod, "local_cluster", broken)
+    for mod in (cluster_mod, api):
+        monkeypatch.setattr(mod, "cores", lambda: 2)
+    monkeypatch.setattr(api, "CLUSTER_START", 0.0)  # the cluster would pay: it is tried
+    r = dfgpt.sweep_pairs(MODEL, PAIRS, METRIC, over="head_out", progress=False)
+    assert same(r.values, dfgpt.sweep_pairs(MODEL, PAIRS, METRIC, over="head_out", scheduler="inline").values)
+    assert r.ran_on.startswith("this process (the local cluster did not start: the embedded Dask cluster did not "
+                               "start (OSError: no room for workers)")
+    with pytest.raises(ClusterError, match="no room for workers"):  # asked for by name: refused, not replaced
+        dfgpt.sweep_pairs(MODEL, PAIRS, METRIC, over="head_out", scheduler="local")
+
+
 def test_local_in_a_script_without_a_main_guard_is_refused_at_once(tmp_path):
     pytest.importorskip("distributed")
     script = tmp_path / "unguarded.py"

@@ -189,8 +189,16 @@ def _run(plan: Plan, model: Model, scheduler: Any, workers: int | None, chunk: i
         if left:
             group = blocks(g)
             cost = None if chunk is not None else costs(plan, sweep_site_costs(plan, g), left)
-            got, failed, ran = run(plan, left, LOCAL if at == AUTO else at, workers, chunk, progress, retries,
-                                   cost, [(p, group[k]) for p, k in left], say if at == AUTO else "")
+            try:
+                got, failed, ran = run(plan, left, LOCAL if at == AUTO else at, workers, chunk, progress, retries,
+                                       cost, [(p, group[k]) for p, k in left], say if at == AUTO else "")
+            except ClusterError as e:
+                if at != AUTO:
+                    raise
+                # Nobody asked for the cluster that would have paid: the rest runs here, with the same values.
+                more, ran, _ = _in_process(plan, left, len(g.sites), progress, False,
+                                           f" (the local cluster did not start: {e})")
+                got = more
             done += got
     finally:
         forget(plan.token)  # this process's runners and sites of the sweep (a worker keeps its own)

@@ -300,9 +300,8 @@ def _client(scheduler: Any, workers: int | None) -> tuple[Any, Any, bool]:
     return scheduler, None, False
 
 
-def describe(client: Any, cluster: Any) -> str:
-    """Where a sweep ran, in words: `a local cluster of 2 workers`, or the scheduler's address."""
-    n = len(client.scheduler_info().get("workers", {}))
+def describe(client: Any, cluster: Any, n: int) -> str:
+    """Where a sweep ran, on `n` workers, in words: `a local cluster of 2 workers`, or the scheduler's address."""
     if cluster is not None:
         return f"a local cluster of {n} worker{'s' if n != 1 else ''}"
     return f"{client.scheduler.address} ({n} worker{'s' if n != 1 else ''})"
@@ -356,7 +355,7 @@ def run(plan: Plan, items: list[Item], scheduler: Any = LOCAL, workers: int | No
         where = {f.key: i for i, f in enumerate(futures)}
         done: list[Chunk] = []
         failed: list[Failed] = []
-        what, ran = "sweep" if plan.how is None else "ablate", describe(client, cluster) + say
+        what, ran = "sweep" if plan.how is None else "ablate", describe(client, cluster, len(addresses)) + say
         bar = tqdm(total=len(items), unit="site", desc=f"{what} {plan.over} on {ran}",
                    disable=not progress_default(progress))
         try:
