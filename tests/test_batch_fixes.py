@@ -60,15 +60,18 @@ def short_connect():
 # -- issue 28 item 1: a kept client and a checkpoint saved again at the same path -----------------
 def test_a_kept_client_sweeps_the_checkpoint_saved_again_at_the_same_path(client, tmp_path):
     path = tmp_path / "ck"
-    values = []
+    values, models = [], []
     for seed in (1, 2):  # the same architecture and file sizes, other weights
         random_model(CFG, seed=seed)[0].save(path)
-        model = dfgpt.load(path)
-        here = dfgpt.sweep_pairs(model, IDS, "logit_diff:#3,#4", over="resid_pre", scheduler="inline")
-        there = dfgpt.sweep_pairs(model, IDS, "logit_diff:#3,#4", over="resid_pre", scheduler=client)
+        models.append(dfgpt.load(path))
+        here = dfgpt.sweep_pairs(models[-1], IDS, "logit_diff:#3,#4", over="resid_pre", scheduler="inline")
+        there = dfgpt.sweep_pairs(models[-1], IDS, "logit_diff:#3,#4", over="resid_pre", scheduler=client)
         assert same(here.values, there.values) and same(here.clean, there.clean) and not there.failed
         values.append(there.values)
     assert not np.array_equal(values[0], values[1])  # the second sweep is the second model's, not the first's
+    # The first model, still in memory, is no longer what its path holds: refused, not swept as the second.
+    with pytest.raises(ClusterError, match=f"the model at {path} is not the one this sweep was given"):
+        dfgpt.sweep_pairs(models[0], IDS, "logit_diff:#3,#4", over="resid_pre", scheduler=client, retries=0)
 
 
 # -- the worker cache: keyed by the checkpoint's identity, one eviction rule ----------------------
@@ -217,8 +220,8 @@ def test_a_port_that_does_not_speak_dask_is_given_up_with_a_typed_error(short_co
     finally:
         server.shutdown()
         server.server_close()
-    assert f"{address} accepted a connection but did not answer as a Dask scheduler within 1 s" in str(e.value)
-    assert "dask scheduler" in str(e.value) and took < 8
+    assert f"{address} accepted a connection but did not answer as a Dask scheduler within 2 s" in str(e.value)
+    assert "dask scheduler" in str(e.value) and took < 10
 
 
 # -- issue 28 item 12: typed errors, not raw ones ------------------------------------------------

@@ -200,7 +200,7 @@ def _connect_wait() -> float:
 
 
 def _handshake(address: str, wait: float) -> None:
-    """Connect to `address` and wait for the Dask handshake, all of it within `wait` seconds.
+    """Connect to `address` within `wait` seconds and have the Dask handshake within as long again.
 
     `Client(address, timeout=...)` bounds only the TCP connect: a port that accepts the connection
     and never answers (an HTTP server) held it forever. The probe runs on a loop of its own in a
@@ -210,8 +210,8 @@ def _handshake(address: str, wait: float) -> None:
 
     from distributed.comm import connect
 
-    async def probe() -> None:
-        comm = await asyncio.wait_for(connect(address, timeout=wait), wait)
+    async def probe() -> None:  # `connect` gives up connecting after `wait`; the handshake gets as long again
+        comm = await asyncio.wait_for(connect(address, timeout=wait), 2 * wait)
         await comm.close()
 
     error: list[BaseException] = []
@@ -224,9 +224,10 @@ def _handshake(address: str, wait: float) -> None:
 
     t = threading.Thread(target=main, name="dfgpt-dask-probe", daemon=True)
     t.start()
-    t.join(wait + 5)
+    t.join(2 * wait + 5)
     if t.is_alive() or (error and isinstance(error[0], (TimeoutError, asyncio.TimeoutError))):
-        raise ClusterError(f"{address} accepted a connection but did not answer as a Dask scheduler within {wait:g} s "
+        raise ClusterError(f"{address} accepted a connection but did not answer as a Dask scheduler within "
+                           f"{2 * wait:g} s "
                            "(is it another service's port?); give the address `dask scheduler` prints "
                            "(tcp://host:8786 by default), or use scheduler='local'.")
     if error:

@@ -12,7 +12,9 @@ never found:
 
 - the model, by its checkpoint's identity (`plan.checkpoint`: its path with the size,
   modification time and inode of its files), so a checkpoint saved again at the same path is
-  loaded again, and a client kept across sweeps sweeps the model on disk;
+  loaded again, and a client kept across sweeps sweeps the model on disk; a model whose
+  weights are not the caller's (`plan.weights`: the file changed after the caller loaded it)
+  is refused, not swept;
 - a sweep's sites, by the checkpoint, length, family and positions when their masks are small
   (`KEPT_BYTES`: parsing a site's cells costs more than replaying it on a small model, and a
   process often runs many such sweeps), else by the sweep, with their per-site costs;
@@ -40,13 +42,14 @@ from typing import Any
 
 from ..cells import Cells
 from ..core.blas import one_blas_thread
+from ..errors import ClusterError
 from ..interventions.metrics import parse_metric
 from ..interventions.patching import check_pair
 from ..interventions.sites import Sites, sites
 from ..interventions.sweep import SiteRunner
 from ..model import Model, load
 from .ablation import Ablator, Reference
-from .plan import Chunk, Item, Plan, SiteCosts, site_costs
+from .plan import Chunk, Item, Plan, SiteCosts, fingerprint, site_costs
 
 __all__ = ["CACHE", "KEEP", "KEPT_BYTES", "Cache", "Runner", "first_sites", "forget", "metric_name", "model_of",
            "run_chunk", "sweep_site_costs", "young_only"]
@@ -91,12 +94,20 @@ CACHE = Cache()
 
 
 def model_of(plan: Plan) -> Model:
-    """The plan's model: in process the caller's own; on a worker, loaded once per checkpoint identity."""
+    """The plan's model: in process the caller's own; on a worker, loaded once per checkpoint identity,
+    and refused when its weights are not the caller's (the file was saved again after the caller loaded it)."""
     if plan.local is not None:
         return plan.local
     key = ("model", plan.checkpoint)
     got = CACHE.get(key)
-    return got if got is not None else CACHE.put(key, load(plan.model, plan.dtype))
+    if got is None:
+        model = load(plan.model, plan.dtype)
+        got = CACHE.put(key, (model, fingerprint(model)))
+    if plan.weights and got[1] != plan.weights:
+        raise ClusterError(f"the model at {plan.model} is not the one this sweep was given: the file was saved again "
+                           "after dfgpt.load read it; load it again (dfgpt.load(path)) and sweep that model, or run "
+                           "this one in process (scheduler='inline').")
+    return got[0]  # type: ignore[no-any-return]
 
 
 def _sites_key(plan: Plan) -> tuple[Any, ...]:
