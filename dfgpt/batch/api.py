@@ -196,9 +196,8 @@ def _run(plan: Plan, model: Model, scheduler: Any, workers: int | None, chunk: i
                 if at != AUTO:
                     raise
                 # Nobody asked for the cluster that would have paid: the rest runs here, with the same values.
-                more, ran, _ = _in_process(plan, left, len(g.sites), progress, False,
-                                           f" (the local cluster did not start: {e})")
-                got = more
+                got, ran, _ = _in_process(plan, left, len(g.sites), progress, False,
+                                          f" (the local cluster did not start: {e})")
             done += got
     finally:
         forget(plan.token)  # this process's runners and sites of the sweep (a worker keeps its own)
