@@ -3,6 +3,7 @@
     pip install "dask[distributed]" torch==2.13.0 transformers   # the GPT-2-shaped model is saved by transformers
     python benchmarks/bench_dask.py            # sort, and a 4-layer GPT-2 shape at T = 16 (about four minutes)
     python benchmarks/bench_dask.py --quick    # sort, and the GPT-2 shape at T = 8
+    python benchmarks/bench_dask.py --default  # only: a few sort pairs, the default scheduler against in process
 
 A head × position sweep (`head_out`, logit difference of two tokens at the last position)
 over 8 pairs, each pair one token apart (seeded), on `sort` and on a seeded random 4-layer
@@ -15,7 +16,7 @@ values equal the in-process ones bit for bit, in the same order, and patching mo
 Then projects a 100-pair GPT-2-small sweep on 8 and 64 workers from the measured per-site cost
 and per-chunk overhead (see `project`). First it prints what two processes give compute-bound
 work here (a matmul loop), against which the sweeps' own two-process ceiling (two warm plain
-processes, each running half the work as `chunks.costs` estimates it) can be read. The clusters
+processes, each running half the work as `plan.costs` estimates it) can be read. The clusters
 are `dfgpt.batch.cluster.local_cluster`, the embedded cluster `dfgpt.sweep` starts.
 """
 
@@ -37,8 +38,9 @@ import numpy as np
 from bench_patching import save_gpt2
 
 import dfgpt
-from dfgpt.batch.chunks import Plan, chunks, costs, first_sites, work
 from dfgpt.batch.cluster import local_cluster
+from dfgpt.batch.plan import Plan, chunks, costs, work
+from dfgpt.batch.worker import first_sites, sweep_site_costs
 from dfgpt.interventions.sweep import blocks, order
 
 A, B = 11, 22  # the logit difference's two tokens (ids) on the GPT-2 shape
@@ -68,7 +70,8 @@ def timed(fn):
 HALF = """
 import json, sys, time
 import dfgpt
-from dfgpt.batch.chunks import Plan, run_chunk
+from dfgpt.batch.plan import Plan
+from dfgpt.batch.worker import run_chunk
 model, pairs, metric, items = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
 start, every, rounds = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
 m = dfgpt.load(model)
@@ -87,12 +90,12 @@ print(json.dumps(out))
 
 
 def halves(model: dfgpt.Model, pairs: list, metric: str) -> list[list]:
-    """The sweep's (pair, site) items cut in two runs of about equal estimated work (`chunks.costs`):
+    """The sweep's (pair, site) items cut in two runs of about equal estimated work (`plan.costs`):
     the pairs differ several-fold in work (a site before the corrupted token is skipped)."""
     plan = Plan.of(model, pairs, metric, "head_out")
     g = first_sites(plan)
     items = work(plan.n_pairs, order(list(g.sites)))
-    before = np.concatenate([[0.0], np.cumsum(costs(plan, g, items))])
+    before = np.concatenate([[0.0], np.cumsum(costs(plan, sweep_site_costs(plan, g), items))])
     group = blocks(g)
     block = [(p, group[k]) for p, k in items]
     can = [j for j in range(1, len(items)) if block[j] != block[j - 1]]
@@ -168,10 +171,10 @@ def compare(name: str, model: str | Path, pairs: list, metric: str, rounds: int 
 
     m = dfgpt.load(model)
     # Warm, like the workers' later sweeps: a first sweep in a process also builds its kernels and plans.
-    dfgpt.sweep(m, pairs[:1], metric, over="head_out", scheduler="inline", progress=False)
+    dfgpt.sweep_pairs(m, pairs[:1], metric, over="head_out", scheduler="inline", progress=False)
 
     def inline():
-        return dfgpt.sweep(m, pairs, metric, over="head_out", scheduler="inline", progress=False)
+        return dfgpt.sweep_pairs(m, pairs, metric, over="head_out", scheduler="inline", progress=False)
 
     here = inline()
     assert np.ptp(here.values[np.isfinite(here.values)]) > 0, "patching never moved the metric"
@@ -188,7 +191,7 @@ def compare(name: str, model: str | Path, pairs: list, metric: str, rounds: int 
         try:
             # The loaded model, as in process (the workers load it by the path it was loaded from).
             def there(c=client):
-                return dfgpt.sweep(m, pairs, metric, over="head_out", scheduler=c, progress=False)
+                return dfgpt.sweep_pairs(m, pairs, metric, over="head_out", scheduler=c, progress=False)
 
             cold, t_cold = timed(there)
             t_in, t_there, results = [], [], [cold]
@@ -234,11 +237,32 @@ def project(per_site: float, overhead: float, per_pair: float, T: int = 64) -> N
               f"{wall / 60:6.1f} min (in process: {work / 3600:5.1f} h)")
 
 
+def default_scheduler(n: int = 4, rounds: int = 7) -> None:
+    """A few pairs on `sort` with the default scheduler against `scheduler="inline"`, interleaved, medians
+    (goal: the default ≤ in process + 0.5 s; it used to start an embedded cluster: 2.7 s against 0.13 s)."""
+    m = dfgpt.load("sort")
+    pairs = pairs_of(m, 9, seed=1, n=n)
+    dfgpt.sweep_pairs(m, pairs[:1], "kl", over="head_out", scheduler="inline", progress=False)  # warm
+    t_in, t_default = [], []
+    for _ in range(rounds):
+        t_in.append(timed(lambda: dfgpt.sweep_pairs(m, pairs, "kl", over="head_out", scheduler="inline",
+                                                     progress=False))[1])
+        r, t = timed(lambda: dfgpt.sweep_pairs(m, pairs, "kl", over="head_out", progress=False))
+        t_default.append(t)
+    a, b = float(np.median(t_in)), float(np.median(t_default))
+    print(f"sort, head_out × {n} pairs, default scheduler: {b:.3f} s against {a:.3f} s in process "
+          f"(+{b - a:.3f} s; goal ≤ +0.5 s), medians of {rounds} interleaved; ran on {r.ran_on}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--T", type=int, default=16, help="positions of the GPT-2-shaped pairs (sites: 48 × T per pair)")
+    ap.add_argument("--default", action="store_true", help="only the default scheduler on a few sort pairs")
     args = ap.parse_args()
+    default_scheduler()
+    if args.default:
+        return
     T = 8 if args.quick else args.T
     compute_ceiling()
     sort = dfgpt.load("sort")

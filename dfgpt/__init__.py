@@ -6,7 +6,7 @@
 'logit[5][A]'
 """
 
-from .batch.api import ablation_sweep, attribution_patch, sweep
+from .batch.api import ablation_sweep, attribution_patch, sweep, sweep_pairs
 from .batch.influence import influence
 from .batch.pairs import read_inputs, read_pairs
 from .batch.task import task_score
@@ -18,5 +18,5 @@ from .sheet import Sheet
 from .views.render import draw
 
 __all__ = ["Config", "DfgptError", "Model", "Sheet", "ablation_sweep", "attribution_patch", "draw", "influence", "load",
-           "logit_lens", "read_inputs", "read_pairs", "sweep", "task_score"]
+           "logit_lens", "read_inputs", "read_pairs", "sweep", "sweep_pairs", "task_score"]
 __version__ = "0.1.0"

@@ -22,10 +22,11 @@ from conftest import random_model
 
 import dfgpt
 from dfgpt.batch import api
-from dfgpt.batch import chunks as chunks_mod
 from dfgpt.batch import cluster as cluster_mod
-from dfgpt.batch.chunks import chunks, work
-from dfgpt.batch.cluster import where
+from dfgpt.batch import plan as plan_mod
+from dfgpt.batch import worker as worker_mod
+from dfgpt.batch.cluster import AUTO, where
+from dfgpt.batch.plan import chunks, work
 from dfgpt.cli import main
 from dfgpt.errors import ClusterError, IndexError_, QueryError, SequenceLengthError, TokenError
 from dfgpt.interventions.metrics import parse_metric
@@ -53,7 +54,7 @@ def snapshot(s):
 @pytest.mark.parametrize("over,metric", [("resid_pre", METRIC), ("head_out", "kl"), ("pattern", "prob:B"),
                                          ("h[*].attn.att[*][8]", "logprob:C")])
 def test_a_dataset_sweep_is_each_pair_s_sweep_and_their_mean(over, metric):
-    r = dfgpt.sweep(MODEL, PAIRS, metric, over=over, scheduler="inline")
+    r = dfgpt.sweep_pairs(MODEL, PAIRS, metric, over=over, scheduler="inline")
     assert r.axes[0] == "pair" and r.values.shape[0] == len(PAIRS)
     for i, (a, b) in enumerate(PAIRS):
         one = dfgpt.sweep(MODEL.sheet(a), MODEL.sheet(b), metric, over=over)
@@ -67,14 +68,14 @@ def test_a_dataset_sweep_is_each_pair_s_sweep_and_their_mean(over, metric):
 
 def test_a_callable_metric_and_token_lists_give_the_same_sweep():
     ids = [(MODEL.encode(a), MODEL.encode(b)) for a, b in PAIRS[:2]]
-    spec = dfgpt.sweep(MODEL, PAIRS[:2], METRIC, over="resid_pre", scheduler="inline")
-    call = dfgpt.sweep("sort", ids, lambda s: s.value("logit[8][B]") - s.value("logit[8][C]"), over="resid_pre",
-                       scheduler="inline")
+    spec = dfgpt.sweep_pairs(MODEL, PAIRS[:2], METRIC, over="resid_pre", scheduler="inline")
+    call = dfgpt.sweep_pairs(dfgpt.load("sort"), ids, lambda s: s.value("logit[8][B]") - s.value("logit[8][C]"),
+                             over="resid_pre", scheduler="inline")
     assert same(spec.values, call.values) and spec.axes == call.axes
 
 
 def test_the_result_prints_short_and_as_html():
-    r = dfgpt.sweep(MODEL, PAIRS[:2], METRIC, over="resid_pre", scheduler="inline")
+    r = dfgpt.sweep_pairs(MODEL, PAIRS[:2], METRIC, over="resid_pre", scheduler="inline")
     assert repr(r) == "PairSweep(resid_pre, logit_diff:B,C@8, pair 2 × layer 3 × position 9, exact)"
     assert repr(r.mean()) == "Sweep(resid_pre, logit_diff:B,C@8 (mean of 2 pairs), layer 3 × position 9, exact)"
     text = r.table()
@@ -95,8 +96,8 @@ def test_pairs_from_a_jsonl_file(tmp_path):
     path.write_text(json.dumps({"clean": PAIRS[0][0], "corrupted": PAIRS[0][1]}) + "\n\n"
                     + json.dumps(list(PAIRS[1])) + "\n")
     assert dfgpt.read_pairs(path) == PAIRS[:2]
-    assert same(dfgpt.sweep(MODEL, str(path), METRIC, scheduler="inline").values,
-                dfgpt.sweep(MODEL, PAIRS[:2], METRIC, scheduler="inline").values)
+    assert same(dfgpt.sweep_pairs(MODEL, dfgpt.read_pairs(path), METRIC, scheduler="inline").values,
+                dfgpt.sweep_pairs(MODEL, PAIRS[:2], METRIC, scheduler="inline").values)
 
 
 @pytest.mark.parametrize("pairs,error,words", [
@@ -110,7 +111,7 @@ def test_pairs_from_a_jsonl_file(tmp_path):
 ])
 def test_bad_pairs_are_refused_and_say_how_to_fix(pairs, error, words):
     with pytest.raises(error, match=None) as e:
-        dfgpt.sweep(MODEL, pairs, METRIC)
+        dfgpt.sweep_pairs(MODEL, pairs, METRIC)
     assert words in str(e.value)
 
 
@@ -127,7 +128,7 @@ def test_bad_files_and_models_are_refused(tmp_path):
         dfgpt.sweep(MODEL.sheet("CAB"), MODEL.sheet("CAC"), METRIC, scheduler="local")
     built = dfgpt.Model.of(dfgpt.Model.from_state_dict(MODEL.state_dict(), MODEL.config, MODEL.tokenizer))
     with pytest.raises(ClusterError, match="was not loaded by dfgpt.load"):
-        dfgpt.sweep(built, PAIRS[:1], METRIC, scheduler="tcp://127.0.0.1:1")
+        dfgpt.sweep_pairs(built, PAIRS[:1], METRIC, scheduler="tcp://127.0.0.1:1")
 
 
 def test_import_dfgpt_does_not_import_dask():
@@ -148,12 +149,12 @@ def test_chunks_cover_every_item_once_in_order():
 
 def test_chunks_cut_by_cost_hold_about_equal_work():
     pairs = [("CABACAAAA", "CACACAAAA"), ("CBBACAAAA", "CBBACAAAC"), ("ABCABCAAB", "CBCABCAAB")]  # differ at 2, 8, 0
-    plan = chunks_mod.Plan.of(MODEL, pairs, METRIC, "head_out")
-    g = chunks_mod.first_sites(plan)
+    plan = plan_mod.Plan.of(MODEL, pairs, METRIC, "head_out")
+    g = worker_mod.first_sites(plan)
     items = work(plan.n_pairs, order(list(g.sites)))
-    cost = chunks_mod.costs(plan, g, items)
+    cost = plan_mod.costs(plan, worker_mod.sweep_site_costs(plan, g), items)
     per_pair = [sum(cost[p * 81:(p + 1) * 81]) for p in range(3)]
-    skipped = [c == chunks_mod.SKIPPED for c in cost]
+    skipped = [c == plan_mod.SKIPPED for c in cost]
     assert sum(skipped[81:162]) == 72 and sum(skipped[:81]) == 18 and not any(skipped[162:])  # before the change
     assert per_pair[1] < per_pair[0] < per_pair[2]
     for scale, n in ((100, 8), (1, 2)):  # a large sweep: four chunks per worker; a small one: one each
@@ -161,7 +162,7 @@ def test_chunks_cut_by_cost_hold_about_equal_work():
         parts = chunks(items, 2, cost=c)
         work_of = [sum(c[items.index(p[0]):items.index(p[0]) + len(p)]) for p in parts]
         assert len(parts) == n and max(work_of) < 1.5 * sum(c) / n
-        assert min(work_of) > 0.5 * chunks_mod.CHUNK_COST  # each chunk amortises its scheduling
+        assert min(work_of) > 0.5 * plan_mod.CHUNK_COST  # each chunk amortises its scheduling
     group = blocks(g)
     block = [(p, group[k]) for p, k in items]
     parts = chunks(items, 2, cost=cost, block=block)  # two chunks, cut between blocks, nearest the half
@@ -179,19 +180,19 @@ def test_a_chunk_s_collections_skip_older_objects_and_leave_them_collectable_aft
         seen.append(gc.get_freeze_count())
         return s.value("logit[8][B]")
 
-    plan = chunks_mod.Plan.of(MODEL, PAIRS[:1], metric, "resid_pre")
+    plan = plan_mod.Plan.of(MODEL, PAIRS[:1], metric, "resid_pre")
     items = work(1, [(0, 8), (1, 8)])
     assert gc.get_freeze_count() == 0
-    chunks_mod.run_chunk(plan, items)
-    chunks_mod.forget(plan.token)
+    worker_mod.run_chunk(plan, items)
+    worker_mod.forget(plan.token)
     assert seen and min(seen) > 0 and gc.get_freeze_count() == 0  # frozen during the chunk, unfrozen after
     gc.freeze()  # someone else froze objects: the chunk leaves them so
     try:
         frozen = gc.get_freeze_count()
         seen.clear()
-        again = chunks_mod.Plan.of(MODEL, PAIRS[:1], metric, "resid_pre")
-        chunks_mod.run_chunk(again, items)
-        chunks_mod.forget(again.token)
+        again = plan_mod.Plan.of(MODEL, PAIRS[:1], metric, "resid_pre")
+        worker_mod.run_chunk(again, items)
+        worker_mod.forget(again.token)
         # nothing more frozen nor unfrozen (a frozen object freed by its last reference leaves the count)
         assert 0 < gc.get_freeze_count() <= frozen and max(seen) <= frozen
     finally:
@@ -199,34 +200,34 @@ def test_a_chunk_s_collections_skip_older_objects_and_leave_them_collectable_aft
 
 
 def test_a_sweep_s_sites_are_kept_for_the_next_sweep_only_when_small(monkeypatch):
-    a = chunks_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "head_out")
-    b = chunks_mod.Plan.of(MODEL, PAIRS[2:], METRIC, "head_out")
-    assert chunks_mod.first_sites(a) is chunks_mod.first_sites(b)  # same model, length and family
-    assert chunks_mod.first_sites(chunks_mod.Plan.of(MODEL, PAIRS[:1], METRIC, "resid_pre")) is not \
-        chunks_mod.first_sites(a)
-    monkeypatch.setattr(chunks_mod, "KEPT_BYTES", 0)
-    monkeypatch.setattr(chunks_mod, "_KEPT", type(chunks_mod._KEPT)())
-    c = chunks_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "head_out")
-    d = chunks_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "head_out")
-    assert chunks_mod.first_sites(c) is chunks_mod.first_sites(c)  # within one sweep, always once
-    assert chunks_mod.first_sites(c) is not chunks_mod.first_sites(d)
-    chunks_mod.forget(c.token)
-    chunks_mod.forget(d.token)
+    a = plan_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "head_out")
+    b = plan_mod.Plan.of(MODEL, PAIRS[2:], METRIC, "head_out")
+    assert worker_mod.first_sites(a) is worker_mod.first_sites(b)  # same model, length and family
+    assert worker_mod.first_sites(plan_mod.Plan.of(MODEL, PAIRS[:1], METRIC, "resid_pre")) is not \
+        worker_mod.first_sites(a)
+    monkeypatch.setattr(worker_mod, "KEPT_BYTES", 0)
+    monkeypatch.setattr(worker_mod, "CACHE", worker_mod.Cache())
+    c = plan_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "head_out")
+    d = plan_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "head_out")
+    assert worker_mod.first_sites(c) is worker_mod.first_sites(c)  # within one sweep, always once
+    assert worker_mod.first_sites(c) is not worker_mod.first_sites(d)
+    worker_mod.forget(c.token)
+    worker_mod.forget(d.token)
 
 
 def test_a_site_delivered_twice_or_never_is_refused_not_assembled():
-    plan = chunks_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "resid_pre")
-    g = chunks_mod.first_sites(plan)
+    plan = plan_mod.Plan.of(MODEL, PAIRS[:2], METRIC, "resid_pre")
+    g = worker_mod.first_sites(plan)
     items = work(2, order(list(g.sites)))
-    whole = chunks_mod.run_chunk(plan, items)
-    chunks_mod.forget(plan.token)
+    whole = worker_mod.run_chunk(plan, items)
+    worker_mod.forget(plan.token)
     r = api._assemble(plan, MODEL, g, items, [whole], [], False)
     assert np.isfinite(r.values).all() and r.values[1, 2, 4] == whole.values[items.index((1, (2, 4)))]
-    head = chunks_mod.Chunk(whole.items[:5], whole.values[:5], whole.ends)
+    head = plan_mod.Chunk(whole.items[:5], whole.values[:5], whole.ends)
     with pytest.raises(ClusterError, match="1 site\\(s\\) twice and 0 not at all"):
-        api._assemble(plan, MODEL, g, items, [whole, chunks_mod.Chunk(items[3:4], whole.values[3:4], {})], [], False)
+        api._assemble(plan, MODEL, g, items, [whole, plan_mod.Chunk(items[3:4], whole.values[3:4], {})], [], False)
     with pytest.raises(ClusterError, match="0 site\\(s\\) twice and 49 not at all \\(0 in failed"):
-        api._assemble(plan, MODEL, g, items, [head, chunks_mod.Chunk(items[5:-49], whole.values[5:-49], {})], [],
+        api._assemble(plan, MODEL, g, items, [head, plan_mod.Chunk(items[5:-49], whole.values[5:-49], {})], [],
                       False)
 
 
@@ -245,21 +246,24 @@ def test_an_interrupted_sweep_leaves_every_sheet_as_it_was():
         dfgpt.sweep(clean, bad, metric, over="head_out")
     with pytest.raises(KeyboardInterrupt):
         calls.clear()
-        dfgpt.sweep(MODEL, PAIRS, metric, over="head_out", scheduler="inline")
+        dfgpt.sweep_pairs(MODEL, PAIRS, metric, over="head_out", scheduler="inline")
     after = snapshot(clean), snapshot(bad)
     for (v0, p0), (v1, p1) in zip(before, after):
         assert p0 == p1 == {} and all(np.array_equal(v0[n], v1[n]) for n in v0)
-    assert not chunks_mod._RUNNERS  # the interrupted dataset sweep dropped its sheets
+    assert not [k for k in worker_mod.CACHE.entries if k[0] == "runner"]  # the interrupted sweep dropped its sheets
 
 
 # -- the default: an embedded cluster for a dataset of more than one ----------------------------
-def test_where_a_dataset_runs_by_default():
-    assert where(None, None, 2) == "local" and where(None, 3, 1) == "local"  # more than one, or workers asked
+def test_where_a_dataset_runs_by_default(monkeypatch):
+    monkeypatch.setattr(cluster_mod, "cores", lambda: 2)
+    assert where(None, None, 2) == AUTO and where(None, 3, 1) == "local"  # more than one: timed; workers: a cluster
     assert where(None, None, 1) is None and where(INLINE, None, 8) is None  # one pair, or inline: in process
     assert where(None, None, 8, shippable=False) is None  # a model built in memory cannot be loaded by a worker
     assert where("tcp://10.0.0.1:8786", None, 1) == "tcp://10.0.0.1:8786"
     with pytest.raises(QueryError, match="drop one of them"):
         where(INLINE, 2, 8)
+    monkeypatch.setattr(cluster_mod, "cores", lambda: 1)
+    assert where(None, None, 8) is None  # one core: a cluster never pays for itself
 
 
 def test_a_script_s_top_level_is_told_apart_from_its_main_guard(tmp_path):
@@ -332,7 +336,7 @@ def test_the_ablation_sweep_prints_its_inputs_and_their_unablated_metric():
 
 
 @pytest.mark.parametrize("kw,error,words", [
-    ({"how": "resample"}, QueryError, "dfgpt.sweep(model, [(other, input)"),
+    ({"how": "resample"}, QueryError, "dfgpt.sweep_pairs(model, [(other, input)"),
     ({"how": "zero", "reference": ["CABACAAAA"]}, QueryError, "how='zero' takes none"),
     ({"how": "mean", "reference": ["CAB"]}, SequenceLengthError, "references of the same length"),
     ({"inputs": ["CABACAAAA", "CAB"]}, SequenceLengthError, "input 1 has 3 tokens"),
@@ -509,9 +513,9 @@ def client():
 
 def test_a_distributed_sweep_equals_the_in_process_one_exactly(client):
     for over, metric in (("head_out", METRIC), ("resid_pre", "kl")):
-        here = dfgpt.sweep(MODEL, PAIRS, metric, over=over, scheduler="inline")
+        here = dfgpt.sweep_pairs(MODEL, PAIRS, metric, over=over, scheduler="inline")
         for scheduler, chunk in ((client, 7), (client.scheduler.address, None)):
-            there = dfgpt.sweep(MODEL, PAIRS, metric, over=over, scheduler=scheduler, chunk=chunk)
+            there = dfgpt.sweep_pairs(MODEL, PAIRS, metric, over=over, scheduler=scheduler, chunk=chunk)
             assert same(here.values, there.values) and same(here.clean, there.clean)
             assert same(here.corrupted, there.corrupted) and here.axes == there.axes and not there.failed
             assert here.table() == there.table()
@@ -523,10 +527,10 @@ def test_a_fast_mode_sweep_on_the_cluster_equals_the_in_process_one_exactly(clie
     random_model(cfg, seed=4)[0].save(tmp_path / "f32")
     model = dfgpt.load(tmp_path / "f32")
     pairs = [([1, 2, 3, 4, 5, 6, 7, 8], [1, 9, 3, 4, 5, 6, 7, 8]), ([5, 2, 3, 4, 5, 6, 7, 1], [5, 2, 3, 4, 8, 6, 7, 1])]
-    here = dfgpt.sweep(model, pairs, "logit_diff:#3,#4", over="head_out", scheduler="inline")
+    here = dfgpt.sweep_pairs(model, pairs, "logit_diff:#3,#4", over="head_out", scheduler="inline")
     assert np.ptp(here.values) > 0.05
     for chunk in (5, 13, None):
-        there = dfgpt.sweep(model, pairs, "logit_diff:#3,#4", over="head_out", scheduler=client, chunk=chunk)
+        there = dfgpt.sweep_pairs(model, pairs, "logit_diff:#3,#4", over="head_out", scheduler=client, chunk=chunk)
         assert same(here.values, there.values) and not there.failed
 
 
@@ -544,8 +548,8 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_no_site(client, tmp_path
                 os._exit(1)
         return s.value("logit[8][B]") - s.value("logit[8][C]")
 
-    here = dfgpt.sweep(MODEL, PAIRS, metric, over="head_out", scheduler="inline")
-    there = dfgpt.sweep(MODEL, PAIRS, metric, over="head_out", scheduler=client, chunk=40)
+    here = dfgpt.sweep_pairs(MODEL, PAIRS, metric, over="head_out", scheduler="inline")
+    there = dfgpt.sweep_pairs(MODEL, PAIRS, metric, over="head_out", scheduler=client, chunk=40)
     assert os.path.exists(marker)  # a worker did die
     assert same(here.values, there.values) and not there.failed and np.isfinite(there.values).all()
     client.wait_for_workers(2, timeout=30)
@@ -558,11 +562,12 @@ def test_a_chunk_that_fails_every_retry_is_reported_or_kept_as_a_hole(client):
         return s.value("logit[8][B]")
 
     with pytest.raises(ClusterError, match="failed on every retry.*this pair breaks the metric"):
-        dfgpt.sweep(MODEL, PAIRS[:3], metric, over="resid_pre", scheduler=client, retries=0, chunk=27)
-    r = dfgpt.sweep(MODEL, PAIRS[:3], metric, over="resid_pre", scheduler=client, retries=1, chunk=27, partial=True)
+        dfgpt.sweep_pairs(MODEL, PAIRS[:3], metric, over="resid_pre", scheduler=client, retries=0, chunk=27)
+    r = dfgpt.sweep_pairs(MODEL, PAIRS[:3], metric, over="resid_pre", scheduler=client, retries=1, chunk=27,
+                          partial=True)
     assert np.isnan(r.values[1]).all() and np.isfinite(r.values[[0, 2]]).all()
     assert len(r.failed) == 27 and r.failed[0][0] == 1 and "27 sites failed" in repr(r)
-    here = dfgpt.sweep(MODEL, [PAIRS[0], PAIRS[2]], metric, over="resid_pre", scheduler="inline")
+    here = dfgpt.sweep_pairs(MODEL, [PAIRS[0], PAIRS[2]], metric, over="resid_pre", scheduler="inline")
     assert same(r.values[[0, 2]], here.values)
 
 
@@ -579,10 +584,10 @@ def test_an_interrupt_cancels_the_distributed_sweep(client, monkeypatch):
 
     monkeypatch.setattr(cluster_mod, "tqdm", Interrupting)
     with pytest.raises(KeyboardInterrupt):
-        dfgpt.sweep(MODEL, PAIRS, METRIC, over="head_out", scheduler=client, chunk=10)
+        dfgpt.sweep_pairs(MODEL, PAIRS, METRIC, over="head_out", scheduler=client, chunk=10)
     monkeypatch.undo()
-    r = dfgpt.sweep(MODEL, PAIRS[:1], METRIC, over="head_out", scheduler=client)  # the cluster still works
-    assert same(r.values, dfgpt.sweep(MODEL, PAIRS[:1], METRIC, over="head_out").values)
+    r = dfgpt.sweep_pairs(MODEL, PAIRS[:1], METRIC, over="head_out", scheduler=client)  # the cluster still works
+    assert same(r.values, dfgpt.sweep_pairs(MODEL, PAIRS[:1], METRIC, over="head_out").values)
 
 
 def test_the_cli_sweeps_pairs_in_process_and_on_a_cluster(client, tmp_path, capsys):
@@ -616,15 +621,15 @@ def test_an_embedded_local_cluster_needs_no_set_up_and_leaves_no_process():
 
     pytest.importorskip("distributed")
     before = set(multiprocessing.active_children())
-    r = dfgpt.sweep(MODEL, PAIRS[:2], METRIC, over="resid_pre", scheduler="local", workers=2, progress=False)
-    assert same(r.values, dfgpt.sweep(MODEL, PAIRS[:2], METRIC, over="resid_pre", scheduler="inline").values)
+    r = dfgpt.sweep_pairs(MODEL, PAIRS[:2], METRIC, over="resid_pre", scheduler="local", workers=2, progress=False)
+    assert same(r.values, dfgpt.sweep_pairs(MODEL, PAIRS[:2], METRIC, over="resid_pre", scheduler="inline").values)
     assert set(multiprocessing.active_children()) <= before
     with pytest.raises(QueryError, match="workers must be a whole number"):
-        dfgpt.sweep(MODEL, PAIRS[:1], METRIC, workers=0)
+        dfgpt.sweep_pairs(MODEL, PAIRS[:1], METRIC, workers=0)
     dask = pytest.importorskip("dask")
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
             pytest.raises(ClusterError, match="no Dask scheduler answers"):
-        dfgpt.sweep(MODEL, PAIRS[:1], METRIC, scheduler="tcp://127.0.0.1:9")
+        dfgpt.sweep_pairs(MODEL, PAIRS[:1], METRIC, scheduler="tcp://127.0.0.1:9")
 
 
 def test_a_distributed_ablation_sweep_equals_the_in_process_one_exactly(client):
@@ -636,7 +641,7 @@ def test_a_distributed_ablation_sweep_equals_the_in_process_one_exactly(client):
         assert here.table() == there.table()
 
 
-def test_a_dataset_runs_on_an_embedded_cluster_by_default_and_leaves_no_process(monkeypatch):
+def test_a_dataset_runs_on_an_embedded_cluster_when_its_work_pays_and_leaves_no_process(monkeypatch):
     import multiprocessing
 
     pytest.importorskip("distributed")
@@ -648,11 +653,16 @@ def test_a_dataset_runs_on_an_embedded_cluster_by_default_and_leaves_no_process(
         return real(scheduler, workers)
 
     monkeypatch.setattr(cluster_mod, "_client", spy)
+    for mod in (cluster_mod, api):
+        monkeypatch.setattr(mod, "cores", lambda: 2)
+    monkeypatch.setattr(api, "CLUSTER_START", 0.0)  # a free start-up: any work left pays for it
     before = set(multiprocessing.active_children())
-    r = dfgpt.ablation_sweep(MODEL, INPUTS[:2], METRIC, over="resid_pre", how="mean", progress=False)
-    assert started == ["local"]  # more than one input: the embedded cluster, closed at the end
+    r = dfgpt.ablation_sweep(MODEL, INPUTS[:3], METRIC, over="resid_pre", how="mean", progress=False)
+    assert started == ["local"]  # the first input here, the rest on the embedded cluster, closed at the end
+    assert r.ran_on.startswith("a local cluster of 2 workers (about ") and not r.failed
     assert set(multiprocessing.active_children()) <= before
-    here = dfgpt.ablation_sweep(MODEL, INPUTS[:2], METRIC, over="resid_pre", how="mean", scheduler=INLINE)
-    assert same(r.values, here.values)
-    one = dfgpt.sweep(MODEL, PAIRS[:1], METRIC, over="resid_pre", progress=False)  # one pair: in process
-    assert started == ["local"] and same(one.values, dfgpt.sweep(MODEL, PAIRS[:1], METRIC, scheduler=INLINE).values)
+    here = dfgpt.ablation_sweep(MODEL, INPUTS[:3], METRIC, over="resid_pre", how="mean", scheduler=INLINE)
+    assert same(r.values, here.values) and same(r.base, here.base)
+    one = dfgpt.sweep_pairs(MODEL, PAIRS[:1], METRIC, over="resid_pre", progress=False)  # one pair: in process
+    alone = dfgpt.sweep_pairs(MODEL, PAIRS[:1], METRIC, scheduler=INLINE)
+    assert started == ["local"] and same(one.values, alone.values)

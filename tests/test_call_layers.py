@@ -79,7 +79,7 @@ def _sweep_sheets(model: dfgpt.Model) -> None:
 
 
 def _sweep_dataset(model: dfgpt.Model) -> None:
-    dfgpt.sweep(model, [("CABACA", "CBABBC"), ("CCCAAA", "CCCAAB")], "logit_diff:A,C", over="head_out",
+    dfgpt.sweep_pairs(model, [("CABACA", "CBABBC"), ("CCCAAA", "CCCAAB")], "logit_diff:A,C", over="head_out",
                 scheduler="inline", progress=False)
 
 

@@ -9,10 +9,16 @@ raises is retried `retries` times. Chunks that still fail are returned with thei
 for the caller to report or keep as holes. An interrupt (Ctrl-C) cancels every chunk and
 closes the embedded cluster; the sweep never wrote a sheet, so there is nothing to undo.
 
-`where(scheduler, workers, n)` says where a dataset of `n` pairs or inputs runs: a dataset of
-more than one runs on an embedded local cluster sized to the machine's cores by default (in
-process when Dask is not installed or the model was built in memory: the values are the same);
-`scheduler="inline"` keeps it in process, and a dataset of one stays in process.
+`where(scheduler, workers, n)` says where a dataset of `n` pairs or inputs runs: `AUTO` by
+default for a dataset of more than one (the caller times the first pair in process and starts
+an embedded local cluster only when the rest would take long enough to pay for its start-up,
+`CLUSTER_START`; in process when Dask is not installed, the machine has one core, the model was
+built in memory or a script sweeps at its top level: the values are the same);
+`scheduler="inline"` keeps it in process, `"local"` always starts the embedded cluster, and a
+dataset of one stays in process. `check_run(...)` refuses bad arguments the same way wherever
+the sweep would run, before any work; `_client` turns every way an address can be wrong (a
+malformed one, a port that does not speak Dask, a scheduler with no workers) into a typed
+error that names it.
 
 Dask is imported here, when a distributed sweep starts, never by `import dfgpt`.
 
@@ -20,6 +26,10 @@ Dask is imported here, when a distributed sweep starts, never by `import dfgpt`.
 (True, False)
 >>> where("inline", None, 8), where(None, None, 1), where(None, 2, 1)
 (None, None, 'local')
+>>> check_run(None, None, 0, 2)
+Traceback (most recent call last):
+  ...
+dfgpt.errors.QueryError: chunk must be a whole number of sites ≥ 1 (or None: about four tasks per worker), got 0.
 """
 
 from __future__ import annotations
@@ -36,12 +46,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import ClusterError, QueryError
-from .chunks import Chunk, Item, Plan, chunks, run_chunk
+from .plan import Chunk, Item, Plan, chunks
+from .worker import run_chunk
 
-__all__ = ["INLINE", "LOCAL", "QUIET", "Failed", "local_cluster", "progress_default", "run", "where"]
+__all__ = ["AUTO", "CLUSTER_START", "INLINE", "LOCAL", "QUIET", "Failed", "check_run", "cores", "local_cluster",
+           "progress_default", "run", "unguarded_script", "where", "why_here"]
 
 LOCAL = "local"  # scheduler="local": an embedded cluster of one single-threaded process per core
 INLINE = "inline"  # scheduler="inline": in this process, one pair after the other
+AUTO = "auto"  # the default for a dataset of more than one: in process, or a local cluster when it pays
+# What starting an embedded cluster costs a sweep: the processes, each importing dfgpt and loading
+# the model, and the first chunks' sheets (measured on this 2-core machine: 2.5-2.7 s on `sort`).
+CLUSTER_START = 3.0
 Failed = tuple[list[Item], BaseException]
 _LOCK = threading.Lock()  # a worker with several threads runs one chunk at a time: runners are not shared
 
@@ -53,19 +69,60 @@ def progress_default(progress: bool | None) -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
 
 
+def cores() -> int:
+    """The cores an embedded cluster gets a worker process for."""
+    return os.cpu_count() or 1
+
+
 def where(scheduler: Any, workers: int | None, n: int, shippable: bool = True) -> Any:
-    """None to run in this process, else the scheduler to run on (see the module). `shippable`: the
-    model can be loaded on a worker by name or path (one built in memory stays in process by default)."""
+    """None to run in this process, `AUTO` to let the first pair's time decide, else the scheduler to
+    run on (see the module). `shippable`: the model can be loaded on a worker by name or path (one
+    built in memory stays in process by default)."""
     if isinstance(scheduler, str) and scheduler == INLINE:
         if workers is not None:
             raise QueryError(f"workers={workers} starts local Dask workers and scheduler='inline' runs in this "
                              "process: drop one of them.")
         return None
-    if scheduler is not None or workers is not None:
-        return LOCAL if scheduler is None else scheduler
-    if n > 1 and shippable and importlib.util.find_spec("distributed") is not None and not unguarded_script():
-        return LOCAL
+    if (scheduler is not None and not (isinstance(scheduler, str) and scheduler == AUTO)) or workers is not None:
+        return LOCAL if scheduler is None or scheduler == AUTO else scheduler
+    if n > 1 and shippable and cores() > 1 and importlib.util.find_spec("distributed") is not None \
+            and not unguarded_script():
+        return AUTO
     return None
+
+
+def why_here(scheduler: Any, n: int, shippable: bool = True) -> str:
+    """Why a dataset that `where` keeps in this process runs here, for the result and the progress line."""
+    if isinstance(scheduler, str) and scheduler == INLINE:
+        return " (scheduler='inline')"
+    if n <= 1:
+        return " (one pair)"
+    if not shippable:
+        return " (the model was built in memory: a worker loads a model by name or path)"
+    if importlib.util.find_spec("distributed") is None:
+        return " (Dask is not installed: pip install 'dfgpt[dask]')"
+    if cores() <= 1:
+        return " (one core)"
+    return (" (a script's top level: local workers would import it again; a sweep under "
+            "`if __name__ == \"__main__\":` may use them)")
+
+
+def check_run(scheduler: Any, workers: Any, chunk: Any, retries: Any) -> None:
+    """Refuse what no scheduler could run, the same in process and on a cluster, before any work."""
+    def whole(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    if workers is not None and (not whole(workers) or workers < 1):
+        raise QueryError(f"workers must be a whole number ≥ 1 (local worker processes), got {workers!r}.")
+    if chunk is not None and (not whole(chunk) or chunk < 1):
+        raise QueryError(f"chunk must be a whole number of sites ≥ 1 (or None: about four tasks per worker), "
+                         f"got {chunk!r}.")
+    if not whole(retries) or retries < 0:
+        raise QueryError(f"retries must be a whole number ≥ 0 (how often a chunk that raised runs again), "
+                         f"got {retries!r}.")
+    if not (scheduler is None or isinstance(scheduler, str) or hasattr(scheduler, "submit")):
+        raise QueryError(f"scheduler must be 'auto', 'local', 'inline', an address such as 'tcp://127.0.0.1:8786' "
+                         f"or a dask.distributed.Client; got {type(scheduler).__name__}.")
 
 
 def _is_main_guard(node: ast.stmt) -> bool:
@@ -133,66 +190,158 @@ def local_cluster(n: int) -> Any:
                             dashboard_address="127.0.0.1:0")
 
 
+def _connect_wait() -> float:
+    """How long an address may take to connect and answer: at most 10 s, less if dask's config says so
+    (distributed.comm.timeouts.connect)."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    return min(10.0, float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))))
+
+
+def _handshake(address: str, wait: float) -> None:
+    """Connect to `address` within `wait` seconds and have the Dask handshake within as long again.
+
+    `Client(address, timeout=...)` bounds only the TCP connect: a port that accepts the connection
+    and never answers (an HTTP server) held it forever. The probe runs on a loop of its own in a
+    thread, so it works under a notebook's running loop too.
+    """
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def probe() -> None:  # `connect` gives up connecting after `wait`; the handshake gets as long again
+        comm = await asyncio.wait_for(connect(address, timeout=wait), 2 * wait)
+        await comm.close()
+
+    error: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            asyncio.run(probe())
+        except BaseException as e:
+            error.append(e)
+
+    t = threading.Thread(target=main, name="dfgpt-dask-probe", daemon=True)
+    t.start()
+    t.join(2 * wait + 5)
+    if t.is_alive() or (error and isinstance(error[0], (TimeoutError, asyncio.TimeoutError))):
+        raise ClusterError(f"{address} accepted a connection but did not answer as a Dask scheduler within "
+                           f"{2 * wait:g} s "
+                           "(is it another service's port?); give the address `dask scheduler` prints "
+                           "(tcp://host:8786 by default), or use scheduler='local'.")
+    if error:
+        e = error[0]
+        if isinstance(e, (OSError, EOFError)) or type(e).__name__.startswith("CommClosed"):
+            raise ClusterError(f"no Dask scheduler answers at {address} ({type(e).__name__}); start one "
+                               "(`dask scheduler`, then `dask worker ADDRESS` on each machine), or use "
+                               "scheduler='local'.") from None
+        raise e
+
+
+def _address(scheduler: str) -> str:
+    """The address, checked: a scheme Dask knows and a host and port it can parse."""
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    usage = ("give 'tcp://HOST:PORT' (what `dask scheduler` prints), or use scheduler='local' (a cluster on this "
+             "machine) or 'inline' (this process)")
+    try:
+        scheme, loc = parse_address(scheduler)
+        if scheme not in ("tcp", "tls", "ws", "wss", "ucx"):
+            raise ValueError(f"{scheme}:// is not an address another process can reach")
+        parse_host_port(loc)
+    except (ValueError, TypeError) as e:
+        raise QueryError(f"scheduler {scheduler!r} is not a Dask scheduler's address ({e}); {usage}.") from None
+    if scheme in ("tls", "wss"):
+        raise QueryError(f"scheduler {scheduler!r} needs TLS certificates, which an address alone cannot carry: "
+                         "make the client yourself, dask.distributed.Client(address, security=Security(...)), and "
+                         "pass it as scheduler=client.")
+    return scheduler
+
+
 def _client(scheduler: Any, workers: int | None) -> tuple[Any, Any, bool]:
     """(client, embedded cluster or None, whether this call owns the client)."""
     try:
-        import dask
         from dask.distributed import Client
-        from dask.utils import parse_timedelta
     except ImportError:
         raise ClusterError("a distributed sweep needs Dask: pip install 'dfgpt[dask]' (or 'dask[distributed]'); "
                            "or run the sweep in process (scheduler='inline').") from None
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise QueryError(f"workers must be a whole number ≥ 1 (local worker processes), got {workers!r}.")
     if scheduler is None or scheduler == LOCAL:
-        n = workers or os.cpu_count() or 1
+        if unguarded_script():  # refused before a process starts: each would import the script again
+            raise ClusterError("scheduler='local' starts worker processes, and each imports this script again, "
+                               "which sweeps at its top level: put the sweep under `if __name__ == \"__main__\":`, "
+                               "or run it in this process (scheduler='inline').")
+        n = workers or cores()
         try:
             cluster = local_cluster(n)
         except (RuntimeError, OSError, TimeoutError) as e:
-            guard = (" This script runs it at its top level, and each worker process imports the script again: "
-                     "put the sweep under `if __name__ == \"__main__\":`." if unguarded_script() else "")
-            raise ClusterError(f"the embedded Dask cluster did not start ({type(e).__name__}: {e}).{guard} Or run "
-                               "in this process: scheduler='inline'.") from None
+            raise ClusterError(f"the embedded Dask cluster did not start ({type(e).__name__}: {e}); run in this "
+                               "process instead: scheduler='inline'.") from None
         return Client(cluster), cluster, True
     if isinstance(scheduler, str):
         if workers is not None:
             raise QueryError(f"workers={workers} starts local workers; an existing cluster ({scheduler}) has its "
                              "own: drop workers, or use scheduler='local'.")
         if "://" not in scheduler:
-            raise QueryError(f"scheduler must be 'local', 'inline', an address such as 'tcp://127.0.0.1:8786', "
-                             f"or a dask.distributed.Client; got {scheduler!r}.")
+            raise QueryError(f"scheduler must be 'auto', 'local', 'inline', an address such as "
+                             f"'tcp://127.0.0.1:8786', or a dask.distributed.Client; got {scheduler!r}.")
+        address = _address(scheduler)
+        wait = _connect_wait()
+        _handshake(address, wait)
         try:
-            # At most 10 s, less if dask's config says so (distributed.comm.timeouts.connect).
-            wait = min(10.0, float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))))
-            return Client(scheduler, timeout=wait), None, True
+            return Client(address, timeout=wait), None, True
         except (OSError, TimeoutError) as e:
-            raise ClusterError(f"no Dask scheduler answers at {scheduler} ({type(e).__name__}); start one "
+            raise ClusterError(f"no Dask scheduler answers at {address} ({type(e).__name__}); start one "
                                "(`dask scheduler`, then `dask worker ADDRESS` on each machine), or use "
                                "scheduler='local'.") from None
     if not hasattr(scheduler, "submit") or not hasattr(scheduler, "scatter"):
-        raise QueryError(f"scheduler must be 'local', 'inline', an address or a dask.distributed.Client, got "
-                         f"{type(scheduler).__name__}.")
+        raise QueryError(f"scheduler must be 'auto', 'local', 'inline', an address or a dask.distributed.Client, "
+                         f"got {type(scheduler).__name__}.")
     return scheduler, None, False
+
+
+def describe(client: Any, cluster: Any, n: int) -> str:
+    """Where a sweep ran, on `n` workers, in words: `a local cluster of 2 workers`, or the scheduler's address."""
+    if cluster is not None:
+        return f"a local cluster of {n} worker{'s' if n != 1 else ''}"
+    return f"{client.scheduler.address} ({n} worker{'s' if n != 1 else ''})"
+
+
+def _workers(client: Any) -> list[str]:
+    """The cluster's workers' addresses, waiting a little for the first: a scheduler just started may
+    have none yet; one that keeps none would hold the sweep forever."""
+    addresses = sorted(client.scheduler_info().get("workers", {}))
+    if addresses:
+        return addresses
+    wait = _connect_wait()
+    try:
+        client.wait_for_workers(1, timeout=wait)
+    except (TimeoutError, OSError):
+        raise ClusterError(f"the Dask scheduler at {client.scheduler.address} has no workers (waited {wait:g} s): "
+                           "start some (`dask worker ADDRESS --nthreads 1`, once per core), or use "
+                           "scheduler='local'.") from None
+    return sorted(client.scheduler_info().get("workers", {}))
 
 
 def run(plan: Plan, items: list[Item], scheduler: Any = LOCAL, workers: int | None = None,
         size: int | None = None, progress: bool | None = None, retries: int = 2,
-        cost: Sequence[float] | None = None, block: Sequence[Any] | None = None) -> tuple[list[Chunk], list[Failed]]:
-    """Every item computed on the cluster: the chunks that came back, and the chunks that failed.
+        cost: Sequence[float] | None = None, block: Sequence[Any] | None = None,
+        say: str = "") -> tuple[list[Chunk], list[Failed], str]:
+    """Every item computed on the cluster: the chunks that came back, the chunks that failed, and
+    where they ran (`describe`).
 
-    `cost`: per item, to cut chunks of about equal work (`chunks.costs`) when `size` is not given;
-    `block`: per item, its replay group, never split between chunks (see `chunks.chunks`).
+    `say`: why the sweep runs there, for the progress line (after where it runs).
+    `cost`: per item, to cut chunks of about equal work (`plan.costs`) when `size` is not given;
+    `block`: per item, its replay group, never split between chunks (see `plan.chunks`).
     """
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise QueryError(f"retries must be a whole number ≥ 0, got {retries!r}.")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise QueryError(f"chunk must be a whole number of sites ≥ 1, got {size!r}.")
+    check_run(scheduler, workers, size, retries)
     shipped = plan.shipped()  # refuses a model with no name or path before starting anything
     from dask.distributed import as_completed
 
     client, cluster, own = _client(scheduler, workers)
     try:
-        addresses = sorted(client.scheduler_info().get("workers", {}))
+        addresses = _workers(client)
         n = max(1, len(addresses))
         parts = chunks(items, n, size, cost, block)
         # The plan (ids and a name: kilobytes) goes with every task, so no task waits on data
@@ -207,7 +356,9 @@ def run(plan: Plan, items: list[Item], scheduler: Any = LOCAL, workers: int | No
         where = {f.key: i for i, f in enumerate(futures)}
         done: list[Chunk] = []
         failed: list[Failed] = []
-        bar = tqdm(total=len(items), unit="site", desc=f"sweep {plan.over}", disable=not progress_default(progress))
+        what, ran = "sweep" if plan.how is None else "ablate", describe(client, cluster, len(addresses)) + say
+        bar = tqdm(total=len(items), unit="site", desc=f"{what} {plan.over} on {ran}",
+                   disable=not progress_default(progress))
         try:
             # The chunks that finished since the last look, fetched in one call (a round trip per
             # worker, not per chunk: each costs the scheduler and this process about 2 ms).
@@ -223,7 +374,7 @@ def run(plan: Plan, items: list[Item], scheduler: Any = LOCAL, workers: int | No
             raise
         finally:
             bar.close()
-        return done, failed
+        return done, failed, ran
     finally:
         if own:
             client.close()

@@ -119,6 +119,9 @@ def _json_lines(p: Path, what: str, example: str) -> list[tuple[int, Any]]:
             out.append((n, json.loads(line)))
         except json.JSONDecodeError as e:
             raise QueryError(f"{p}:{n} is not JSON ({e.msg}); write one {what[:-1]} a line, e.g. {example}.") from None
+        except RecursionError:  # Python's parser recurses once per level of nesting
+            raise QueryError(f"{p}:{n} nests lists or objects too deeply to read ({len(line)} characters); write one "
+                             f"{what[:-1]} a line, e.g. {example}.") from None
     return out
 
 

@@ -41,6 +41,7 @@ class PairSweep:
     labels: tuple[dict[str, tuple[str, ...]], ...] = field(default=(), repr=False)  # per pair: axis -> labels
     cells: dict[tuple[int, ...], str] = field(default_factory=dict, repr=False)  # site key -> its cells
     failed: tuple[tuple[int, str], ...] = field(default=(), repr=False)  # (pair, cells) not delivered
+    ran_on: str = field(default="this process", repr=False, compare=False)  # where it ran, and why there
 
     def __repr__(self) -> str:
         shape = " × ".join(f"{a} {n}" for a, n in zip(self.axes, self.values.shape))

@@ -1,8 +1,10 @@
 """`dfgpt patch --clean TEXT --corrupted TEXT --metric SPEC --over FAMILY`: an activation-patching sweep;
 `--pairs pairs.jsonl` sweeps a dataset (the mean, and each pair's unpatched metrics), and
-`--ablate zero|mean --inputs inputs.jsonl` ablates each site of each input instead. A dataset of
-more than one runs on an embedded local Dask cluster by default, `--scheduler inline` in
-process, `--scheduler tcp://host:port` on a running cluster (`--workers N` local workers)."""
+`--ablate zero|mean --inputs inputs.jsonl` ablates each site of each input instead. A dataset runs
+in process by default, and on an embedded local Dask cluster when its work pays for the
+cluster's start-up; `--scheduler local` always starts that cluster (`--workers N` local
+workers), `--scheduler inline` keeps it in process, `--scheduler tcp://host:port` runs it on a
+running cluster."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def _pairs(args: argparse.Namespace) -> int:
     model = load(args.model)
     pairs = read_pairs(args.pairs)
     kw = {"over": args.over, "positions": "all" if args.all_positions else "each", "position": args.position}
-    exact = None if args.attribution else api.sweep(
+    exact = None if args.attribution else api.sweep_pairs(
         model, pairs, args.metric, scheduler=args.scheduler, workers=args.workers, chunk=args.chunk,
         progress=False if args.no_progress else None, **kw)
     approx = api.attribution_patch(model, pairs, args.metric, **kw) if args.attribution or args.compare else None
@@ -116,8 +118,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", default=None,
                    help="the inputs --ablate mean averages over (default: the --inputs), a file like --inputs")
     p.add_argument("--scheduler", default=None,
-                   help="where a dataset runs: 'local' (default for more than one: one Dask worker process per "
-                        "core), 'inline' (this process) or tcp://host:port")
+                   help="where a dataset runs: by default this process, or a local Dask cluster when the work "
+                        "pays for its start-up; 'local' (one Dask worker process per core), 'inline' (this "
+                        "process) or tcp://host:port")
     p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (implies --scheduler local)")
     p.add_argument("--chunk", type=int, default=None, help="sites per Dask task (default: about four tasks per worker)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -183,7 +183,7 @@ class Lockstep:
     would pass `GROUP_BYTES`. In fast mode a group's linear layers run as one product
     (`run_together`), so a site's bits depend on which sites share its group: fixed blocks of a
     sweep's sites (`dfgpt.interventions.sweep.blocks`), each given whole to one call
-    (`dfgpt.batch.chunks` cuts only between blocks), make them the same in every run.
+    (`dfgpt.batch.plan` cuts only between blocks), make them the same in every run.
     """
 
     def __init__(self, replay: Replay) -> None:
