@@ -256,3 +256,16 @@ def test_notebook_html_keeps_the_themes_ink_on_pale_cells():
     r = dfgpt.sweep(m.sheet("CABACAAAA"), m.sheet("CACACAAAA"), "logit_diff:B,C", over="resid_pre")
     page = r._repr_html_()
     assert "color:black" not in page and "color:inherit" in page and "color:white" in page  # dark cells: white
+
+
+def test_setting_the_temperature_to_zero_is_greedy_like_a_temperature_zero_sheet():
+    """Item 18, the edit road: `sheet.set("temperature", 0)` as `model.sheet(text, temperature=0)`."""
+    model = dfgpt.load("sort")
+    s = model.sheet("CABACA")
+    before = s.value("prob[5]").copy()
+    s.set("temperature", 0)
+    assert s.value("prob[5]").tolist() == model.sheet("CABACA", temperature=0).value("prob[5]").tolist() == [1, 0, 0]
+    s.undo()
+    assert s.value("prob[5]").tobytes() == before.tobytes()
+    with pytest.raises(dfgpt.DfgptError, match=">= 0"):
+        s.set("temperature", -1)

@@ -148,8 +148,9 @@ def _plan(sheet: Cells, edits: dict[str, Any]) -> list[_Change]:
             out.append(_Change("pin", tensor, idx, old, _number(cell, value, eng.dtype)))
         else:
             v = _number(cell, value, eng.dtype)
-            if tensor == "temperature" and not v > 0:
-                raise EditError(f"temperature must be > 0, got {v!r}; 1.0 is the model's own softmax.")
+            if tensor == "temperature" and not (v >= 0 and math.isfinite(v)):
+                raise EditError(f"temperature must be a finite number >= 0 (0 = greedy), got {v!r}; "
+                                "1.0 is the model's own softmax.")
             out.append(_Change("write", tensor, idx, eng.values[tensor][idx].item(), v))
     return out
 
