@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core.builder import build
 from ..core.config import Config, ConfigError, MissingFieldError
-from ..core.graph import build
 from ..errors import CheckpointError, StateDictError, show
 from .checkpoints import params_from_state_dict, read_model_dir, read_weights
+from .families import config_from_family, family_of, read_family_weights
 from .tokenizer import CharTokenizer, IdTokenizer
 from .weights import Weights
 
@@ -181,7 +182,19 @@ def _model(state: dict[str, Any], cfg: Config, file: Path, tokenizer: Any) -> We
     return Weights(cfg, params, tok, graph)
 
 
+def _family_folder(folder: Path, d: dict[str, Any], dtype: str) -> Weights:
+    """A Llama, Mistral, Qwen2, Gemma or GPT-NeoX folder (see dfgpt.models.families)."""
+    cfg = config_from_family(d, dtype, name=folder.name, file=str(folder / "config.json"))
+    state, file, stored = read_family_weights(folder)
+    tokenizer = BPETokenizer(folder, cfg.vocab_size) if BPETokenizer.present(folder) else None
+    w = _model(state, cfg, file, tokenizer)
+    w.source_dtype = stored
+    return w
+
+
 def _hf_folder(folder: Path, d: dict[str, Any], dtype: str) -> Weights:
+    if family_of(d, str(folder / "config.json")) is not None:
+        return _family_folder(folder, d, dtype)
     cfg = config_from_hf(d, dtype, name=folder.name, file=str(folder / "config.json"))
     tokenizer = BPETokenizer(folder, cfg.vocab_size) if BPETokenizer.present(folder) else None
     if (folder / "model.safetensors").exists():

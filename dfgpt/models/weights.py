@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from ..core.builder import build
 from ..core.config import Config, ConfigError
-from ..core.graph import Graph, build
+from ..core.graph import Graph
+from ..core.rope import rope_tables
 from ..errors import SequenceLengthError, StateDictError, TokenError, show
 from .checkpoints import params_from_state_dict, to_nanogpt_key, write_model_dir
+from .keys import hf_key
 from .tokenizer import CharTokenizer, IdTokenizer, Tokenizer, visible
 
 __all__ = ["Weights"]
@@ -43,7 +46,10 @@ class Weights:
             raise ConfigError(f"config must be a dfgpt.Config, got {type(config).__name__}.")
         self.config = config
         self.graph = graph or build(config)
+        if config.rotary and isinstance(params, dict):  # the rotary tables: constants of the config
+            params = {**rope_tables(config), **params}
         _check_params(params, self.graph)
+        self.source_dtype: str = config.dtype  # what the checkpoint stored (a loader says: bfloat16, float16)
         # Read-only views: sheets copy a parameter on their first edit, and a model written
         # in place would leave every sheet's cached values silently out of date.
         self.params = {n: _read_only(a) for n, a in params.items()}
@@ -145,7 +151,11 @@ class Weights:
             return str(i)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """nanoGPT keys; the tied head is not repeated."""
+        """nanoGPT keys (another family's: transformers' keys, no rotary tables); the tied head is not repeated."""
+        c = self.config
+        if c.family != "gpt2":
+            keys = {n: hf_key(n, c) for n in self.params}
+            return {k: self.params[n] for n, k in keys.items() if k is not None}
         return {to_nanogpt_key(n): a for n, a in self.params.items()}
 
     def save(self, path: str | Path) -> None:
@@ -154,10 +164,14 @@ class Weights:
 
     def __repr__(self) -> str:
         c = self.config
+        heads = _count(c.n_head, "head") + (f" ({c.kv_heads} key/value)" if c.kv_heads != c.n_head else "")
+        family = "" if c.family == "gpt2" else f"{c.family}, "
+        source = f" from {self.source_dtype}" if self.source_dtype != c.dtype else ""
+        computes = "" if c.family == "gpt2" and not source else f", computes in {c.dtype}{source}"
         return (
-            f"{type(self).__name__}({c.name or 'gpt'}: {_count(c.n_layer, 'layer')}, {_count(c.n_head, 'head')}, "
+            f"{type(self).__name__}({c.name or 'gpt'}: {family}{_count(c.n_layer, 'layer')}, {heads}, "
             f"n_embd {c.n_embd}, "
-            f"vocab {c.vocab_size}, context {c.block_size}, {self.n_params:,} parameters)"
+            f"vocab {c.vocab_size}, context {c.block_size}, {self.n_params:,} parameters{computes})"
         )
 
 
