@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,11 @@ def test_the_sliding_window_is_structural(saved):
     assert sheet.value(f"{p}.att[0][11][6]") == 0.0 and sheet.value(f"{p}.att[0][11][7]") > 0
     assert f"{p}.k_rot[0][7][0]" in sheet.precedents(f"{p}.score[3][11][7]")  # one KV head for 4 query heads
     assert "sliding window" in sheet.formula(f"{p}.score[0][11][2]")
+    prov = sheet.provenance("logit[11][4]")
+    assert f"{p}.score[0][11][6]" not in prov and f"{p}.score[0][11][7]" in prov
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0 · -inf from a masked score in the ranking
+        assert all(np.isfinite(r.score) for r in sheet.influence("logit[11][4]", top=5))
     cone = sheet.provenance("layers[0].self_attn.y[11][0]")
     assert "layers[0].self_attn.v[0][7][0]" in cone and "layers[0].self_attn.v[0][6][0]" not in cone
 
@@ -256,3 +262,26 @@ def test_a_missing_shard_is_named(tmp_path):
     shard.unlink()
     with pytest.raises(CheckpointError, match=f"lists shard {shard.name}"):
         dfgpt.load(str(tmp_path))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_a_resid_pre_sweep_is_a_forward_hook_on_transformers_decoder_layer(saved, family):
+    folder, hf = saved[family]
+    model = dfgpt.load(str(folder))
+    clean_ids, corrupt_ids = IDS[:6], [*IDS[:2], 44, *IDS[3:6]]
+    result = dfgpt.sweep(model.sheet(clean_ids), model.sheet(corrupt_ids), "logit:4", over="resid_pre")
+    decoder = hf.model.layers if family != "gpt_neox" else hf.gpt_neox.layers
+    clean_hidden = families.logits(hf, clean_ids, output_hidden_states=True).hidden_states
+    for layer in range(2):
+        for pos in range(6):
+            def patch(module, args, kwargs, layer=layer, pos=pos):
+                x = args[0].clone() if args else kwargs["hidden_states"].clone()
+                x[0, pos] = clean_hidden[layer][0, pos]
+                return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+
+            hook = decoder[layer].register_forward_pre_hook(patch, with_kwargs=True)
+            try:
+                want = float(families.logits(hf, corrupt_ids).logits[0, 5, 4])
+            finally:
+                hook.remove()
+            assert result.values[layer, pos] == pytest.approx(want, abs=1e-5 * 3), (layer, pos)

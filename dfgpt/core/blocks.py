@@ -81,11 +81,11 @@ def attention(a: Assembly, names: Naming, i: int, x: str) -> Attention:
     G, W = H // KV, cfg.window
     masked = "scaled dot product, causally masked" + (f", window {W}" if W else "")
     score = a.computed(Score(f"{p}.score", (qr, kr), groups=G, window=W), ("head", "pos", "key"), (H, 0, 0), masked)
-    top = a.computed(SoftmaxMax(f"{p}.score_max", (score,)), ("head", "pos"), (H, 0), "row max")
-    total = a.computed(SoftmaxSum(f"{p}.exp_sum", (score, top)), ("head", "pos"), (H, 0), "softmax denominator")
-    att = a.computed(
-        Softmax(f"{p}.att", (score, top, total)), ("head", "pos", "key"), (H, 0, 0), "attention probabilities"
-    )
+    top = a.computed(SoftmaxMax(f"{p}.score_max", (score,), window=W), ("head", "pos"), (H, 0), "row max")
+    total = a.computed(SoftmaxSum(f"{p}.exp_sum", (score, top), window=W), ("head", "pos"), (H, 0),
+                       "softmax denominator")
+    att = a.computed(Softmax(f"{p}.att", (score, top, total), window=W), ("head", "pos", "key"), (H, 0, 0),
+                     "attention probabilities")
     y = a.computed(
         Weighted(f"{p}.y", (att, v), groups=G, window=W), ("pos", "embd"), (0, H * hs),
         "weighted values, heads concatenated",
