@@ -65,6 +65,18 @@ class BPETokenizer:
             if 0 <= i < len(vocab):
                 vocab[i] = text
         self.vocab = tuple(vocab)
+        # How a token spells its leading space: SentencePiece's "▁" (Llama, Gemma) or byte-level BPE's "Ġ".
+        self.space = "▁" if sum(t.startswith("▁") for t in vocab) > sum(t.startswith("Ġ") for t in vocab) else "Ġ"
+
+    def piece(self, i: int) -> str:
+        """One token's own text, its leading space kept (decoding one SentencePiece token alone drops it):
+        "▁the" and "Ġthe" are both " the"; a byte-fallback token "<0x0A>" is its byte."""
+        if self.space == "Ġ":
+            return self.decode([i])
+        t = self.vocab[i]
+        if len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            return chr(int(t[3:5], 16)) if int(t[3:5], 16) < 0x80 else t
+        return t.replace("▁", " ")
 
     @staticmethod
     def present(folder: Path) -> bool:

@@ -95,6 +95,12 @@ class Weights:
         ids = self.__dict__.get("_token_ids")
         if ids is None:
             ids = self.__dict__["_token_ids"] = {t: i for i, t in enumerate(self.vocab)}
+            space = getattr(self.tokenizer, "space", None)
+            if space:  # a leading space in any spelling: "▁the", "Ġthe" or "␣the" (a token's own text first)
+                for t, i in list(ids.items()):
+                    if t.startswith(space):
+                        for other in {"▁", "Ġ", "␣"} - {space}:
+                            ids.setdefault(other + t[1:], i)
         return ids
 
     def encode(self, text: str | Sequence[int]) -> list[int]:
@@ -146,7 +152,8 @@ class Weights:
         """One token as a reader sees it in a list: whitespace made visible (`␣sat`); its id where
         the vocabulary has no text."""
         try:
-            return visible(self.decode([i]))
+            piece = getattr(self.tokenizer, "piece", None)
+            return visible(piece(i) if piece is not None else self.decode([i]))
         except (IndexError, KeyError, ValueError):
             return str(i)
 
