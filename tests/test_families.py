@@ -157,14 +157,23 @@ def test_the_sliding_window_is_structural(saved):
 def test_rope_scaling_variants_are_transformers_own(tmp_path, scaling):
     hf = families.make("llama", tmp_path, rope_parameters={"rope_theta": 500.0, **scaling})
     model = dfgpt.load(str(tmp_path))
-    assert model.config.rope_type == scaling["rope_type"]
-    close(model.sheet(IDS).values("logit"), families.logits(hf, IDS).logits[0].numpy(), "logits")
+    assert model.config.rope_type == scaling["rope_type"] and model.config.rope_theta == 500.0
+    want = families.logits(hf, IDS).logits[0].numpy()
+    close(model.sheet(IDS).values("logit"), want, "logits")
+    # transformers 4's config.json: rope_theta beside rope_scaling ("type" in the oldest)
+    d = json.loads((tmp_path / "config.json").read_text())
+    params = d.pop("rope_parameters")
+    d["rope_theta"] = params.pop("rope_theta")
+    d["rope_scaling"] = {"type" if scaling["rope_type"] == "linear" else "rope_type": params.pop("rope_type"), **params}
+    (tmp_path / "config.json").write_text(json.dumps(d))
+    assert dfgpt.load(str(tmp_path)).config == model.config
 
 
-def test_bfloat16_checkpoints_load_widened_and_say_so(tmp_path):
-    hf = families.make("qwen2", tmp_path, dtype="bfloat16")  # hf: the bf16 weights, widened to float32
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_checkpoints_load_widened_and_say_so(tmp_path, dtype):
+    hf = families.make("qwen2", tmp_path, dtype=dtype)  # hf: the same file read in float32
     model = dfgpt.load(str(tmp_path))
-    assert "computes in float32 from bfloat16" in repr(model)
+    assert f"computes in float32 from {dtype}" in repr(model)
     close(model.sheet(IDS).values("logit"), families.logits(hf, IDS).logits[0].numpy(), "logits")
 
 
@@ -304,3 +313,18 @@ def test_sentencepiece_tokens_show_their_space_as_gpt2s_do_and_read_in_any_spell
     assert model.decode(sheet.tokens) == "the cat sat"
     values = {sheet.value(f"logit[2][{t}]") for t in ("▁cat", "␣cat", "Ġcat", str(cat))}
     assert len(values) == 1
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"n_kv_head": 3}, "n_head=4 is not a multiple of n_kv_head=3"),
+    ({"rotary_dim": 3}, "rotary_dim=3 must be even"),
+    ({"rotary_dim": 10}, "at most head_dim=8"),
+    ({"family": "phi"}, "family must be one of"),
+    ({"rope_type": "llama3"}, "llama3 rope scaling needs rope_context"),
+    ({"window": -1}, "window must be a whole number"),
+])
+def test_contradictory_family_configs_are_refused(changes, message):
+    base = dict(n_layer=1, n_head=4, n_embd=32, block_size=8, vocab_size=5, family="llama", norm="rms",
+                positions="rotary", mlp_kind="swiglu")
+    with pytest.raises(dfgpt.errors.DfgptError, match=message):
+        dfgpt.Config(**{**base, **changes})

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.blocks import ROPE
 from ..core.config import Config
 from ..core.graph import Graph
 from ..errors import CheckpointError, OutputError, StateDictError
@@ -206,7 +207,7 @@ def write_weights(params: dict[str, np.ndarray], path: str | Path, cfg: Config |
         keys = {n: hf_key(n, cfg) for n in params}
         state = {k: np.ascontiguousarray(params[n]) for n, k in keys.items() if k is not None}
     else:
-        state = {to_nanogpt_key(n): np.ascontiguousarray(a) for n, a in params.items()}
+        state = {to_nanogpt_key(n): np.ascontiguousarray(a) for n, a in params.items() if n not in ROPE}
     if path.suffix == ".safetensors":
         from safetensors.numpy import save_file
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.blocks import ROPE
 from ..core.builder import build
 from ..core.config import Config, ConfigError
 from ..core.graph import Graph
@@ -163,7 +164,7 @@ class Weights:
         if c.family != "gpt2":
             keys = {n: hf_key(n, c) for n in self.params}
             return {k: self.params[n] for n, k in keys.items() if k is not None}
-        return {to_nanogpt_key(n): a for n, a in self.params.items()}
+        return {to_nanogpt_key(n): a for n, a in self.params.items() if n not in ROPE}
 
     def save(self, path: str | Path) -> None:
         """A folder with config.json and model.safetensors, loadable by `dfgpt.load(path)`."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from .base import Kernel, Mask, Op, Reads
 from .context import Key, OpContext, SheetView
-from .grads import Arrays, acc
+from .grads import Arrays, acc, new_slot
 from .kind import OpKind
 from .masks import _rowany
 from .registry import register
@@ -73,8 +73,23 @@ class TokenEmbed(Op):
 
     def vjp(self, V: Arrays, g: np.ndarray, G: Arrays) -> None:
         tok, table = V[self.ins[0]], V[self.ins[1]]
-        gt = np.zeros(table.shape, np.result_type(g, table))
-        np.add.at(gt, tok.reshape(-1), g.reshape(-1, g.shape[-1]) * self.scale)
+        # Only the rows of the tokens read get a gradient: summed compactly, then added into those rows
+        # of one slot (as Embed does: no vocabulary-sized temporary per backward).
+        rows, inverse = np.unique(tok.reshape(-1), return_inverse=True)
+        gr = np.zeros((rows.size, table.shape[1]), np.result_type(g, table))
+        np.add.at(gr, inverse.reshape(-1), g.reshape(-1, g.shape[-1]))
+        if self.scale != 1.0:
+            gr *= self.scale
+        have = G.get(self.ins[1])
+        if have is not None and have.dtype == gr.dtype:
+            have[rows] += gr
+            return
+        gt = new_slot(G, self.ins[1], table.shape, gr.dtype) if have is None else None
+        if gt is None:
+            gt = np.zeros(table.shape, gr.dtype)
+        else:
+            gt.fill(0)
+        gt[rows] = gr
         acc(G, V, self.ins[1], gt, own=True)
 
     def text(self, view: SheetView, idx: tuple[int, ...]) -> str:
