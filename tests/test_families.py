@@ -328,3 +328,9 @@ def test_contradictory_family_configs_are_refused(changes, message):
                 positions="rotary", mlp_kind="swiglu")
     with pytest.raises(dfgpt.errors.DfgptError, match=message):
         dfgpt.Config(**{**base, **changes})
+
+
+def test_a_state_dict_file_beside_its_config_loads_as_its_folder(saved):
+    folder = saved["qwen2"][0]
+    one = dfgpt.load(str(folder / "model.safetensors")).sheet(IDS).values("logit")
+    assert np.array_equal(one, dfgpt.load(str(folder)).sheet(IDS).values("logit"))

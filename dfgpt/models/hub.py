@@ -303,7 +303,12 @@ def load_path(path: str | Path, dtype: str | None = None) -> Weights:
                 f"{path.with_suffix('.json').name} or config.json (dfgpt or Hugging Face GPT-2 keys)."
             )
         d = _read_json(cfg_file)
-        cfg = Config.from_file(d, cfg_file) if is_dfgpt_config(d) else config_from_hf(d, dt, path.stem, str(cfg_file))
+        if is_dfgpt_config(d):
+            cfg = Config.from_file(d, cfg_file)
+        elif family_of(d, str(cfg_file)) is not None:  # a Llama, Qwen2, ... state dict beside its config.json
+            cfg = config_from_family(d, dt, path.stem, str(cfg_file))
+        else:
+            cfg = config_from_hf(d, dt, path.stem, str(cfg_file))
         if dtype:
             cfg = cfg.replace(dtype=dtype)
         bpe = BPETokenizer.present(path.parent)
