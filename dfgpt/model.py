@@ -36,7 +36,9 @@ class Model(Weights):
         """The model of loaded weights (the arrays are shared, read-only, not copied)."""
         if isinstance(weights, cls):
             return weights
-        return cls(weights.config, weights.params, weights.tokenizer, weights.graph)
+        model = cls(weights.config, weights.params, weights.tokenizer, weights.graph)
+        model.source_dtype = weights.source_dtype  # what the checkpoint stored (bfloat16, ...)
+        return model
 
     def sheet(self, text: str | Sequence[int], temperature: float = 1.0, exact: bool | None = None) -> Sheet:
         """All the cells of one input, evaluated lazily."""

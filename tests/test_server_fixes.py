@@ -289,7 +289,8 @@ def test_a_hugging_face_config_may_leave_out_what_transformers_leaves_out(tmp_pa
 @pytest.mark.parametrize(("key", "value", "words"), [
     ("scale_attn_by_inverse_layer_idx", True, "scale_attn_by_inverse_layer_idx=True is an attention dfgpt does not"),
     ("scale_attn_weights", False, "scale_attn_weights=False is an attention dfgpt does not compute"),
-    ("model_type", "llama", "model_type 'llama' is not one dfgpt reads"),
+    ("model_type", "phi", "model_type 'phi' .* is not a family dfgpt reads"),
+    ("model_type", "llama", "lacks 'hidden_size', which a llama config has"),  # read as Llama: GPT-2's fields are not
 ])
 def test_a_hugging_face_config_dfgpt_would_misread_is_refused(tmp_path, hf_dir, key, value, words):
     folder = _without(hf_dir[0], tmp_path / "m", "n_inner")

@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from ..errors import DfgptError, show
 
-__all__ = ["FILE_FIELDS", "MAX_LAYERS", "Config", "ConfigError", "MissingFieldError", "physical_memory"]
+__all__ = ["FAMILIES", "FAMILY_FIELDS", "FILE_FIELDS", "MAX_LAYERS", "Config", "ConfigError", "MissingFieldError",
+           "physical_memory"]
 
 
 MAX_LAYERS = 1024  # a graph node per tensor per layer: far past any real GPT, short of a hang
@@ -53,6 +54,34 @@ FILE_FIELDS = {
     "ln_eps": ("the LayerNorm epsilon", 1e-5),
     "dtype": ("the arithmetic, \"float64\" or \"float32\"", "float64"),
 }
+# What a config.json of another family than GPT-2 must name besides (a GPT-2 file, written before
+# families existed, names none of them and means GPT-2's behaviour, each field's default).
+FAMILY_FIELDS = {
+    "family": ("the model family: \"gpt2\", \"llama\", \"mistral\", \"qwen2\", \"gemma\" or \"gpt_neox\"", "llama"),
+    "norm": ("the norm, \"layer\" (LayerNorm) or \"rms\" (RMSNorm)", "rms"),
+    "norm_offset": ("added to the norm's weight before it scales (1.0 in Gemma: x · (1 + w))", 0.0),
+    "n_kv_head": ("key/value heads (grouped-query attention; n_head when every query head has its own)", 4),
+    "head_dim": ("the width of one head (n_embd // n_head in most models)", 64),
+    "positions": ("\"learned\" (a wpe table) or \"rotary\" (rotary embeddings of q and k)", "rotary"),
+    "rope_theta": ("the rotary base wavelength", 10000.0),
+    "rotary_dim": ("how many dims of each head rotate (head_dim unless partial: rotary_pct × head_dim)", 64),
+    "rope_type": ("the rotary scaling, \"default\", \"linear\" or \"llama3\"", "default"),
+    "rope_factor": ("the rotary scaling factor (1.0 for none)", 1.0),
+    "rope_low_freq": ("llama3 scaling's low_freq_factor", 1.0),
+    "rope_high_freq": ("llama3 scaling's high_freq_factor", 4.0),
+    "rope_context": ("llama3 scaling's original_max_position_embeddings (0 for none)", 0),
+    "mlp_kind": ("the MLP, \"gelu\" (GPT-2, NeoX), \"swiglu\" (silu(gate)·up) or \"geglu\" (gelu_tanh(gate)·up)",
+                 "swiglu"),
+    "parallel": ("whether attention and MLP both read the block's input (NeoX) instead of one after the other",
+                 False),
+    "qkv_bias": ("whether q, k and v have biases (with bias)", True),
+    "proj_bias": ("whether the attention output projection has a bias (with bias)", True),
+    "mlp_bias": ("whether the MLP's projections have biases (with bias)", True),
+    "embed_scale": ("the factor the token embedding is multiplied by (Gemma: √n_embd in the checkpoint's dtype)",
+                    1.0),
+    "window": ("the sliding window of attention in tokens (Mistral; 0 for none)", 0),
+}
+FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "gemma", "gpt_neox")
 
 
 @dataclass(frozen=True)
@@ -82,6 +111,27 @@ class Config:
     ln_eps: float = 1e-5
     dtype: Literal["float64", "float32"] = "float64"
     name: str = field(default="", compare=False)
+    # The switches the other families differ in; each default is GPT-2's behaviour.
+    family: str = "gpt2"
+    norm: Literal["layer", "rms"] = "layer"
+    norm_offset: float = 0.0
+    n_kv_head: int = 0  # 0: n_head (every query head its own key and value)
+    head_dim: int = 0  # 0: n_embd // n_head
+    positions: Literal["learned", "rotary"] = "learned"
+    rope_theta: float = 10000.0
+    rotary_dim: int = 0  # 0: head_dim (every dimension rotates)
+    rope_type: Literal["default", "linear", "llama3"] = "default"
+    rope_factor: float = 1.0
+    rope_low_freq: float = 1.0
+    rope_high_freq: float = 4.0
+    rope_context: int = 0
+    mlp_kind: Literal["gelu", "swiglu", "geglu"] = "gelu"
+    parallel: bool = False
+    qkv_bias: bool = True
+    proj_bias: bool = True
+    mlp_bias: bool = True
+    embed_scale: float = 1.0
+    window: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.vocab, (list, tuple)):
@@ -115,7 +165,8 @@ class Config:
             raise ConfigError(f"vocab holds token texts (strings), got {show(bad)} ({type(bad).__name__}).")
         if isinstance(self.ln_eps, bool) or not isinstance(self.ln_eps, (int, float)) or not 0 < self.ln_eps < 1e300:
             raise ConfigError(f"ln_eps must be a finite positive number (1e-5 in GPT-2), got {show(self.ln_eps)}.")
-        if self.n_embd % self.n_head:
+        self._check_family()
+        if not self.head_dim and self.n_embd % self.n_head:
             raise ConfigError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                 "each head needs n_embd // n_head dimensions."
@@ -126,6 +177,11 @@ class Config:
             "gelu": ("tanh", "erf"),
             "layout": ("out_in", "in_out"),
             "dtype": ("float64", "float32"),
+            "family": FAMILIES,
+            "norm": ("layer", "rms"),
+            "positions": ("learned", "rotary"),
+            "rope_type": ("default", "linear", "llama3"),
+            "mlp_kind": ("gelu", "swiglu", "geglu"),
         }
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
@@ -137,20 +193,76 @@ class Config:
                 "the largest GPTs have about 100); check config.json."
             )
 
+    def _check_family(self) -> None:
+        """The families' switches: whole numbers, numbers and booleans in their domains, and agreeing."""
+        for key in ("n_kv_head", "head_dim", "rotary_dim", "rope_context", "window"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"{key} must be a whole number ≥ 0 (0: the default), got {show(v)}.")
+        for key in ("norm_offset", "rope_theta", "rope_factor", "rope_low_freq", "rope_high_freq", "embed_scale"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{key} must be a finite number, got {show(v)}.")
+        for key in ("rope_theta", "rope_factor", "embed_scale"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be positive, got {show(getattr(self, key))}.")
+        for key in ("parallel", "qkv_bias", "proj_bias", "mlp_bias"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key} must be true or false, got {show(getattr(self, key))}.")
+        if self.n_head % self.kv_heads:
+            raise ConfigError(
+                f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head} (num_key_value_heads): "
+                "each key/value head serves the same number of query heads."
+            )
+        if self.positions == "rotary" and (self.rotary % 2 or self.rotary > self.head_size):
+            raise ConfigError(
+                f"rotary_dim={self.rotary_dim} must be even and at most head_dim={self.head_size}: "
+                "rotary embeddings turn pairs of dimensions of each head."
+            )
+        if self.rope_type == "llama3" and not (self.rope_context and self.rope_high_freq != self.rope_low_freq):
+            raise ConfigError(
+                "llama3 rope scaling needs rope_context (original_max_position_embeddings) > 0 and "
+                f"rope_high_freq ≠ rope_low_freq, got {self.rope_context}, {self.rope_high_freq}, {self.rope_low_freq}."
+            )
+
     @property
     def n_params(self) -> int:
-        """How many parameters a model of this config holds (what its weights allocate)."""
+        """How many parameters a model of this config holds (what its weights allocate, the rotary
+        tables included)."""
         C, n, V, B = self.n_embd, self.n_inner, self.vocab_size, self.block_size
-        ln = (2 * C if self.bias else C) if self.layer_norm else 0
+        H, KV, hs = self.n_head, self.kv_heads, self.head_size
+        if not self.layer_norm:
+            ln = 0
+        elif self.norm == "rms":
+            ln = C
+        else:
+            ln = 2 * C if self.bias else C
         b = 1 if self.bias else 0
-        layer = ln + 3 * C * C + 3 * C * b + C * C + C * b
+        qkv_b = b if self.qkv_bias else 0
+        layer = ln + C * (H + 2 * KV) * hs + (H + 2 * KV) * hs * qkv_b + H * hs * C + C * b * self.proj_bias
         if self.mlp:
-            layer += ln + C * n + n * b + n * C + C * b
-        return V * C + B * C + self.n_layer * layer + ln + (0 if self.tied else V * C)
+            mb = b * self.mlp_bias
+            up = 2 if self.mlp_kind != "gelu" else 1
+            layer += ln + up * (C * n + n * mb) + n * C + C * mb
+        pos = B * C if self.positions == "learned" else B * self.rotary
+        return V * C + pos + self.n_layer * layer + ln + (0 if self.tied else V * C)
 
     @property
     def head_size(self) -> int:
-        return self.n_embd // self.n_head
+        """The width of one head: head_dim, or n_embd // n_head when that is 0."""
+        return self.head_dim or self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_head, or n_head when that is 0."""
+        return self.n_kv_head or self.n_head
+
+    @property
+    def rotary(self) -> int:
+        """How many dimensions of each head rotate (0 with learned positions)."""
+        if self.positions != "rotary":
+            return 0
+        return self.rotary_dim or self.head_size
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -197,7 +309,8 @@ class Config:
         m/config.json ('n_head', 'block_size', 'vocab')
         """
         if isinstance(d, dict):
-            missing = tuple(k for k in FILE_FIELDS if k not in d)
+            need = dict(FILE_FIELDS, **FAMILY_FIELDS) if d.get("family", "gpt2") != "gpt2" else FILE_FIELDS
+            missing = tuple(k for k in need if k not in d)
             if missing:
                 raise MissingFieldError(_missing(missing, str(file)), missing, str(file))
         return cls.from_dict(d)
@@ -207,11 +320,12 @@ class Config:
 
 
 def _missing(fields: tuple[str, ...], file: str) -> str:
-    names = ", ".join(f'"{k}" ({FILE_FIELDS[k][0]})' for k in fields)
+    known = dict(FILE_FIELDS, **FAMILY_FIELDS)
+    names = ", ".join(f'"{k}" ({known[k][0]})' for k in fields)
     first = fields[0]
     return (f"{file} has no {names}: a dfgpt config.json names every field of the architecture, and a missing "
             "one is never filled from a default (GPT-2 small's would read the weights as another model). Add "
-            f"the value the weights were made with, e.g. \"{first}\": {json.dumps(FILE_FIELDS[first][1])}, or save "
+            f"the value the weights were made with, e.g. \"{first}\": {json.dumps(known[first][1])}, or save "
             "the model again with model.save(folder), which writes every field.")
 
 

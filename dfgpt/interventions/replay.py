@@ -258,7 +258,7 @@ def _linear_together(op: Linear, due: list[tuple[Replay, np.ndarray]]) -> None:
     x = np.concatenate([r.values[x_name][rows] for r, rows in due])  # [ΣR, K]
     y = x @ op.weight_t(r0)  # [ΣR, K] @ [K, n] -> [ΣR, n]
     if len(op.ins) > 2:
-        y += r0.values[op.ins[2]][op.offset:op.offset + op.n_out]
+        y += r0.values[op.ins[2]][op.cols()]  # a slice, or a strided head layout's rows (NeoX)
     at = 0
     for r, rows in due:
         part = y[at:at + len(rows)]  # [R, n]

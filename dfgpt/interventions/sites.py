@@ -11,6 +11,12 @@
 | `q`, `k`, `v` | `h[l].attn.q[h][p]` ... | layer, head, position |
 | `pattern` | `h[l].attn.att[h][p]` (query p's row) | layer, head, position |
 
+Every model family finds its own tensors through its graph's roles (`graph.roles`): in Llama
+`resid_mid` is `layers[l].mid`, `q` is `layers[l].self_attn.q` (before the rotary turn, as
+TransformerLens's `hook_q`); with grouped-query attention the `k` and `v` sites are per key/value
+head (the `head` axis has num_key_value_heads entries: a patch of one is a patch for every query
+head that reads it).
+
 With `positions="all"` the position axis goes: one site holds every position. Any other
 selection is taken as it is written: a path wildcard (`h[*].mid[5]`) gives a `tensor` axis,
 and each index written `*` an axis of its own (`h[2].attn.att[*][5]` gives `head`);
@@ -71,22 +77,40 @@ class Sites:
     sites: dict[tuple[int, ...], Site]
 
 
+# TransformerLens's site families and the role of a block (dfgpt.core.roles.LayerRoles) each is
+ROLE = {"resid_mid": "resid_mid", "resid_post": "resid_post", "attn_out": "attn_out", "mlp_out": "mlp_out",
+        "head_out": "z", "z": "z", "q": "q", "k": "k", "v": "v", "pattern": "pattern"}
+
+
+def _tensor(sheet: Cells, family: str, layer: int) -> str:
+    """The tensor of a site family in one block: from the graph's roles, else GPT-2's names."""
+    roles = sheet.graph.roles
+    if family == "resid_pre":
+        return roles.layers[layer].resid_pre if roles is not None else sheet.graph.block_input(layer)
+    if roles is not None:
+        got = getattr(roles.layers[layer], ROLE[family])
+        if got is not None:
+            return str(got)
+    return (RESID.get(family) or HEADS[family]).format(l=layer)  # type: ignore[union-attr]
+
+
 def _family(sheet: Cells, family: str, all_pos: bool) -> Sites:
     cfg, T = sheet.config, sheet.T
-    L, H, hs = cfg.n_layer, cfg.n_head, cfg.head_size
+    L, hs = cfg.n_layer, cfg.head_size
+    H = cfg.kv_heads if family in ("k", "v") else cfg.n_head  # k and v: per key/value head
     if family in ("resid_mid", "mlp_out") and not cfg.mlp:
         raise QueryError(f"family {family!r} needs an MLP, and this model has none; use resid_pre or resid_post.")
     pos = [slice(None)] if all_pos else list(range(T))
     out: dict[tuple[int, ...], Site] = {}
     for layer in range(L):
         if family in RESID:
-            tensor = sheet.graph.block_input(layer) if family == "resid_pre" else RESID[family].format(l=layer)  # type: ignore[union-attr]
+            tensor = _tensor(sheet, family, layer)
             for i, p in enumerate(pos):
                 text = f"{tensor}[{'' if all_pos else p}]".replace("[]", "")
                 key: tuple[int, ...] = (layer,) if all_pos else (layer, i)
                 out[key] = Site(key, text, selection(sheet, text))
             continue
-        tensor = HEADS[family].format(l=layer)
+        tensor = _tensor(sheet, family, layer)
         for h in range(H):
             for i, p in enumerate(pos):
                 ps = ":" if all_pos else str(p)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.builder import build
 from ..core.config import Config
-from ..core.graph import build
+from ..core.rope import rope_tables
 from ..errors import CheckpointError, suggest
 from .checkpoints import read_model_dir
 from .handmade import aab_model
@@ -51,10 +52,12 @@ def random_params(cfg: Config, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded random weights (nanoGPT's init: N(0, 0.02), LayerNorm 1 and 0, zero biases are
     replaced by small random ones so that every cell carries a distinct number)."""
     rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = dict(rope_tables(cfg))  # constants of the config
     for name in build(cfg).parameters:
         dims = build_dims(cfg, name)
-        if name.endswith(".g"):
+        if name in out:
+            continue
+        if name.endswith(".g") or _norm_weight(name, dims):
             a = 1.0 + 0.1 * rng.standard_normal(dims)
         elif name.endswith(".b"):
             a = 0.02 * rng.standard_normal(dims)
@@ -66,10 +69,12 @@ def random_params(cfg: Config, seed: int = 0) -> dict[str, np.ndarray]:
 
 def neat_params(cfg: Config) -> dict[str, np.ndarray]:
     """Tidy constants, one decimal each, like a spreadsheet's "no weights" tab: w = ((3i + 7j) mod 11 - 5) / 10."""
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = dict(rope_tables(cfg))  # constants of the config
     for name in build(cfg).parameters:
         dims = build_dims(cfg, name)
-        if name.endswith(".g"):
+        if name in out:
+            continue
+        if name.endswith(".g") or _norm_weight(name, dims):
             a = np.ones(dims)
         elif name.endswith(".b"):
             a = np.zeros(dims)
@@ -78,6 +83,11 @@ def neat_params(cfg: Config) -> dict[str, np.ndarray]:
             a = ((3 * i + 7 * j) % 11 - 5) / 10
         out[name] = a.astype(cfg.dtype)
     return out
+
+
+def _norm_weight(name: str, dims: tuple[int, ...]) -> bool:
+    """An RMSNorm's scale (`layers[0].input_layernorm.w`): a vector named .w, not a matrix."""
+    return name.endswith(".w") and len(dims) == 1
 
 
 def build_dims(cfg: Config, name: str) -> tuple[int, ...]:

@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core.blocks import ROPE
 from ..core.config import Config
 from ..core.graph import Graph
 from ..errors import CheckpointError, OutputError, StateDictError
+from .keys import family_params, hf_key
 
 __all__ = [
     "params_from_state_dict",
@@ -70,6 +72,8 @@ def params_from_state_dict(state: dict[str, Any], graph: Graph, copy: bool = Tru
     that just read the arrays from a file own them, and pass copy=False to skip the copy.
     """
     cfg = graph.config
+    if cfg.family != "gpt2":  # transformers' own keys, checked the same way
+        return family_params(state, graph, copy)
     dtype = np.dtype(cfg.dtype)
     wanted = {n: graph.specs[n].dims for n in graph.parameters}
     got: dict[str, np.ndarray] = {}
@@ -177,27 +181,33 @@ def map_safetensors(path: Path) -> dict[str, np.ndarray]:
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        if info.get("dtype") == "BF16":  # no numpy dtype: let safetensors widen it
-            from safetensors.numpy import load_file
-
-            return dict(load_file(str(path)))
-        dtype = np.dtype(_ST_DTYPES[info["dtype"]]) if info.get("dtype") in _ST_DTYPES else None
+        bf16 = info.get("dtype") == "BF16"  # no numpy dtype: read as its bits, widened to float32 below
+        known = info.get("dtype") in _ST_DTYPES
+        dtype = np.dtype("<u2") if bf16 else np.dtype(_ST_DTYPES[info["dtype"]]) if known else None
         shape = tuple(int(d) for d in info["shape"])
         begin, end = (int(x) for x in info["data_offsets"])
         if dtype is None or not 0 <= begin <= end <= size - base or end - begin != dtype.itemsize * math.prod(shape):
             raise ValueError(f"tensor {key!r}: dtype {info.get('dtype')!r}, shape {shape} and bytes "
                              f"{begin}..{end} do not fit (the file has {size - base} data bytes)")
         if end == begin:
-            out[key] = np.zeros(shape, dtype)
+            out[key] = np.zeros(shape, np.float32 if bf16 else dtype)
+        elif bf16:  # bfloat16 is float32's top 16 bits: shifted into place, the same numbers exactly
+            bits = np.memmap(path, dtype=dtype, mode="r", offset=base + begin, shape=shape)
+            out[key] = (bits.astype(np.uint32) << 16).view(np.float32)
         else:  # [..] read-only pages of the file; np.asarray drops the memmap subclass, keeps the map
             out[key] = np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=base + begin, shape=shape))
     return out
 
 
-def write_weights(params: dict[str, np.ndarray], path: str | Path) -> None:
-    """Save arrays under nanoGPT keys as .safetensors or .npz."""
+def write_weights(params: dict[str, np.ndarray], path: str | Path, cfg: Config | None = None) -> None:
+    """Save arrays under nanoGPT keys as .safetensors or .npz (another family's under transformers' keys, without
+    the rotary tables, which its config makes)."""
     path = Path(path)
-    state = {to_nanogpt_key(n): np.ascontiguousarray(a) for n, a in params.items()}
+    if cfg is not None and cfg.family != "gpt2":
+        keys = {n: hf_key(n, cfg) for n in params}
+        state = {k: np.ascontiguousarray(params[n]) for n, k in keys.items() if k is not None}
+    else:
+        state = {to_nanogpt_key(n): np.ascontiguousarray(a) for n, a in params.items() if n not in ROPE}
     if path.suffix == ".safetensors":
         from safetensors.numpy import save_file
 
@@ -234,6 +244,6 @@ def write_model_dir(cfg: Config, params: dict[str, np.ndarray], path: str | Path
             )
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.json").write_text(cfg.to_json())
-        write_weights(params, path / "model.safetensors")
+        write_weights(params, path / "model.safetensors", cfg)
     except OSError as e:
         raise OutputError.wrap(path, e, "save a model into") from None

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core.builder import build
 from ..core.config import Config, ConfigError, MissingFieldError
-from ..core.graph import build
 from ..errors import CheckpointError, StateDictError, show
 from .checkpoints import params_from_state_dict, read_model_dir, read_weights
+from .families import config_from_family, family_of, read_family_weights
 from .tokenizer import CharTokenizer, IdTokenizer
 from .weights import Weights
 
@@ -64,6 +65,18 @@ class BPETokenizer:
             if 0 <= i < len(vocab):
                 vocab[i] = text
         self.vocab = tuple(vocab)
+        # How a token spells its leading space: SentencePiece's "▁" (Llama, Gemma) or byte-level BPE's "Ġ".
+        self.space = "▁" if sum(t.startswith("▁") for t in vocab) > sum(t.startswith("Ġ") for t in vocab) else "Ġ"
+
+    def piece(self, i: int) -> str:
+        """One token's own text, its leading space kept (decoding one SentencePiece token alone drops it):
+        "▁the" and "Ġthe" are both " the"; a byte-fallback token "<0x0A>" is its byte."""
+        if self.space == "Ġ":
+            return self.decode([i])
+        t = self.vocab[i]
+        if len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            return chr(int(t[3:5], 16)) if int(t[3:5], 16) < 0x80 else t
+        return t.replace("▁", " ")
 
     @staticmethod
     def present(folder: Path) -> bool:
@@ -181,7 +194,19 @@ def _model(state: dict[str, Any], cfg: Config, file: Path, tokenizer: Any) -> We
     return Weights(cfg, params, tok, graph)
 
 
+def _family_folder(folder: Path, d: dict[str, Any], dtype: str) -> Weights:
+    """A Llama, Mistral, Qwen2, Gemma or GPT-NeoX folder (see dfgpt.models.families)."""
+    cfg = config_from_family(d, dtype, name=folder.name, file=str(folder / "config.json"))
+    state, file, stored = read_family_weights(folder)
+    tokenizer = BPETokenizer(folder, cfg.vocab_size) if BPETokenizer.present(folder) else None
+    w = _model(state, cfg, file, tokenizer)
+    w.source_dtype = stored
+    return w
+
+
 def _hf_folder(folder: Path, d: dict[str, Any], dtype: str) -> Weights:
+    if family_of(d, str(folder / "config.json")) is not None:
+        return _family_folder(folder, d, dtype)
     cfg = config_from_hf(d, dtype, name=folder.name, file=str(folder / "config.json"))
     tokenizer = BPETokenizer(folder, cfg.vocab_size) if BPETokenizer.present(folder) else None
     if (folder / "model.safetensors").exists():
@@ -278,7 +303,12 @@ def load_path(path: str | Path, dtype: str | None = None) -> Weights:
                 f"{path.with_suffix('.json').name} or config.json (dfgpt or Hugging Face GPT-2 keys)."
             )
         d = _read_json(cfg_file)
-        cfg = Config.from_file(d, cfg_file) if is_dfgpt_config(d) else config_from_hf(d, dt, path.stem, str(cfg_file))
+        if is_dfgpt_config(d):
+            cfg = Config.from_file(d, cfg_file)
+        elif family_of(d, str(cfg_file)) is not None:  # a Llama, Qwen2, ... state dict beside its config.json
+            cfg = config_from_family(d, dt, path.stem, str(cfg_file))
+        else:
+            cfg = config_from_hf(d, dt, path.stem, str(cfg_file))
         if dtype:
             cfg = cfg.replace(dtype=dtype)
         bpe = BPETokenizer.present(path.parent)

@@ -16,10 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from ..core.blocks import ROPE
+from ..core.builder import build
 from ..core.config import Config, ConfigError
-from ..core.graph import Graph, build
+from ..core.graph import Graph
+from ..core.rope import rope_tables
 from ..errors import SequenceLengthError, StateDictError, TokenError, show
 from .checkpoints import params_from_state_dict, to_nanogpt_key, write_model_dir
+from .keys import hf_key
 from .tokenizer import CharTokenizer, IdTokenizer, Tokenizer, display_vocab, visible
 
 __all__ = ["Weights"]
@@ -43,7 +47,10 @@ class Weights:
             raise ConfigError(f"config must be a dfgpt.Config, got {type(config).__name__}.")
         self.config = config
         self.graph = graph or build(config)
+        if config.rotary and isinstance(params, dict):  # the rotary tables: constants of the config
+            params = {**rope_tables(config), **params}
         _check_params(params, self.graph)
+        self.source_dtype: str = config.dtype  # what the checkpoint stored (a loader says: bfloat16, float16)
         # Read-only views: sheets copy a parameter on their first edit, and a model written
         # in place would leave every sheet's cached values silently out of date.
         self.params = {n: _read_only(a) for n, a in params.items()}
@@ -101,6 +108,12 @@ class Weights:
             ids = {t: i for i, t in enumerate(self.vocab)}
             for i, t in enumerate(self.shown):
                 ids.setdefault(t, i)
+            space = getattr(self.tokenizer, "space", None)
+            if space:  # a leading space in any spelling: "▁the", "Ġthe" or "␣the" (a token's own text first)
+                for t, i in list(ids.items()):
+                    if t.startswith(space):
+                        for other in {"▁", "Ġ", "␣"} - {space}:
+                            ids.setdefault(other + t[1:], i)
             self.__dict__["_token_ids"] = ids
         return ids
 
@@ -156,13 +169,18 @@ class Weights:
         if 0 <= i < len(shown) and shown[i] != "∅":
             return shown[i]
         try:
-            return visible(self.decode([i]))
+            piece = getattr(self.tokenizer, "piece", None)
+            return visible(piece(i) if piece is not None else self.decode([i]))
         except (IndexError, KeyError, ValueError):
             return str(i)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """nanoGPT keys; the tied head is not repeated."""
-        return {to_nanogpt_key(n): a for n, a in self.params.items()}
+        """nanoGPT keys (another family's: transformers' keys, no rotary tables); the tied head is not repeated."""
+        c = self.config
+        if c.family != "gpt2":
+            keys = {n: hf_key(n, c) for n in self.params}
+            return {k: self.params[n] for n, k in keys.items() if k is not None}
+        return {to_nanogpt_key(n): a for n, a in self.params.items() if n not in ROPE}
 
     def save(self, path: str | Path) -> None:
         """A folder with config.json and model.safetensors, loadable by `dfgpt.load(path)`."""
@@ -170,10 +188,14 @@ class Weights:
 
     def __repr__(self) -> str:
         c = self.config
+        heads = _count(c.n_head, "head") + (f" ({c.kv_heads} key/value)" if c.kv_heads != c.n_head else "")
+        family = "" if c.family == "gpt2" else f"{c.family}, "
+        source = f" from {self.source_dtype}" if self.source_dtype != c.dtype else ""
+        computes = "" if c.family == "gpt2" and not source else f", computes in {c.dtype}{source}"
         return (
-            f"{type(self).__name__}({c.name or 'gpt'}: {_count(c.n_layer, 'layer')}, {_count(c.n_head, 'head')}, "
+            f"{type(self).__name__}({c.name or 'gpt'}: {family}{_count(c.n_layer, 'layer')}, {heads}, "
             f"n_embd {c.n_embd}, "
-            f"vocab {c.vocab_size}, context {c.block_size}, {self.n_params:,} parameters)"
+            f"vocab {c.vocab_size}, context {c.block_size}, {self.n_params:,} parameters{computes})"
         )
 
 

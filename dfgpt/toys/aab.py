@@ -13,7 +13,7 @@ import sympy
 
 from ..analysis.symbolic import expr
 from ..cells import Cells
-from ..core.graph import build
+from ..core.builder import build
 from ..models.handmade import AAB, aab_model, aab_params
 from ..models.weights import Weights
 

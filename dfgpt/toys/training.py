@@ -24,8 +24,9 @@ import numpy as np
 
 from ..core.autodiff import backward, forward
 from ..core.blas import machine, one_blas_thread
+from ..core.builder import build
 from ..core.config import Config
-from ..core.graph import Graph, build
+from ..core.graph import Graph
 from ..errors import DfgptError
 from ..models.catalog import SORT
 from ..models.weights import Weights

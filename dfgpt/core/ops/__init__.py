@@ -36,15 +36,22 @@ from .linear import Linear, LinearHeads
 from .ln_mean import LNMean
 from .ln_out import LNOut
 from .ln_var import LNVar
+from .product import Product
 from .registry import op_class, register, registered
+from .rms import RMS
+from .rms_out import RMSOut
+from .rotary import Rotary
 from .score import Score
+from .silu import Silu
 from .softmax import Softmax
 from .softmax_max import SoftmaxMax
 from .softmax_sum import SoftmaxSum
+from .token_embed import TokenEmbed
 from .weighted import Weighted
 
 __all__ = [
-    "FACES", "GELU_C", "Add", "Embed", "Gelu", "LNMean", "LNOut", "LNVar", "LayerNormRows", "Linear",
-    "LinearHeads", "Mask", "Op", "OpContext", "OpKind", "Reads", "RowContext", "Score", "SheetView", "Softmax",
-    "SoftmaxMax", "SoftmaxRows", "SoftmaxSum", "Weighted", "gelu", "op_class", "register", "registered",
+    "FACES", "GELU_C", "RMS", "Add", "Embed", "Gelu", "LNMean", "LNOut", "LNVar", "LayerNormRows", "Linear",
+    "LinearHeads", "Mask", "Op", "OpContext", "OpKind", "Product", "RMSOut", "Reads", "Rotary", "RowContext",
+    "Score", "SheetView", "Silu", "Softmax", "SoftmaxMax", "SoftmaxRows", "SoftmaxSum", "TokenEmbed", "Weighted",
+    "gelu", "op_class", "register", "registered",
 ]

@@ -28,13 +28,19 @@ class Linear(Op):
     """out[t][o] = Σ_i x[t][i] · W[off+o][i] + b[off+o]; heads split o into (head, dim).
 
     `layout` is how W is stored: "out_in" (W[o][i]) or "in_out" (W[i][o]). With `heads`,
-    the output is [H, T, n/H]: q, k and v are three Linears over slices of c_attn.
+    the output is [H, T, n/H]: q, k and v are three Linears over slices of c_attn. With a
+    `stride`, head h reads W rows offset + h·stride + d instead (a fused QKV laid out per head,
+    as GPT-NeoX's query_key_value: q, k and v of a head side by side).
+
+    >>> Linear("q", ("x", "w"), n_out=4, offset=2, heads=2, stride=6).weight_row((1, 0, 1))
+    (0, 9)
     """
 
     n_out: int = 0
     offset: int = 0
     layout: str = "out_in"
     heads: int = 0
+    stride: int = 0
     kind: ClassVar[OpKind] = OpKind.LINEAR
     resident: ClassVar[bool] = False
     paired: ClassVar[bool] = True
@@ -47,14 +53,22 @@ class Linear(Op):
         """(position t, weight output o) of one output cell: q[h][t][d] reads W row offset + h·hs + d."""
         if self.heads:
             h, t, d = idx
-            return t, self.offset + h * (self.n_out // self.heads) + d
+            return t, self.offset + h * (self.stride or self.n_out // self.heads) + d
         t, o = idx
         return t, self.offset + o
+
+    def cols(self) -> Any:
+        """The weight rows (out_in) or columns (in_out) this Linear reads, in output order: a slice,
+        or with a stride the index array of each head's rows."""
+        if not self.stride:
+            return slice(self.offset, self.offset + self.n_out)
+        hs = self.n_out // self.heads
+        return (self.offset + np.arange(self.heads)[:, None] * self.stride + np.arange(hs)[None, :]).ravel()
 
     def weight_t(self, ctx: RowContext) -> np.ndarray:
         """The slice of W as [K, n_out]."""
         W = ctx.values[self.ins[1]]
-        sl = slice(self.offset, self.offset + self.n_out)
+        sl = self.cols()
         return W[sl].T if self.layout == "out_in" else W[:, sl]
 
     def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
@@ -62,7 +76,7 @@ class Linear(Op):
             return LinearHeads((self,)).kernel(sel, cap, exact)
         x_name, w_name, out_name = self.ins[0], self.ins[1], self.out
         b_name = self.ins[2] if len(self.ins) > 2 else None
-        cols = slice(self.offset, self.offset + self.n_out)
+        cols = self.cols()
         out_in = self.layout == "out_in"
         if not exact and isinstance(sel, slice):  # a block of rows, batched
 
@@ -118,7 +132,7 @@ class Linear(Op):
         cols = m2.any(axis=0)  # [n]
         shape = ctx.shape(self.ins[k])
         m = np.zeros(shape, bool)
-        sl = slice(self.offset, self.offset + self.n_out)
+        sl = self.cols()
         if k == 2:
             m[sl] = cols
         elif self.layout == "out_in":
@@ -129,7 +143,7 @@ class Linear(Op):
 
     def cells_written(self, masks: list[Mask | None], ctx: OpContext) -> Mask:
         out = np.zeros((ctx.T, self.n_out), bool)
-        sl = slice(self.offset, self.offset + self.n_out)
+        sl = self.cols()
         for k, m in enumerate(masks):
             if m is None:
                 continue
@@ -144,18 +158,19 @@ class Linear(Op):
         return self._unflat(out)
 
     def params(self) -> dict[str, Any]:
-        return {"n_out": self.n_out, "offset": self.offset, "layout": self.layout, "heads": self.heads}
+        got = {"n_out": self.n_out, "offset": self.offset, "layout": self.layout, "heads": self.heads}
+        return got | ({"stride": self.stride} if self.stride else {})
 
     # -- the autodiff ------------------------------------------------------------------------------
     def _wt(self, W: np.ndarray) -> np.ndarray:
         """The slice of W that this Linear reads, as [K, n_out]."""
-        sl = slice(self.offset, self.offset + self.n_out)
+        sl = self.cols()
         return W[sl].T if self.layout == "out_in" else W[:, sl]
 
     def _bias_heads(self, V: Arrays, y: np.ndarray) -> np.ndarray:
         """The product y [B, T, n] plus the bias, split into heads when it has them."""
         if len(self.ins) > 2:
-            y = y + V[self.ins[2]][self.offset : self.offset + self.n_out]
+            y = y + V[self.ins[2]][self.cols()]
         H = self.heads
         return y.reshape(*y.shape[:2], H, -1).transpose(0, 2, 1, 3) if H else y  # -> [B, H, T, n/H]
 
@@ -189,9 +204,9 @@ class Linear(Op):
         # The weight's own layout straight from the product, C order: reductions over G (the
         # training's gradient norm) follow memory order, so no transposed view may stand in for it.
         a, b = (g2.T, x2) if out_in else (x2.T, g2)  # [n, R] @ [R, K] -> [n, K], or [K, R] @ [R, n] -> [K, n]
-        sl = slice(self.offset, self.offset + self.n_out)
+        sl = self.cols()
         dtype = np.result_type(a, b, W)
-        if self.offset == 0 and self.n_out == (W.shape[0] if out_in else W.shape[1]):
+        if self.offset == 0 and not self.stride and self.n_out == (W.shape[0] if out_in else W.shape[1]):
             slot = new_slot(G, ins[1], W.shape, dtype) if np.result_type(a, b) == dtype else None
             if slot is not None:
                 G[ins[1]] = np.matmul(a, b, out=slot)
@@ -244,12 +259,14 @@ class Linear(Op):
         x, w = self.ins[:2]
         b = self.ins[2] if len(self.ins) > 2 else None
         T, K = shape(x)
-        n, off, heads = self.n_out, self.offset, self.heads
+        n, heads = self.n_out, self.heads
         hs = n // heads if heads else n
+        sl = self.cols()
+        rows = list(range(sl.start, sl.stop)) if isinstance(sl, slice) else sl.tolist()
         for t in range(T):
             row = S(x, (t, 0), (t, K - 1))
             for o in range(n):
-                j = off + o
+                j = rows[o]
                 if self.layout == "out_in":
                     f = f"SUMPRODUCT({row},{S(w, (j, 0), (j, K - 1))})"
                 else:
@@ -282,7 +299,7 @@ class LinearHeads:
         first = ops[0]
         if not (isinstance(first, Linear) and first.heads):
             return False
-        return all(isinstance(op, Linear) and op.ins == first.ins and op.heads == first.heads
+        return all(isinstance(op, Linear) and op.ins == first.ins and op.heads == first.heads and not op.stride
                    and op.layout == first.layout and op.n_out == first.n_out
                    and op.offset == first.offset + i * first.n_out for i, op in enumerate(ops))
 
@@ -291,7 +308,7 @@ class LinearHeads:
         x_name, w_name = first.ins[0], first.ins[1]
         b_name = first.ins[2] if len(first.ins) > 2 else None
         m, n, heads = len(self.linears), first.n_out, first.heads
-        cols = slice(first.offset, first.offset + m * n)
+        cols = slice(first.offset, first.offset + m * n) if not first.stride else first.cols()  # strided: one alone
         outs, out_in, R = [op.out for op in self.linears], first.layout == "out_in", _n_rows(sel)
         stacked = exact and R != 1  # as _mm: one [1, K] @ [K, n] core per row
         in_place = isinstance(sel, slice)

@@ -12,13 +12,14 @@ import sympy
 
 from . import folding
 from .base import Kernel, Mask, Op, Reads
-from .causal import _later_of, _mask_later, causal
+from .causal import _later_of, _mask_later
 from .context import Key, OpContext, SheetView
 from .grads import Arrays, acc, acc_temperature
 from .kind import OpKind
 from .registry import register
 from .shifted_exp import _shifted_exp, greedy, temperature_of
 from .spreadsheet import Formula, Ref, Shape, Span
+from .window import seen
 
 __all__ = ["Softmax"]
 
@@ -31,6 +32,8 @@ class Softmax(Op):
     >>> Softmax("att", ("s", "m", "e")).sym_compose([], keep_shift=True)
     0
     """
+
+    window: int = 0  # an attention softmax under a sliding window: keys t - W < s ≤ t only (0: causal alone)
 
     kind: ClassVar[OpKind] = OpKind.SOFTMAX
     resident: ClassVar[bool] = False
@@ -58,7 +61,7 @@ class Softmax(Op):
         return run
 
     def cells_read(self, k: int, out_mask: Mask, ctx: OpContext) -> Mask | None:
-        m = out_mask & causal(ctx.T) if out_mask.ndim == 3 else out_mask
+        m = out_mask & seen(ctx.T, self.window) if out_mask.ndim == 3 else out_mask
         if k == 0:
             return m.copy()
         if k in (1, 2):
@@ -78,7 +81,7 @@ class Softmax(Op):
             elif m.any():
                 out[...] = True
         if len(shape) == 3:
-            out &= causal(shape[1])
+            out &= seen(shape[1], self.window)
         return out
 
     def batched(self, V: Arrays) -> np.ndarray:
@@ -107,6 +110,8 @@ class Softmax(Op):
             h, t, s_ = idx
             if s_ > t:
                 return f"0 (causal mask: position {t} cannot see position {s_})"
+            if self.window and t - s_ >= self.window:
+                return f"0 (sliding window: position {t} sees the {self.window} positions up to it, not {s_})"
             return f"exp({ins[0]}[{h}][{t}][{s_}] − {ins[1]}[{h}][{t}]) / {ins[2]}[{h}][{t}]"
         t, v = idx
         temp = " / temperature" if "temperature" in ins else ""
@@ -116,8 +121,8 @@ class Softmax(Op):
         return f"exp(({view.name(ins[0], (t, v))} − {ins[1]}[{t}]){temp}) / {ins[2]}[{t}]"
 
     def sym_reads(self, view: SheetView, idx: tuple[int, ...], keep_shift: bool) -> list[Key]:
-        if len(idx) == 3 and idx[2] > idx[1]:
-            return []  # the causal mask: a constant
+        if len(idx) == 3 and (idx[2] > idx[1] or (self.window and idx[1] - idx[2] >= self.window)):
+            return []  # the causal mask (or the window): a constant
         ins = self.ins
         shift = [(ins[1], idx[:-1])] if keep_shift else []
         temp = [("temperature", ())] if "temperature" in ins else []
@@ -138,7 +143,7 @@ class Softmax(Op):
             last = pre[-1] if causal else shape(src)[-1] - 1  # keys s ≤ t, or the whole vocab row
             mx, total = R(ins[1], pre), R(ins[2], pre)
             for s in range(shape(src)[-1]):
-                if causal and s > last:
+                if causal and (s > last or (self.window and last - s >= self.window)):
                     yield (*pre, s), 0.0
                     continue
                 cell = R(src, (*pre, s))

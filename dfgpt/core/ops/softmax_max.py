@@ -18,6 +18,7 @@ from .grads import Arrays, acc
 from .kind import OpKind
 from .registry import register
 from .spreadsheet import Formula, Ref, Shape, Span
+from .window import seen
 
 __all__ = ["SoftmaxMax"]
 
@@ -30,6 +31,8 @@ class SoftmaxMax(Op):
     >>> SoftmaxMax("m", ("s",)).sym_compose([1.0, 3.0, 2.0], keep_shift=True)
     3.0
     """
+
+    window: int = 0  # an attention softmax under a sliding window: keys t - W < s ≤ t only (0: causal alone)
 
     kind: ClassVar[OpKind] = OpKind.SOFTMAX_MAX
     row_reads: ClassVar[tuple[Reads, ...]] = ("row",)
@@ -53,6 +56,8 @@ class SoftmaxMax(Op):
 
     def cells_read(self, k: int, out_mask: Mask, ctx: OpContext) -> Mask | None:
         if out_mask.ndim == 2:
+            if self.window:
+                return out_mask[:, :, None] & seen(ctx.T, self.window)
             return _read_row_keys(out_mask, ctx.T)
         return np.repeat(out_mask[:, None], ctx.shape(self.ins[0])[1], axis=1)
 
@@ -75,14 +80,15 @@ class SoftmaxMax(Op):
         x = self.ins[0]
         if len(idx) == 2:
             h, t = idx
-            return f"max_{{s=0..{t}}} {x}[{h}][{t}][s]"
+            return f"max_{{s={max(0, t - self.window + 1) if self.window else 0}..{t}}} {x}[{h}][{t}][s]"
         (t,) = idx
         return f"max_{{v}} {x}[{t}][v]"
 
     def sym_reads(self, view: SheetView, idx: tuple[int, ...], keep_shift: bool) -> list[Key]:
         x = self.ins[0]
         if len(idx) == 2:
-            return [(x, (*idx, s)) for s in range(idx[1] + 1)]
+            first = max(0, idx[1] - self.window + 1) if self.window else 0
+            return [(x, (*idx, s)) for s in range(first, idx[1] + 1)]
         return [(x, (idx[0], v)) for v in range(view.dims(x)[1])]
 
     def sym_compose(self, vals: list[Any], keep_shift: bool) -> Any:
@@ -93,7 +99,8 @@ class SoftmaxMax(Op):
         causal = len(shape(src)) == 3
         for pre in product(*map(range, shape(src)[:-1])):  # (h, t) or (t,)
             last = pre[-1] if causal else shape(src)[-1] - 1  # keys s ≤ t, or the whole vocab row
-            yield pre, f"MAX({S(src, (*pre, 0), (*pre, last))})"
+            first = max(0, last - self.window + 1) if causal and self.window else 0
+            yield pre, f"MAX({S(src, (*pre, first), (*pre, last))})"
 
     def label(self) -> str:
         return self.kind.value

@@ -18,6 +18,7 @@ from .kind import OpKind
 from .registry import register
 from .shifted_exp import _shifted_exp, greedy, temperature_of
 from .spreadsheet import Formula, Ref, Shape, Span
+from .window import seen
 
 __all__ = ["SoftmaxSum"]
 
@@ -30,6 +31,8 @@ class SoftmaxSum(Op):
     >>> SoftmaxSum("e", ("s", "m", "temperature")).row_reads
     ('row', 'row', 'whole')
     """
+
+    window: int = 0  # an attention softmax under a sliding window: keys t - W < s ≤ t only (0: causal alone)
 
     kind: ClassVar[OpKind] = OpKind.SOFTMAX_SUM
     resident: ClassVar[bool] = True  # a few numbers a row that spare a replay its reductions
@@ -59,6 +62,8 @@ class SoftmaxSum(Op):
         if k == 1:
             return out_mask.copy()
         if out_mask.ndim == 2:
+            if self.window:
+                return out_mask[:, :, None] & seen(ctx.T, self.window)
             return _read_row_keys(out_mask, ctx.T)
         return np.repeat(out_mask[:, None], ctx.shape(self.ins[0])[1], axis=1)
 
@@ -95,7 +100,8 @@ class SoftmaxSum(Op):
         ins = self.ins
         if len(idx) == 2:
             h, t = idx
-            return f"Σ_{{s=0..{t}}} exp({ins[0]}[{h}][{t}][s] − {ins[1]}[{h}][{t}])"
+            first = max(0, t - self.window + 1) if self.window else 0
+            return f"Σ_{{s={first}..{t}}} exp({ins[0]}[{h}][{t}][s] − {ins[1]}[{h}][{t}])"
         (t,) = idx
         temp = " / temperature" if "temperature" in ins else ""
         if temp and view.temperature == 0:  # greedy: one logit's numerator is 1, every other 0
@@ -106,7 +112,8 @@ class SoftmaxSum(Op):
         ins = self.ins
         shift = [(ins[1], idx)] if keep_shift else []
         temp = [("temperature", ())] if "temperature" in ins else []
-        keys = range(idx[1] + 1) if len(idx) == 2 else range(view.dims(ins[0])[1])
+        first = max(0, idx[1] - self.window + 1) if len(idx) == 2 and self.window else 0
+        keys = range(first, idx[1] + 1) if len(idx) == 2 else range(view.dims(ins[0])[1])
         return [k for s in keys for k in ((ins[0], (*idx, s)), *shift)] + temp
 
     def sym_compose(self, vals: list[Any], keep_shift: bool) -> Any:
@@ -126,7 +133,8 @@ class SoftmaxSum(Op):
         temp = R(ins[2], ()) if len(ins) > 2 else None  # the logits' softmax reads temperature
         for pre in product(*map(range, shape(src)[:-1])):  # (h, t) or (t,)
             last = pre[-1] if causal else shape(src)[-1] - 1  # keys s ≤ t, or the whole vocab row
-            row, mx = S(src, (*pre, 0), (*pre, last)), R(ins[1], pre)
+            first = max(0, last - self.window + 1) if causal and self.window else 0
+            row, mx = S(src, (*pre, first), (*pre, last)), R(ins[1], pre)
             z = f"({row}-{mx})/{temp}" if temp else f"{row}-{mx}"
             yield pre, f"SUMPRODUCT(EXP({z}))"
 
