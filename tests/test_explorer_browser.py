@@ -89,7 +89,9 @@ def ready(driver: WebDriver, before: int) -> int:
         n = d.execute_script("return Number(document.body.dataset.ready || 0)")
         return n if n > before else None
     n = wait(driver, count)
-    assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
+    shown = driver.execute_script(
+        "return [...document.querySelectorAll('.field-error')].filter((e) => !e.hidden).map((e) => e.textContent)")
+    assert not shown, shown
     return n
 
 
@@ -252,9 +254,9 @@ def test_a_link_opens_its_cell_and_the_models_switch(browser, base, model):
     assert "text=CBACBA" in d.current_url and "tokens[" in d.find_element(By.ID, "receipt-action").text
     chips = {e.get_attribute("data-tensor") for e in d.find_elements(By.CSS_SELECTOR, ".chip.stale-mark")}
     assert {"emb", "logit", "h[0].attn.att"} <= chips and "wte" not in chips
-    d.get(f"{base}/?model=sort&text=CAXACA")  # a bad link says what is wrong, in the page
-    err = wait(d, lambda d: d.find_element(By.ID, "error").text or None)
-    assert "TokenError" in err and "'X'" in err
+    d.get(f"{base}/?model=sort&text=CAXACA")  # a bad link says what is wrong, at the input field
+    err = wait(d, lambda d: d.find_element(By.ID, "text-error").text or None)
+    assert "vocabulary" in err and "'X'" in err
 
 
 def test_the_docs_show_the_screenshots_these_tests_take():
