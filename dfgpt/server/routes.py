@@ -188,8 +188,12 @@ def page(s: Session, p: Params) -> dict[str, Any]:
     """Everything one view shows, in one answer (`dfgpt.server.view`); after a rebuild, the edits' receipt."""
     sheet = _sheet(s, p)
     out = _page(s, p, sheet)
-    restored = s.restored.get(_str(p, "model", "sort"))
-    out["receipt"] = None if restored is None else api.receipt_json(restored, sheet)  # type: ignore[arg-type]
+    name = _str(p, "model", "sort")
+    restored = s.restored.get(name)
+    if restored is not None:
+        out["receipt"] = {**api.receipt_json(restored, sheet), "restored": True}  # type: ignore[arg-type]
+    else:
+        out["receipt"] = s.receipts.get(name)
     return out
 
 
@@ -209,6 +213,7 @@ def _done(s: Session, p: Params, sheet: Any, receipt: Any, undo: int, redo: int)
 
 def _shown(s: Session, p: Params, sheet: Any, out: dict[str, Any]) -> dict[str, Any]:
     """An action's answer, with the view after it when the page asks (`show`): one request per interaction."""
+    s.receipts[_str(p, "model", "sort")] = dict(out)  # shown again by a reload of the same state
     if p.get("show"):
         out["page"] = _page(s, p, sheet)
     return out
@@ -272,7 +277,8 @@ def new_input(s: Session, p: Params) -> dict[str, Any]:
     model = Model.of(sheet.to_model()) if weights else s.model(name)
     fresh = model.sheet(ids, temperature=temperature)
     s.replace(name, fresh, _kept(sheet, s.edits.get(name, {})))
-    return _shown(s, p, fresh, {"action": "new input", "text": fresh.text, "kept_edits": bool(weights) or temperature != 1.0,
+    return _shown(s, p, fresh, {
+            "action": "new input", "text": fresh.text, "kept_edits": bool(weights) or temperature != 1.0,
             "kept_weights": weights, "temperature": temperature,
             "dropped_pins": sum(len(p) for p in engine.pins.values()),  # pinned cells belong to the old positions
             "history": {"undo": 0, "redo": 0},
@@ -293,7 +299,7 @@ def step(s: Session, p: Params) -> dict[str, Any]:
     name = _str(p, "model", "sort")
     if sheet.T >= sheet.config.block_size:  # the context is full: keep its last block_size tokens, as generate does
         edits = s.edits.get(name, {})
-        fresh = s.model(name).sheet(list(sheet.tokens[1:]) + [token])
+        fresh = s.model(name).sheet([*sheet.tokens[1:], token])
         kept = _kept(sheet, edits)
         if kept:
             fresh.set_many(kept)

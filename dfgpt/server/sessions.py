@@ -71,6 +71,7 @@ class Session:
         self.undo_edits: dict[str, list[dict[str, float]]] = {}  # the edits before each undoable action
         self.redo_edits: dict[str, list[dict[str, float]]] = {}
         self.restored: dict[str, object] = {}  # model -> the receipt of the address's edits, made on a rebuild
+        self.receipts: dict[str, dict[str, object]] = {}  # model -> the last action's answer (a reload shows it)
         self.answers: dict[tuple[object, ...], dict[str, object]] = {}  # costly answers by sheet state (bounded)
         self.lock = threading.Lock()
         self.last_used = now
@@ -110,6 +111,7 @@ class Session:
         self.undo_edits[name], self.redo_edits[name] = ([{}] if edits else []), []
         self.history[name] = (1 if edits else 0, 0)
         self.restored[name] = receipt
+        self.receipts.pop(name, None)
         self.answers.clear()  # keyed by the sheet's id, which a new sheet may reuse
         return fresh
 
@@ -135,6 +137,7 @@ class Session:
         self.undo_edits[name], self.redo_edits[name] = [], []
         self.history[name] = (0, 0)
         self.restored.pop(name, None)
+        self.receipts.pop(name, None)
         self.answers.clear()
 
 

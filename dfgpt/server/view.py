@@ -1,4 +1,4 @@
-"""One view of the explorer in one answer: the overview, the view's grids, the selected cell with its cone, the distribution.
+"""One view of the explorer in one answer: the overview, its grids, the selected cell and its cone, the distribution.
 
 The page asks once per interaction (`GET /api/view`, or an edit's POST, which answers its
 receipt and the view after it), so a click is one round trip, not six to nine. A part that

@@ -126,7 +126,7 @@ function toQuery(st) {
   if (st.top_p !== 1) q.set("top_p", st.top_p);
   if (st.seed) q.set("seed", st.seed);
   for (const [n, v] of st.edits) q.append("edit", `${n}=${v}`);
-  return "/?" + q.toString().replace(/%5B/g, "[").replace(/%5D/g, "]").replace(/%2A/g, "*");
+  return "/?" + q.toString().replace(/%5B/g, "[").replace(/%5D/g, "]").replace(/%2A/g, "*").replace(/%3D/g, "=");
 }
 function writeURL(push) {
   const url = toQuery(S);
@@ -146,7 +146,7 @@ async function load(push, receiptOf) {
     if (seq !== loadSeq) return; // a later click already asked
     const page = r.page || r;
     if (receiptOf) { STALE = r.stale_by_tensor || {}; CHANGED = true; showReceipt(r); }
-    else if (page.receipt) showReceipt(page.receipt, true);
+    else if (page.receipt) showReceipt(page.receipt, page.receipt.restored);
     show(page, Boolean(receiptOf));
     clearErrorsBut(page.errors);
   } catch (e) {
