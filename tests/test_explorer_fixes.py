@@ -494,3 +494,14 @@ def test_the_page_answers_within_its_goals_on_sort(browser, base):
     load = time.perf_counter() - t0
     # generous bounds for a shared test machine; benchmarks/bench_server.py --browser measures the goals
     assert float(np.percentile(times, 95)) < 1.0 and load < 2.5
+
+
+def test_an_edit_answered_with_its_view_keeps_the_edit_when_the_cell_is_ranked(model):
+    c = TestClient(create_app({"sort": model}))
+    got = c.post("/api/set", json={**Q, "edits": [], "name": EDIT[0], "value": EDIT[1], "show": True,
+                                   "cell": "logit[5][A]"}).json()
+    sheet = model.sheet("CABACA")
+    sheet.set(*EDIT)
+    assert got["page"]["edits"] == [list(EDIT)] and got["page"]["cell"]["value"] == sheet.value("logit[5][A]")
+    again = c.post("/api/view", json={**Q, "edits": got["page"]["edits"], "cell": "logit[5][A]"}).json()
+    assert again["history"] == {"undo": 1, "redo": 0} and again["receipt"]["action"] == "set"  # the same sheet

@@ -119,7 +119,7 @@ def _view_of(p: Params) -> View:
 def _page(s: Session, p: Params, sheet: Any) -> dict[str, Any]:
     """The view after a request, with the sheet's state: text, edits, history and the model."""
     name = _str(p, "model", "sort")
-    out = view_json(sheet, _view_of(p))
+    out = view_json(sheet, _view_of(p), rank=lambda sheet, cell: _ranked(s, sheet, cell))
     out["model"] = api.model_json(name, sheet.model)
     out["text"] = sheet.text
     out["edits"] = [[c, x] for c, x in s.edits.get(name, {}).items()]
@@ -165,11 +165,13 @@ def cone(s: Session, p: Params) -> dict[str, Any]:
 
 def influence(s: Session, p: Params) -> dict[str, Any]:
     """`sheet.influence`, remembered per sheet state: a full backward pass costs seconds at GPT-2 scale."""
-    sheet = _sheet(s, p)
-    key = (id(sheet), sheet.engine.revision, sheet.T, _str(p, "name"), _int(p, "top", 10, 1, 200) or 10,
-           _str(p, "by", "grad*value"))
+    return _ranked(s, _sheet(s, p), _str(p, "name"), _int(p, "top", 10, 1, 200) or 10, _str(p, "by", "grad*value"))
+
+
+def _ranked(s: Session, sheet: Any, name: str, top: int = 10, by: str = "grad*value") -> dict[str, Any]:
+    key = (id(sheet), sheet.engine.revision, sheet.T, sheet.name(*sheet.cell(name)), top, by)
     if key not in s.answers:
-        s.answers[key] = api.influence_json(sheet, *key[3:])  # type: ignore[arg-type]
+        s.answers[key] = api.influence_json(sheet, name, top, by)
         while len(s.answers) > 16:
             s.answers.pop(next(iter(s.answers)))
     return s.answers[key]  # type: ignore[no-any-return]

@@ -17,6 +17,7 @@ is never a dead end.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +103,14 @@ def _grids(sheet: Sheet, v: View, n_layer: int, n_head: int) -> list[dict[str, A
     return []
 
 
-def _cell(sheet: Sheet, name: str, grids: list[dict[str, Any]], small: bool) -> dict[str, Any]:
+Ranker = Callable[[Sheet, str], dict[str, Any]]  # a cell's top-10 influences as JSON (the session remembers them)
+
+
+def _rank(sheet: Sheet, name: str) -> dict[str, Any]:
+    return api.influence_json(sheet, name, 10, "grad*value")
+
+
+def _cell(sheet: Sheet, name: str, grids: list[dict[str, Any]], small: bool, rank: Ranker) -> dict[str, Any]:
     """The cell view, its cone outlined on every grid shown, and (small models) its top influences."""
     out = api.cell_detail(sheet, name)
     prov = sheet.provenance(out["name"])
@@ -116,12 +124,16 @@ def _cell(sheet: Sheet, name: str, grids: list[dict[str, Any]], small: bool) -> 
         g["cone"] = m[g["r0"]:g["r0"] + api.WINDOW, g["c0"]:g["c0"] + api.WINDOW].astype(int).tolist()
     out["influence"] = None
     if small and out["kind"] == "computed":
-        out["influence"] = api.influence_json(sheet, out["name"], 10, "grad*value")
+        out["influence"] = rank(sheet, out["name"])
     return out
 
 
-def view_json(sheet: Sheet, v: View, small: bool | None = None) -> dict[str, Any]:
-    """Everything a view shows, for one sheet state; `errors` holds the parts that could not be shown, by field."""
+def view_json(sheet: Sheet, v: View, small: bool | None = None, rank: Ranker = _rank) -> dict[str, Any]:
+    """Everything a view shows, for one sheet state; `errors` holds the parts that could not be shown, by field.
+
+    small: whether a computed cell comes with its top influences (default: models of at most
+    INFLUENCE_LIMIT parameters); rank: how they are ranked (the routes pass the session's memo).
+    """
     cfg = sheet.config
     small = sheet.model.n_params <= INFLUENCE_LIMIT if small is None else small
     errors: dict[str, str] = {}
@@ -149,7 +161,7 @@ def view_json(sheet: Sheet, v: View, small: bool | None = None) -> dict[str, Any
     cell = None
     if v.cell and "cell" not in errors:
         try:
-            cell = _cell(sheet, v.cell, grids, small)
+            cell = _cell(sheet, v.cell, grids, small, rank)
         except DfgptError as e:
             errors["cell"] = str(e)
     try:
