@@ -38,7 +38,8 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
          "--hide-scrollbars",
          "--force-device-scale-factor=1", "--font-render-hinting=none", f"--window-size={SIZE[0]},{SIZE[1]}")
-NAMES = ("overview", "block", "head", "cell", "edit", "generate")  # the screenshots docs/explorer.md shows
+NAMES = ("overview", "block", "head", "cell", "edit", "generate", "narrow")  # the screenshots docs/explorer.md shows
+NARROW = (1024, 768)
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +258,32 @@ def test_a_link_opens_its_cell_and_the_models_switch(browser, base, model):
     d.get(f"{base}/?model=sort&text=CAXACA")  # a bad link says what is wrong, at the input field
     err = wait(d, lambda d: d.find_element(By.ID, "text-error").text or None)
     assert "vocabulary" in err and "'X'" in err
+
+
+def test_a_shared_address_in_a_narrow_window(base, model, shots):
+    """The address of an edited sheet, opened at 1024 × 768 in a fresh browser: one column, the badge, the numbers."""
+    options = Options()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in FLAGS:
+        options.add_argument(flag if not flag.startswith("--window-size") else f"--window-size={NARROW[0]},{NARROW[1]}")
+    with tempfile.TemporaryDirectory() as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                              {"width": NARROW[0], "height": NARROW[1], "deviceScaleFactor": 1, "mobile": False})
+            open_page(d, f"{base}/?model=sort&text=CABACA&view=head&block=1&head=2&cell=h[1].attn.att[2][5][3]"
+                         "&temperature=0.6&edit=lm_head.w[A][26]=-5")
+            python = model.sheet("CABACA")
+            python.set("lm_head.w[A][26]", -5.0)
+            assert cell_value(d) == python.value("h[1].attn.att[2][5][3]")
+            assert d.find_element(By.ID, "badge-summary").text == "edited: 1 change"
+            d.execute_script("document.querySelector('#badge details').open = true; window.scrollTo(0, 0)")
+            path = shots / "narrow.png"
+            d.save_screenshot(str(path))
+            assert struct.unpack(">II", path.read_bytes()[16:24]) == NARROW
+        finally:
+            d.quit()
 
 
 def test_the_docs_show_the_screenshots_these_tests_take():

@@ -119,7 +119,8 @@ def _view_of(p: Params) -> View:
 def _page(s: Session, p: Params, sheet: Any) -> dict[str, Any]:
     """The view after a request, with the sheet's state: text, edits, history and the model."""
     name = _str(p, "model", "sort")
-    out = view_json(sheet, _view_of(p), rank=lambda sheet, cell: _ranked(s, sheet, cell))
+    out = view_json(sheet, _view_of(p), rank=lambda sheet, cell: _ranked(s, sheet, cell),
+                    memo=lambda key, make: _remembered(s, sheet, key, make))
     out["model"] = api.model_json(name, sheet.model)
     out["text"] = sheet.text
     out["edits"] = [[c, x] for c, x in s.edits.get(name, {}).items()]
@@ -174,7 +175,21 @@ def _ranked(s: Session, sheet: Any, name: str, top: int = 10, by: str = "grad*va
         s.answers[key] = api.influence_json(sheet, name, top, by)
         while len(s.answers) > 16:
             s.answers.pop(next(iter(s.answers)))
-    return s.answers[key]  # type: ignore[no-any-return]
+    return s.answers[key]  # type: ignore[return-value]
+
+
+def _remembered(s: Session, sheet: Any, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """A cell's structure, remembered per sheet; its cone (every tensor's mask: 100+ MB at GPT-2 size) only the last."""
+    key = (id(sheet), *key)
+    if key[1] == "cone":
+        if s.cone is None or s.cone[0] != key:
+            s.cone = (key, make())
+        return s.cone[1]
+    if key not in s.answers:
+        s.answers[key] = make()
+        while len(s.answers) > 16:
+            s.answers.pop(next(iter(s.answers)))
+    return s.answers[key]
 
 
 def _controls(p: Params) -> tuple[float, int | None, float | None]:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..errors import DfgptError, IndexError_, QueryError
 from ..sheet import Sheet
 from . import api
@@ -104,17 +106,42 @@ def _grids(sheet: Sheet, v: View, n_layer: int, n_head: int) -> list[dict[str, A
 
 
 Ranker = Callable[[Sheet, str], dict[str, Any]]  # a cell's top-10 influences as JSON (the session remembers them)
+Memo = Callable[[tuple[Any, ...], Callable[[], Any]], Any]  # (key, make) -> the remembered answer, or make()'s
 
 
 def _rank(sheet: Sheet, name: str) -> dict[str, Any]:
     return api.influence_json(sheet, name, 10, "grad*value")
 
 
-def _cell(sheet: Sheet, name: str, grids: list[dict[str, Any]], small: bool, rank: Ranker) -> dict[str, Any]:
-    """The cell view, its cone outlined on every grid shown, and (small models) its top influences."""
-    out = api.cell_detail(sheet, name)
-    prov = sheet.provenance(out["name"])
-    out["cone"] = {"cells": len(prov), "tensors": {t: int(m.sum()) for t, m in prov.masks.items() if m.any()}}
+def _once(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    return make()
+
+
+def _cell(sheet: Sheet, name: str, grids: list[dict[str, Any]], small: bool, rank: Ranker,
+          memo: Memo) -> dict[str, Any]:
+    """The cell view, its cone outlined on every grid shown, and (small models) its top influences.
+
+    The lists and the cone are structure: they change with the positions and the pins, not with
+    values, so they are remembered across edits (`memo`); at GPT-2 size they cost ~0.6 s a cell.
+    """
+    tensor, idx = sheet.cell(name)
+    canon = sheet.name(tensor, idx)
+    spec = sheet.graph.specs[tensor]
+    pins = tuple(sorted((t, tuple(sorted(p))) for t, p in sheet.engine.pins.items() if p))
+
+    def lists() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, cells in (("precedents", sheet.precedents(canon)), ("dependents", sheet.dependents(canon))):
+            out[key], out[f"n_{key}"] = cells[:api.LIST_LIMIT], len(cells)
+        return out
+
+    prov = memo(("cone", canon, sheet.T, pins), lambda: sheet.provenance(canon))
+    counts = memo(("counts", canon, sheet.T, pins), lambda: {
+        t: int(np.count_nonzero(m)) for t, m in prov.masks.items()})  # popcount: 38M-cell masks at GPT-2 size
+    out = {"name": canon, "value": api.number(sheet.value(canon)), "formula": sheet.formula(canon),
+           **memo(("lists", canon, sheet.T, pins), lists), "kind": spec.kind, "state": sheet.state(canon),
+           "tensor": tensor, "index": list(idx), "axes": list(spec.axes), "stage": spec.stage, "text": sheet.text,
+           "cone": {"cells": sum(counts.values()), "tensors": {t: n for t, n in counts.items() if n}}}
     for g in grids:
         full = prov.masks.get(g["name"])
         if full is None:
@@ -128,11 +155,13 @@ def _cell(sheet: Sheet, name: str, grids: list[dict[str, Any]], small: bool, ran
     return out
 
 
-def view_json(sheet: Sheet, v: View, small: bool | None = None, rank: Ranker = _rank) -> dict[str, Any]:
+def view_json(sheet: Sheet, v: View, small: bool | None = None, rank: Ranker = _rank,
+              memo: Memo = _once) -> dict[str, Any]:
     """Everything a view shows, for one sheet state; `errors` holds the parts that could not be shown, by field.
 
     small: whether a computed cell comes with its top influences (default: models of at most
-    INFLUENCE_LIMIT parameters); rank: how they are ranked (the routes pass the session's memo).
+    INFLUENCE_LIMIT parameters); rank: how they are ranked, memo: how a cell's structure is
+    remembered (the routes pass the session's, per sheet).
     """
     cfg = sheet.config
     small = sheet.model.n_params <= INFLUENCE_LIMIT if small is None else small
@@ -161,7 +190,7 @@ def view_json(sheet: Sheet, v: View, small: bool | None = None, rank: Ranker = _
     cell = None
     if v.cell and "cell" not in errors:
         try:
-            cell = _cell(sheet, v.cell, grids, small, rank)
+            cell = _cell(sheet, v.cell, grids, small, rank, memo)
         except DfgptError as e:
             errors["cell"] = str(e)
     try:
