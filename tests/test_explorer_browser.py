@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
@@ -76,7 +77,9 @@ def shots(tmp_path_factory):
 
 
 def wait(driver: WebDriver, cond, timeout: float = 20):
-    return WebDriverWait(driver, timeout).until(lambda d: cond(d))
+    """cond's first truthy answer; an element replaced by a render while read is read again."""
+    return WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: cond(d))
 
 
 def open_page(driver: WebDriver, url: str) -> None:

@@ -505,3 +505,15 @@ def test_an_edit_answered_with_its_view_keeps_the_edit_when_the_cell_is_ranked(m
     assert got["page"]["edits"] == [list(EDIT)] and got["page"]["cell"]["value"] == sheet.value("logit[5][A]")
     again = c.post("/api/view", json={**Q, "edits": got["page"]["edits"], "cell": "logit[5][A]"}).json()
     assert again["history"] == {"undo": 1, "redo": 0} and again["receipt"]["action"] == "set"  # the same sheet
+
+
+def test_positions_carry_their_tokens_on_every_grid_axis(browser, base):
+    d = browser
+    open_page(d, f"{base}/?model=sort&text=CABACA&view=head&block=0&head=1")
+    att = d.find_element(By.CSS_SELECTOR, 'table.grid[data-tensor="h[0].attn.att"]')
+    heads = [e.get_attribute("textContent") for e in att.find_elements(By.CSS_SELECTOR, "th")]
+    assert heads[1:7] == ["0 C", "1 A", "2 B", "3 A", "4 C", "5 A"]  # keys across, queries down
+    assert [h for h in heads[7:]] == ["0 C", "1 A", "2 B", "3 A", "4 C", "5 A"]
+    open_page(d, f"{base}/?model=sort&text=CABACA&view=tensor&tensor=wpe")
+    rows = [e.get_attribute("textContent") for e in d.find_elements(By.CSS_SELECTOR, "table.grid th.rowh")]
+    assert rows[1:8] == ["0 C", "1 A", "2 B", "3 A", "4 C", "5 A", "6"]  # positions past the input: no token

@@ -202,7 +202,7 @@ function show(page, push) {
 
 // -- grids ------------------------------------------------------------------------------------------
 function axisLabel(ax, label) { // positions carry their token, so every grid reads in words
-  if ((ax === "pos" || ax === "key") && PAGE) { const tok = PAGE.overview.tokens[Number(label)]; return tok === undefined ? label : `${label} ${tok}`; }
+  if ((ax === "pos" || ax === "key" || ax === "position") && PAGE) { const tok = PAGE.overview.tokens[Number(label)]; return tok === undefined ? label : `${label} ${tok}`; }
   return label;
 }
 function gridHTML(t, small) {
