@@ -517,3 +517,15 @@ def test_positions_carry_their_tokens_on_every_grid_axis(browser, base):
     open_page(d, f"{base}/?model=sort&text=CABACA&view=tensor&tensor=wpe")
     rows = [e.get_attribute("textContent") for e in d.find_elements(By.CSS_SELECTOR, "table.grid th.rowh")]
     assert rows[1:8] == ["0 C", "1 A", "2 B", "3 A", "4 C", "5 A", "6"]  # positions past the input: no token
+
+
+def test_a_remembered_cell_structure_follows_a_pin_and_not_only_the_first_answer(model):
+    c = TestClient(create_app({"sort": model}))
+    first = c.post("/api/view", json={**Q, "edits": [], "cell": "h[0].out[1][2]"}).json()["cell"]
+    got = c.post("/api/set", json={**Q, "edits": [], "name": "h[0].out[1][2]", "value": 0.5, "show": True,
+                                   "cell": "h[0].out[1][2]"}).json()["page"]["cell"]
+    sheet = model.sheet("CABACA")
+    assert first["precedents"] == sheet.precedents("h[0].out[1][2]") != []
+    sheet.set("h[0].out[1][2]", 0.5)
+    assert got["precedents"] == sheet.precedents("h[0].out[1][2]") and got["state"] == "pinned"
+    assert got["cone"]["cells"] == len(sheet.provenance("h[0].out[1][2]")) < first["cone"]["cells"]

@@ -179,15 +179,11 @@ def _ranked(s: Session, sheet: Any, name: str, top: int = 10, by: str = "grad*va
 
 
 def _remembered(s: Session, sheet: Any, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
-    """A cell's structure, remembered per sheet; its cone (every tensor's mask: 100+ MB at GPT-2 size) only the last."""
+    """A cell's structure (its lists, its cone's counts and windows), remembered per sheet in the session's answers."""
     key = (id(sheet), *key)
-    if key[1] == "cone":
-        if s.cone is None or s.cone[0] != key:
-            s.cone = (key, make())
-        return s.cone[1]
     if key not in s.answers:
         s.answers[key] = make()
-        while len(s.answers) > 16:
+        while len(s.answers) > 32:
             s.answers.pop(next(iter(s.answers)))
     return s.answers[key]
 

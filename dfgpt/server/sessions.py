@@ -73,7 +73,6 @@ class Session:
         self.restored: dict[str, object] = {}  # model -> the receipt of the address's edits, made on a rebuild
         self.receipts: dict[str, dict[str, object]] = {}  # model -> the last action's answer (a reload shows it)
         self.answers: dict[tuple[object, ...], object] = {}  # costly answers by sheet state (bounded)
-        self.cone: tuple[tuple[object, ...], object] | None = None  # the last cell's cone (its masks are large)
         self.lock = threading.Lock()
         self.last_used = now
 
@@ -113,9 +112,7 @@ class Session:
         self.history[name] = (1 if edits else 0, 0)
         self.restored[name] = receipt
         self.receipts.pop(name, None)
-        self.answers.clear()
-        self.cone = None  # keyed by the sheet's id, which a new sheet may reuse
-        self.cone = None
+        self.answers.clear()  # keyed by the sheet's id, which a new sheet may reuse
         return fresh
 
     def record(self, name: str, edits: Mapping[str, float]) -> None:
@@ -142,7 +139,6 @@ class Session:
         self.restored.pop(name, None)
         self.receipts.pop(name, None)
         self.answers.clear()
-        self.cone = None
 
 
 class SessionStore:

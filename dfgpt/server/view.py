@@ -135,24 +135,39 @@ def _cell(sheet: Sheet, name: str, grids: list[dict[str, Any]], small: bool, ran
             out[key], out[f"n_{key}"] = cells[:api.LIST_LIMIT], len(cells)
         return out
 
-    prov = memo(("cone", canon, sheet.T, pins), lambda: sheet.provenance(canon))
-    counts = memo(("counts", canon, sheet.T, pins), lambda: {
-        t: int(np.count_nonzero(m)) for t, m in prov.masks.items()})  # popcount: 38M-cell masks at GPT-2 size
+    cone: list[Any] = []  # the cell's provenance, made at most once here, and only if nothing remembered serves
+
+    def prov() -> Any:
+        if not cone:
+            cone.append(sheet.provenance(canon))
+        return cone[0]
+
+    key = (canon, sheet.T, pins)
+    counts = memo(("counts", *key), lambda: {  # popcount: 38.6M-cell masks at GPT-2 size
+        t: int(np.count_nonzero(m)) for t, m in prov().masks.items()})
     out = {"name": canon, "value": api.number(sheet.value(canon)), "formula": sheet.formula(canon),
-           **memo(("lists", canon, sheet.T, pins), lists), "kind": spec.kind, "state": sheet.state(canon),
+           **memo(("lists", *key), lists), "kind": spec.kind, "state": sheet.state(canon),
            "tensor": tensor, "index": list(idx), "axes": list(spec.axes), "stage": spec.stage, "text": sheet.text,
            "cone": {"cells": sum(counts.values()), "tensors": {t: n for t, n in counts.items() if n}}}
-    for g in grids:
-        full = prov.masks.get(g["name"])
-        if full is None:
-            g["cone"] = []
-            continue
-        m = api._as_grid(g["name"], sheet.graph.specs[g["name"]].axes, full, g["lead"][0] if g["lead"] else 0)[0]
-        g["cone"] = m[g["r0"]:g["r0"] + api.WINDOW, g["c0"]:g["c0"] + api.WINDOW].astype(int).tolist()
+    for g in grids:  # the cone's window on each grid shown: remembered, the whole cone (100+ MB at GPT-2) is not
+        lead = g["lead"][0] if g["lead"] else 0
+
+        def cut(g: dict[str, Any] = g, lead: int = lead) -> list[list[int]]:
+            return _window(sheet, prov().masks.get(g["name"]), g, lead)
+
+        g["cone"] = memo(("window", *key, g["name"], lead, g["r0"], g["c0"]), cut)
     out["influence"] = None
     if small and out["kind"] == "computed":
         out["influence"] = rank(sheet, out["name"])
     return out
+
+
+def _window(sheet: Sheet, full: np.ndarray | None, g: dict[str, Any], lead: int) -> list[list[int]]:
+    """A cone mask cut to a grid's window (0/1 per cell), or [] when the cone misses the tensor."""
+    if full is None:
+        return []
+    m = api._as_grid(g["name"], sheet.graph.specs[g["name"]].axes, full, lead)[0]
+    return m[g["r0"]:g["r0"] + api.WINDOW, g["c0"]:g["c0"] + api.WINDOW].astype(int).tolist()  # type: ignore[no-any-return]
 
 
 def view_json(sheet: Sheet, v: View, small: bool | None = None, rank: Ranker = _rank,
