@@ -529,3 +529,16 @@ def test_a_remembered_cell_structure_follows_a_pin_and_not_only_the_first_answer
     sheet.set("h[0].out[1][2]", 0.5)
     assert got["precedents"] == sheet.precedents("h[0].out[1][2]") and got["state"] == "pinned"
     assert got["cone"]["cells"] == len(sheet.provenance("h[0].out[1][2]")) < first["cone"]["cells"]
+
+
+def test_go_to_a_row_focuses_that_row_for_the_arrow_keys(browser, base):
+    d = browser
+    open_page(d, f"{base}/?model=wide&text=1 2 3")
+    n = renders(d)
+    d.find_element(By.TAG_NAME, "body").send_keys(Keys.CONTROL, "g")
+    d.switch_to.active_element.send_keys("wte[300]", Keys.ENTER)
+    ready(d, n)
+    assert "tensor=wte" in d.current_url and "r0=256" in d.current_url
+    wait(d, lambda d: d.switch_to.active_element.get_attribute("data-cell") == "wte[300][0]")
+    ActionChains(d).send_keys(Keys.ARROW_DOWN, Keys.ARROW_RIGHT).perform()
+    assert d.switch_to.active_element.get_attribute("data-cell") == "wte[301][1]"

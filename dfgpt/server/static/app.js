@@ -532,13 +532,13 @@ $("#goto-form").addEventListener("submit", async (ev) => {
     const to = await request(`/api/goto?${new URLSearchParams({ model: S.model, text: S.text, edits: JSON.stringify(S.edits), q })}`);
     clearErrors();
     Object.assign(S, CLEAR, to);
-    FOCUS = to.cell ? "td.selected" : "#grid-main td.v";
+    FOCUS = to.cell ? "td.selected" : [`#grid-main td.v[data-cell^="${CSS.escape(q)}["]`, "#grid-main td.v"]; // the row typed
     load(true);
   } catch (e) { clearErrors(); fieldError("goto", e); }
 });
 new MutationObserver(() => { // after a keyboard jump, the focus goes where the keys will continue
   if (!FOCUS) return;
-  const el = document.querySelector(FOCUS);
+  const el = [].concat(FOCUS).map((sel) => document.querySelector(sel)).find((x) => x);
   if (el) { FOCUS = null; el.tabIndex = 0; el.focus(); }
 }).observe($("#view").parentElement.parentElement, { childList: true, subtree: true });
 
