@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
@@ -38,7 +39,8 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
          "--hide-scrollbars",
          "--force-device-scale-factor=1", "--font-render-hinting=none", f"--window-size={SIZE[0]},{SIZE[1]}")
-NAMES = ("overview", "block", "head", "cell", "edit", "generate")  # the screenshots docs/explorer.md shows
+NAMES = ("overview", "block", "head", "cell", "edit", "generate", "narrow")  # the screenshots docs/explorer.md shows
+NARROW = (1024, 768)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,9 @@ def shots(tmp_path_factory):
 
 
 def wait(driver: WebDriver, cond, timeout: float = 20):
-    return WebDriverWait(driver, timeout).until(lambda d: cond(d))
+    """cond's first truthy answer; an element replaced by a render while read is read again."""
+    return WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: cond(d))
 
 
 def open_page(driver: WebDriver, url: str) -> None:
@@ -89,7 +93,9 @@ def ready(driver: WebDriver, before: int) -> int:
         n = d.execute_script("return Number(document.body.dataset.ready || 0)")
         return n if n > before else None
     n = wait(driver, count)
-    assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
+    shown = driver.execute_script(
+        "return [...document.querySelectorAll('.field-error')].filter((e) => !e.hidden).map((e) => e.textContent)")
+    assert not shown, shown
     return n
 
 
@@ -252,9 +258,35 @@ def test_a_link_opens_its_cell_and_the_models_switch(browser, base, model):
     assert "text=CBACBA" in d.current_url and "tokens[" in d.find_element(By.ID, "receipt-action").text
     chips = {e.get_attribute("data-tensor") for e in d.find_elements(By.CSS_SELECTOR, ".chip.stale-mark")}
     assert {"emb", "logit", "h[0].attn.att"} <= chips and "wte" not in chips
-    d.get(f"{base}/?model=sort&text=CAXACA")  # a bad link says what is wrong, in the page
-    err = wait(d, lambda d: d.find_element(By.ID, "error").text or None)
-    assert "TokenError" in err and "'X'" in err
+    d.get(f"{base}/?model=sort&text=CAXACA")  # a bad link says what is wrong, at the input field
+    err = wait(d, lambda d: d.find_element(By.ID, "text-error").text or None)
+    assert "vocabulary" in err and "'X'" in err
+
+
+def test_a_shared_address_in_a_narrow_window(base, model, shots):
+    """The address of an edited sheet, opened at 1024 × 768 in a fresh browser: one column, the badge, the numbers."""
+    options = Options()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in FLAGS:
+        options.add_argument(flag if not flag.startswith("--window-size") else f"--window-size={NARROW[0]},{NARROW[1]}")
+    with tempfile.TemporaryDirectory() as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                              {"width": NARROW[0], "height": NARROW[1], "deviceScaleFactor": 1, "mobile": False})
+            open_page(d, f"{base}/?model=sort&text=CABACA&view=head&block=1&head=2&cell=h[1].attn.att[2][5][3]"
+                         "&temperature=0.6&edit=lm_head.w[A][26]=-5")
+            python = model.sheet("CABACA")
+            python.set("lm_head.w[A][26]", -5.0)
+            assert cell_value(d) == python.value("h[1].attn.att[2][5][3]")
+            assert d.find_element(By.ID, "badge-summary").text == "edited: 1 change"
+            d.execute_script("document.querySelector('#badge details').open = true; window.scrollTo(0, 0)")
+            path = shots / "narrow.png"
+            d.save_screenshot(str(path))
+            assert struct.unpack(">II", path.read_bytes()[16:24]) == NARROW
+        finally:
+            d.quit()
 
 
 def test_the_docs_show_the_screenshots_these_tests_take():

@@ -180,7 +180,7 @@ BAD = [
     ("POST", "/api/undo", None, json.dumps(Q).encode(), "EditError"),
     ("POST", "/api/redo", None, json.dumps(Q).encode(), "EditError"),
     ("POST", "/api/input", None, json.dumps({**Q, "new": "CAD"}).encode(), "TokenError"),
-    ("POST", "/api/step", None, json.dumps({**Q, "text": "CABACABACAB"}).encode(), "SequenceLengthError"),
+    ("POST", "/api/step", None, json.dumps({**Q, "text": "CABACABACABA"}).encode(), "SequenceLengthError"),
     ("POST", "/api/step", None, json.dumps({**Q, "top_k": True}).encode(), "QueryError"),
 ]
 

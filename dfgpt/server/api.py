@@ -132,22 +132,32 @@ def tensor_json(sheet: Sheet, tensor: str, lead: int = 0, r0: int = 0, c0: int =
                 window: int = WINDOW) -> dict[str, Any]:
     """A window of at most `window` × `window` cells of a tensor (one head of a per-head tensor)."""
     spec = sheet.graph.specs[_tensor(sheet, tensor)]
-    full = np.asarray(sheet.values(tensor), dtype=np.float64)
+    full = np.asarray(sheet.values(tensor))  # the tensor's own dtype: a float64 copy of GPT-2's wte is 300 MB
     a, axes, fixed = _as_grid(tensor, spec.axes, full, lead)
     n_rows, n_cols = a.shape
     if not (0 <= r0 < n_rows and 0 <= c0 < n_cols):
         raise IndexError_(f"{tensor}: window start ({r0}, {c0}) is outside its {n_rows} × {n_cols} cells.")
     rows, cols = range(r0, min(n_rows, r0 + window)), range(c0, min(n_cols, c0 + window))
-    win = a[rows.start:rows.stop, cols.start:cols.stop]
-    fin = a[np.isfinite(a)]
+    win = np.asarray(a[rows.start:rows.stop, cols.start:cols.stop], dtype=np.float64)
     prefix = tensor + "".join(f"[{i}]" for i in fixed)
     return {
         "name": tensor, "kind": spec.kind, "axes": list(spec.axes), "shape": list(full.shape),
         "lead": fixed, "prefix": prefix, "row_axis": axes[0], "col_axis": axes[1], "r0": r0, "c0": c0,
         "n_rows": n_rows, "n_cols": n_cols, "rows": _labels(sheet, axes[0], rows) if axes[0] else [""],
         "cols": _labels(sheet, axes[1], cols) if axes[1] else [""], "values": _numbers(win),
-        "absmax": number(np.abs(fin).max()) if fin.size else 0.0, "doc": spec.doc, "stage": spec.stage,
+        "absmax": _absmax(a), "doc": spec.doc, "stage": spec.stage,
     }
+
+
+def _absmax(a: np.ndarray) -> float | str:
+    """The largest |value| among the finite ones (0 if none): two passes without a copy when all are finite."""
+    if not a.size:
+        return 0.0
+    top = float(max(a.max(), -a.min()))
+    if math.isfinite(top):
+        return top
+    fin = a[np.isfinite(a)]  # a masked score is -inf: only then the slow way
+    return float(np.abs(fin).max()) if fin.size else 0.0
 
 
 def cone_json(sheet: Sheet, name: str, tensor: str, lead: int = 0, r0: int = 0, c0: int = 0,

@@ -65,7 +65,14 @@ class Session:
         self.models = models
         self.sheets: dict[str, Sheet] = {}
         self.history: dict[str, tuple[int, int]] = {}  # model -> (edits to undo, edits to redo)
-        self.answers: dict[tuple[object, ...], dict[str, object]] = {}  # costly answers by sheet state (bounded)
+        # model -> the sheet's edits of weights, activations and the temperature (cell -> value): the page's
+        # address holds them, so another browser rebuilds the same sheet; tokens are in the text
+        self.edits: dict[str, dict[str, float]] = {}
+        self.undo_edits: dict[str, list[dict[str, float]]] = {}  # the edits before each undoable action
+        self.redo_edits: dict[str, list[dict[str, float]]] = {}
+        self.restored: dict[str, object] = {}  # model -> the receipt of the address's edits, made on a rebuild
+        self.receipts: dict[str, dict[str, object]] = {}  # model -> the last action's answer (a reload shows it)
+        self.answers: dict[tuple[object, ...], object] = {}  # costly answers by sheet state (bounded)
         self.lock = threading.Lock()
         self.last_used = now
 
@@ -77,23 +84,60 @@ class Session:
             )
         return self.models[name]
 
-    def sheet(self, name: str, text: str) -> Sheet:
-        """The session's sheet of a model; a fresh one when the text asked for is not its current text.
+    def sheet(self, name: str, text: str, edits: Mapping[str, float] | None = None) -> Sheet:
+        """The session's sheet of a model in the state the page asks for; rebuilt when it is another.
 
-        A request carries the input it was made for: the page sends the sheet's current text,
-        so edits carry on; another text (a shared link, a new tab) opens that input afresh.
+        A request carries the input it was made for, and the page's edits (`edits`, None: the
+        session's, whatever they are): the page sends the sheet's current state, so edits carry
+        on; another text or other edits (a shared link, a new tab) open that state afresh, the
+        edits applied as one undoable edit whose receipt is kept in `restored`.
         """
         model = self.model(name)
         sheet = self.sheets.get(name)
-        if sheet is None or sheet.text != text:
-            sheet = model.sheet(encode(model, text))
-            self.sheets[name] = sheet
-            self.history[name] = (0, 0)
-            self.answers.clear()  # keyed by the sheet's id, which a new sheet may reuse
-        return sheet
+        if sheet is not None and sheet.text == text and (edits is None or dict(edits) == self.edits.get(name, {})):
+            return sheet
+        fresh = model.sheet(encode(model, text))
+        receipt, changes = None, {}
+        if edits:
+            changes = {fresh.name(*fresh.cell(c)): v for c, v in edits.items()}
+            tokens = [c for c in changes if c.startswith("tokens[")]
+            if tokens:
+                raise QueryError(f"edits: {tokens[0]} is a token: tokens are the input text, not an edit.")
+            fresh.values("prob")  # the edits' receipt compares with the unedited outputs
+            receipt = fresh.set_many(changes)
+            receipt.settle()
+        self.sheets[name] = fresh
+        self.edits[name] = changes
+        self.undo_edits[name], self.redo_edits[name] = ([{}] if edits else []), []
+        self.history[name] = (1 if edits else 0, 0)
+        self.restored[name] = receipt
+        self.receipts.pop(name, None)
+        self.answers.clear()  # keyed by the sheet's id, which a new sheet may reuse
+        return fresh
 
-    def replace(self, name: str, sheet: Sheet) -> None:
+    def record(self, name: str, edits: Mapping[str, float]) -> None:
+        """An undoable action was done on the sheet: its edits are now `edits`; the redo stack is dropped."""
+        self.undo_edits.setdefault(name, []).append(dict(self.edits.get(name, {})))
+        self.redo_edits[name] = []
+        self.edits[name] = dict(edits)
+        self.restored.pop(name, None)
+
+    def step_back(self, name: str, undo: bool) -> None:
+        """The sheet's last action was undone (or redone): its edits move between the two stacks."""
+        src, dst = (self.undo_edits, self.redo_edits) if undo else (self.redo_edits, self.undo_edits)
+        if src.get(name):
+            dst.setdefault(name, []).append(dict(self.edits.get(name, {})))
+            self.edits[name] = src[name].pop()
+        self.restored.pop(name, None)
+
+    def replace(self, name: str, sheet: Sheet, edits: Mapping[str, float] | None = None) -> None:
+        """A new sheet of this model with these edits (no history: undo does not cross sheets)."""
         self.sheets[name] = sheet
+        self.edits[name] = dict(edits or {})
+        self.undo_edits[name], self.redo_edits[name] = [], []
+        self.history[name] = (0, 0)
+        self.restored.pop(name, None)
+        self.receipts.pop(name, None)
         self.answers.clear()
 
 

@@ -1,16 +1,23 @@
 // dfgpt explorer: the page. Plain JavaScript, no build step, no network beyond this server.
 // Every number shown comes from the JSON API (which returns the Python API's answers);
 // colours come from /api/colors, which is dfgpt.views.colors.COLORS.
+// The address is the state: view, selection, sampling controls and every edit, so a copied
+// address shows the same numbers in another browser. One interaction is one request
+// (POST /api/view, or an edit's POST answering its receipt and the view after it).
 "use strict";
 
 const W = 64; // the server's window of rows and columns
-const S = { model: null, text: null, view: "overview", block: null, head: null, tensor: null, lead: 0, r0: 0, c0: 0,
-  cell: null };
-let COLORS = {}, MODELS = [], HISTORY = { undo: 0, redo: 0 }, STALE = {}, GRIDS = [], BEFORE = {}, CHANGED = false;
-let distSeq = 0;
+const VIEW_KEYS = ["view", "block", "head", "tensor", "lead", "r0", "c0", "cell"];
+const NUMS = ["block", "head", "lead", "r0", "c0"];
+const DEFAULTS = { model: null, text: null, view: null, block: null, head: null, tensor: null, lead: 0, r0: 0, c0: 0,
+  cell: null, edits: [], temperature: 1, top_k: 0, top_p: 1, seed: 0 };
+const S = { ...DEFAULTS };
+let COLORS = {}, MODELS = [], PAGE = null, HISTORY = { undo: 0, redo: 0 }, STALE = {}, BEFORE = {}, CHANGED = false;
+let distSeq = 0, loadSeq = 0, busy = 0, LOADED = false;
 const RANKED = new Set(); // cells whose influence the user asked for (large models rank on request)
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+const short = (s, n) => (s.length > n ? s.slice(0, n - 1) + "…" : s);
 
 // -- numbers and colours ------------------------------------------------------------------------
 function fmt(x) { // like Python's f"{x:.4g}" (dfgpt.views.colors.fmt)
@@ -36,92 +43,201 @@ function signed(v, absmax) {
 }
 const isProb = (name) => /(^|\.)(att|prob)$/.test(name);
 
-// -- requests -------------------------------------------------------------------------------------
-async function get(verb, params) {
-  const q = new URLSearchParams({ model: S.model, text: S.text, ...params });
-  return answer(await fetch(`/api/${verb}?${q}`));
+// -- errors, in the user's words, at the field they belong to ------------------------------------------
+class ApiError extends Error { constructor(kind, message) { super(message); this.kind = kind; } }
+function plain(message) { // the Python API's message, without Python
+  return String(message)
+    .replace(/;? ?write e\.g\. sheet\.set\('[^']*', ([^)]*)\)\.?/g, "; type a number, e.g. $1.")
+    .replace(/ \(generate\(\.\.\., crop=True\) keeps the last block_size tokens\)/g, "")
+    .replace(/cannot parse name '' at '⟨here⟩': expected a name like/g, "type a cell name, like")
+    .replace(/cannot parse name '([^']*)' at '[^']*':/g, "$1 is not a cell name:")
+    .replace(/; see sheet\.tensors\(\)\.?/g, "; the model overview lists them.")
+    .replace(/start a sheet from a shorter input/g, "shorten the input")
+    .replace(/sheet\.(\w+)\(/g, "$1(");
 }
-async function post(verb, body) {
-  return answer(await fetch(`/api/${verb}`, { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ model: S.model, text: S.text, ...body }) }));
+function fieldError(field, e) {
+  const el = $(`#${field}-error`);
+  let msg = plain(e.message || e);
+  if (field === "text" && e.kind === "TokenError") msg += capitalsHint($("#text").value);
+  el.textContent = msg; el.hidden = false;
+  const input = { text: "#text", model: "#model", whatif: "#whatif-cell", edit: "#edit-value", goto: "#goto" }[field];
+  if (input && $(input)) $(input).setAttribute("aria-invalid", "true");
 }
-async function answer(r) {
-  const data = await r.json();
-  if (!r.ok) throw new Error(`${data.error}: ${data.message}`);
-  return data;
+function clearErrors() {
+  document.querySelectorAll(".field-error").forEach((el) => { el.hidden = true; el.textContent = ""; });
+  document.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
 }
-function showError(e) { const el = $("#error"); el.textContent = String(e.message || e); el.hidden = false; }
-function clearError() { $("#error").hidden = true; }
+function capitalsHint(text) {
+  const m = MODELS.find((x) => x.name === S.model);
+  if (!m || !m.vocab) return "";
+  const up = text.toUpperCase();
+  return up !== text && [...up].every((c) => m.vocab.includes(c)) ? ` This model reads capital letters: try ${up}.` : "";
+}
+function tooLarge(raw) { // "1e400" parses to Infinity: too large for a float64, not "not a number"
+  return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(raw) && !Number.isFinite(Number(raw))
+    ? `${raw} is too large: a cell holds numbers up to about ±1.8e308.` : null;
+}
 
-// -- the URL is the state ----------------------------------------------------------------------------
-const KEYS = ["model", "text", "view", "block", "head", "tensor", "lead", "r0", "c0", "cell"];
-function readURL() {
-  const q = new URLSearchParams(location.search);
-  for (const k of KEYS) S[k] = q.has(k) ? q.get(k) : (k === "view" ? null : ["lead", "r0", "c0"].includes(k) ? 0 : null);
-  for (const k of ["lead", "r0", "c0", "block", "head"]) if (S[k] !== null) S[k] = Number(S[k]);
+// -- requests -------------------------------------------------------------------------------------
+function setBusy(d) {
+  busy += d;
+  document.body.classList.toggle("busy", busy > 0);
+  $("#busy").hidden = busy === 0;
+}
+async function request(url, init) {
+  setBusy(1);
+  try {
+    const r = await fetch(url, init);
+    const data = await r.json();
+    if (!r.ok) throw new ApiError(data.error, data.message);
+    return data;
+  } finally { setBusy(-1); }
+}
+function state() { // what every request carries: the sheet's state and the view
+  const v = {};
+  for (const k of VIEW_KEYS) if (S[k] !== null && S[k] !== undefined) v[k] = S[k];
+  return { model: S.model, text: S.text, edits: S.edits, temperature: S.temperature, top_k: S.top_k || "",
+    top_p: S.top_p < 1 ? S.top_p : "", ...v, show: true };
+}
+const post = (verb, body) => request(`/api/${verb}`, { method: "POST", headers: { "Content-Type": "application/json" },
+  body: JSON.stringify({ ...state(), ...body }) });
+
+// -- the address is the state -----------------------------------------------------------------------
+function fromQuery(q) {
+  const out = { ...DEFAULTS, edits: [] };
+  for (const k of ["model", "text", ...VIEW_KEYS]) if (q.has(k)) out[k] = q.get(k);
+  for (const k of NUMS) if (out[k] !== null) out[k] = Number(out[k]) || 0;
+  for (const [k, d] of [["temperature", 1], ["top_k", 0], ["top_p", 1], ["seed", 0]]) {
+    const v = q.has(k) ? Number(q.get(k)) : d;
+    out[k] = Number.isFinite(v) ? v : d;
+  }
+  for (const e of q.getAll("edit")) { const i = e.lastIndexOf("="); if (i > 0) out.edits.push([e.slice(0, i), Number(e.slice(i + 1))]); }
+  return out;
+}
+function toQuery(st) {
+  const q = new URLSearchParams();
+  for (const k of ["model", "text", ...VIEW_KEYS]) {
+    const v = st[k];
+    if (v === null || v === undefined || (["lead", "r0", "c0"].includes(k) && !v) || (k === "view" && v === "overview")) continue;
+    q.set(k, v);
+  }
+  if (st.temperature !== 1) q.set("temperature", st.temperature);
+  if (st.top_k) q.set("top_k", st.top_k);
+  if (st.top_p !== 1) q.set("top_p", st.top_p);
+  if (st.seed) q.set("seed", st.seed);
+  for (const [n, v] of st.edits) q.append("edit", `${n}=${v}`);
+  return "/?" + q.toString().replace(/%5B/g, "[").replace(/%5D/g, "]").replace(/%2A/g, "*").replace(/%3D/g, "=");
 }
 function writeURL(push) {
-  const q = new URLSearchParams();
-  for (const k of KEYS) {
-    if (S[k] === null || S[k] === undefined || (["lead", "r0", "c0"].includes(k) && !S[k])) continue;
-    if (k === "view" && S.view === "overview") continue;
-    q.set(k, S[k]);
-  }
-  const url = "/?" + q.toString().replace(/%5B/g, "[").replace(/%5D/g, "]").replace(/%2A/g, "*");
+  const url = toQuery(S);
+  if (url === location.pathname + location.search) return;
   if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
 }
-function go(changes) { Object.assign(S, changes); writeURL(true); render(); }
+function href(changes) { return esc(toQuery({ ...S, ...changes })); } // a link: the address of S with these changes
+const CLEAR = { block: null, head: null, tensor: null, lead: 0, r0: 0, c0: 0, cell: null };
+const sameSheet = (a, b) => a.model === b.model && a.text === b.text && JSON.stringify(a.edits) === JSON.stringify(b.edits);
 
-// -- where a cell sits in its tensor's grid --------------------------------------------------------------
-function place(info) { // {tensor, index, axes} -> the grid's lead / window of the cell
-  const idx = info.index, axes = info.axes;
-  let lead = 0, row = 0, col = 0;
-  if (idx.length === 3) { lead = idx[0]; row = idx[1]; col = idx[2]; }
-  else if (idx.length === 2) { row = idx[0]; col = idx[1]; }
-  else if (idx.length === 1) { if (axes[0] === "pos") row = idx[0]; else col = idx[0]; }
-  return { tensor: info.tensor, lead, r0: Math.floor(row / W) * W, c0: Math.floor(col / W) * W };
-}
-async function openCell(name) {
+// -- loading a view: one request -------------------------------------------------------------------
+async function load(push, receiptOf) {
+  const seq = ++loadSeq, t0 = performance.now();
+  if (!receiptOf) writeURL(push);
   try {
-    const info = await get("cellview", { name });
-    go({ view: "tensor", ...place(info), cell: info.name, block: null, head: null });
-  } catch (e) { showError(e); }
+    const r = receiptOf ? await receiptOf() : await post("view", {});
+    if (seq !== loadSeq) return; // a later click already asked
+    const page = r.page || r;
+    if (receiptOf) { STALE = r.stale_by_tensor || {}; CHANGED = true; showReceipt(r); }
+    else if (page.receipt) showReceipt(page.receipt, page.receipt.restored);
+    show(page, Boolean(receiptOf));
+    clearErrorsBut(page.errors);
+  } catch (e) {
+    if (seq !== loadSeq) return;
+    failed(e, receiptOf);
+  }
+  CHANGED = false;
+  // the time from the action to the result on screen (after the next paint), for benchmarks/bench_server.py
+  requestAnimationFrame(() => setTimeout(() => {
+    document.body.dataset.ms = (performance.now() - t0).toFixed(1);
+    if (!document.body.dataset.loaded) document.body.dataset.loaded = performance.now().toFixed(1);
+    document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
+  }));
+}
+function clearErrorsBut(errors) {
+  clearErrors();
+  for (const [k, msg] of Object.entries(errors || {})) fieldError(k === "cell" ? "goto" : k === "sampling" ? "gen" : "view", { message: msg });
+}
+let FAIL_FIELD = null;
+function failed(e, action) { // a request that could not be answered: said at its field, the page still usable
+  const m = String(e.message || e);
+  let field = FAIL_FIELD || (action ? "whatif" : "text");
+  if (!action && /no model .* is served/.test(m)) field = "model";
+  else if (!action && /^edits:/.test(m)) field = "badge";
+  clearErrors();
+  if (field === "badge") renderBadge();
+  fieldError(field, e);
+  if (!LOADED) $("#view").innerHTML = `<p class="hint" id="view-help">The sheet could not be computed: fix the ${field === "model" ? "model (choose one above)" : field === "badge" ? "edits (reset them)" : "input above and press run"}.</p>`;
+  if (field === "model" && MODELS.length) { $("#model").value = ""; }
+}
+function show(page, push) {
+  PAGE = page; LOADED = true;
+  HISTORY = page.history;
+  S.text = page.text; S.edits = page.edits;
+  Object.assign(S, { view: page.view.view, block: page.view.block, head: page.view.head, tensor: page.view.tensor,
+    lead: page.view.lead, r0: page.view.r0, c0: page.view.c0 });
+  if (page.view.cell) S.cell = page.view.cell; else if (!(page.errors || {}).cell) S.cell = null;
+  writeURL(push);
+  $("#model").value = S.model;
+  $("#text").value = page.text;
+  $("#top-k").max = String(Math.min(50, page.model.vocab_size));
+  $("#undo").disabled = !HISTORY.undo; $("#redo").disabled = !HISTORY.redo;
+  const el = $("#view");
+  if (S.view === "block") viewBlock(el, page);
+  else if (S.view === "head") viewHead(el, page);
+  else if (S.view === "tensor") viewTensor(el, page);
+  else viewOverview(el, page);
+  crumbs(page);
+  renderBadge();
+  renderCell(page.cell);
+  renderDist(page.dist);
 }
 
 // -- grids ------------------------------------------------------------------------------------------
+function axisLabel(ax, label) { // positions carry their token, so every grid reads in words
+  if ((ax === "pos" || ax === "key" || ax === "position") && PAGE) { const tok = PAGE.overview.tokens[Number(label)]; return tok === undefined ? label : `${label} ${tok}`; }
+  return label;
+}
 function gridHTML(t, small) {
   const prob = isProb(t.name), rowAx = t.row_axis, colAx = t.col_axis;
-  let h = `<table class="grid" data-tensor="${esc(t.name)}"><tr><th class="rowh">${esc(rowAx || "")}${colAx ? " \\ " + esc(colAx) : ""}</th>`;
-  for (const c of t.cols) h += `<th>${esc(c)}</th>`;
+  const cone = t.cone || [];
+  let h = `<table class="grid${small ? " mini" : ""}" data-tensor="${esc(t.name)}" aria-label="${esc(t.prefix)}"><tr><th class="rowh">${esc(rowAx || "")}${colAx ? " \\ " + esc(colAx) : ""}</th>`;
+  for (const c of t.cols) h += `<th scope="col">${esc(axisLabel(colAx, c))}</th>`;
   h += "</tr>";
   t.values.forEach((row, i) => {
-    h += `<tr><th class="rowh">${esc(t.rows[i])}</th>`;
+    h += `<tr><th class="rowh" scope="row">${esc(axisLabel(rowAx, t.rows[i]))}</th>`;
     row.forEach((v, j) => {
       const name = t.prefix + (rowAx ? `[${t.rows[i]}]` : "") + (colAx ? `[${t.cols[j]}]` : "");
       const masked = v === "-inf" && /score$/.test(t.name);
       const num = typeof v === "number" ? v : 0;
       const bg = masked ? "" : prob ? heat(num) : signed(num, typeof t.absmax === "number" ? t.absmax : 0);
       const dark = !masked && (prob ? num > 0.55 : Math.abs(num) > 0.55 * t.absmax);
-      h += `<td class="v${masked ? " masked" : ""}" data-cell="${esc(name)}" data-value="${esc(v)}" title="${esc(name)} = ${esc(v)}"`
-        + ` style="background:${bg};color:${dark ? "#fff" : "#222"}">${small ? "" : esc(fmt(v))}</td>`;
+      const cls = `v${masked ? " masked" : ""}${cone[i] && cone[i][j] ? " cone" : ""}${name === S.cell ? " selected" : ""}`;
+      h += `<td class="${cls}" data-cell="${esc(name)}" data-value="${esc(v)}" title="${esc(name)} = ${esc(v)}"`
+        + (small ? "" : ` tabindex="-1"`) + ` style="background:${bg};color:${dark ? "#fff" : "#222"}">${small ? "" : esc(fmt(v))}</td>`;
     });
     h += "</tr>";
   });
   return h + "</table>";
 }
 function gridKey(t) { return `${t.name}|${t.lead.join(",")}|${t.r0}|${t.c0}`; }
-async function addGrid(el, params, small) {
-  const t = await get("tensor", params);
+function fillGrid(el, t, small) {
   el.innerHTML = gridHTML(t, small);
   const key = gridKey(t), table = el.querySelector("table");
-  GRIDS.push({ t, table });
   if (CHANGED && BEFORE[key]) markChanged(table, BEFORE[key], t.values);
   BEFORE[key] = t.values;
-  table.addEventListener("click", (ev) => {
-    const td = ev.target.closest("td.v");
-    if (td) selectCell(td.dataset.cell);
-  });
-  return t;
+  if (small) return; // a head card's map is a picture inside a link: a click opens the head, selects nothing
+  const first = table.querySelector("td.selected") || table.querySelector("td.v");
+  if (first) first.tabIndex = 0;
+  table.addEventListener("click", (ev) => { const td = ev.target.closest("td.v"); if (td) selectCell(td.dataset.cell); });
+  table.addEventListener("keydown", gridKeys);
 }
 function markChanged(table, old, now) {
   const tds = table.querySelectorAll("td.v");
@@ -132,279 +248,299 @@ function markChanged(table, old, now) {
     k++;
   }));
 }
-async function markCone() {
-  for (const g of GRIDS) g.table.querySelectorAll("td.cone, td.selected").forEach((td) => td.classList.remove("cone", "selected"));
-  if (!S.cell) return;
-  for (const g of GRIDS) {
-    const sel = g.table.querySelector(`td[data-cell="${CSS.escape(S.cell)}"]`);
-    if (sel) sel.classList.add("selected");
-    try {
-      const c = await get("cone", { name: S.cell, tensor: g.t.name, lead: g.t.lead[0] || 0, r0: g.t.r0, c0: g.t.c0 });
-      const tds = g.table.querySelectorAll("td.v");
-      let k = 0;
-      for (const row of c.mask) for (const m of row) { if (m) tds[k].classList.add("cone"); k++; }
-    } catch (e) { /* a grid of another model state: ignore */ }
-  }
+function gridKeys(ev) { // arrow keys move between cells, Enter selects one (and shows its cone)
+  const td = ev.target.closest("td.v");
+  if (!td) return;
+  const tr = td.parentElement, rows = [...tr.parentElement.children], r = rows.indexOf(tr), c = [...tr.children].indexOf(td);
+  const to = { ArrowUp: [r - 1, c], ArrowDown: [r + 1, c], ArrowLeft: [r, c - 1], ArrowRight: [r, c + 1] }[ev.key];
+  if (to) {
+    const next = rows[to[0]] && rows[to[0]].children[to[1]];
+    if (next && next.matches("td.v")) { td.tabIndex = -1; next.tabIndex = 0; next.focus(); }
+    ev.preventDefault();
+  } else if (ev.key === "Enter") { ev.preventDefault(); selectCell(td.dataset.cell); }
 }
 
 // -- views --------------------------------------------------------------------------------------------
 function chip(t) {
   const mark = STALE[t.name] ? " stale-mark" : "";
   const stale = STALE[t.name] ? ` title="${STALE[t.name]} cells made stale by the last edit"` : "";
-  return `<span class="chip ${t.kind}${mark}" data-tensor="${esc(t.name)}"${stale}>${esc(t.name)}<small>${t.shape.join("×") || "scalar"}</small></span>`;
+  return `<a class="chip ${t.kind}${mark}" data-tensor="${esc(t.name)}" href="${href({ ...CLEAR, view: "tensor", tensor: t.name })}"${stale}>${esc(t.name)}<small>${t.shape.join("×") || "scalar"}</small></a>`;
 }
 function groupBy(list, key) { const m = new Map(); for (const x of list) { const k = key(x); if (!m.has(k)) m.set(k, []); m.get(k).push(x); } return m; }
+const blockLink = (b, text) => `<a class="go" data-block="${b}" href="${href({ ...CLEAR, view: "block", block: b })}">${text}</a>`;
+const headLink = (b, i, text) => `<a class="go" data-block="${b}" data-head="${i}" href="${href({ ...CLEAR, view: "head", block: b, head: i })}">${text}</a>`;
+const tensorLink = (name, lead, text, row) => `<a class="tensor-link" data-tensor="${esc(name)}" href="${href({ ...CLEAR, view: "tensor", tensor: name, lead: lead || 0, r0: row ? Math.floor(row / W) * W : 0 })}">${text}</a>`;
+const cellLink = (name, text) => `<a class="ref" data-cell="${esc(name)}" href="${href({ view: null, tensor: null, cell: name })}">${text === undefined ? esc(name) : text}</a>`;
 
-async function viewOverview(el, o) {
-  const m = o.model;
+function viewOverview(el, page) {
+  const o = page.overview, m = page.model;
   let h = `<h1>${esc(m.name)} <small>${esc(m.title)}</small></h1>`;
-  h += `<div class="card"><h2>the flow of “${esc(o.text)}” through the model: size of the residual stream per position</h2><table class="flow"><tr><th></th>`;
+  h += `<div class="card"><h2>the flow of “<span class="name">${esc(short(o.text, 60))}</span>” through the model: size of the residual stream per position</h2><div class="scroll"><table class="flow"><tr><th></th>`;
   for (const f of o.flow) h += `<th>${f.pos}</th>`;
   h += `</tr><tr><th>token</th>${o.flow.map((f) => `<td class="tok">${esc(f.token)}</td>`).join("")}</tr>`;
   const rows = ["emb", ...Array.from({ length: m.n_layer }, (_, i) => `h[${i}].out`)];
   rows.forEach((name, r) => {
-    h += `<tr><th><a class="tensor-link" data-tensor="${name}">${name}</a></th>`;
+    h += `<tr><th>${tensorLink(name, 0, name)}</th>`;
     for (const f of o.flow) {
-      const v = f.norms[r];
-      const t = v / o.norm_max;
-      h += `<td class="v" data-cell-tensor="${name}" data-row="${f.pos}" style="background:${heat(t)};color:${t > 0.55 ? "#fff" : "#222"}" title="‖${name}[${f.pos}]‖">${fmt(v)}</td>`;
+      const v = f.norms[r], t = v / o.norm_max;
+      h += `<td class="v" style="background:${heat(t)};color:${t > 0.55 ? "#fff" : "#222"}" title="‖${name}[${f.pos}]‖"><a class="plain" href="${href({ ...CLEAR, view: "tensor", tensor: name, r0: Math.floor(f.pos / W) * W })}">${fmt(v)}</a></td>`;
     }
     h += "</tr>";
   });
-  h += `<tr><th><a class="tensor-link" data-tensor="prob">next</a></th>${o.flow.map((f) => `<td class="tok" title="p = ${f.p}">${esc(f.next)} <small>${fmt(f.p)}</small></td>`).join("")}</tr></table></div>`;
+  h += `<tr><th>${tensorLink("prob", 0, "next")}</th>${o.flow.map((f) => `<td class="tok" title="p = ${f.p}">${esc(f.next)} <small>${fmt(f.p)}</small></td>`).join("")}</tr></table></div></div>`;
   h += `<div class="cards">`;
   for (const st of o.stages) {
-    const isBlock = st.stage.startsWith("h[");
     const parts = groupBy(st.tensors, (t) => t.part);
     let inner = "";
     for (const [part, ts] of parts) inner += `<div class="sub"><h3>${esc(part)}</h3><div class="chips">${ts.map(chip).join("")}</div></div>`;
-    if (isBlock) {
+    if (st.stage.startsWith("h[")) {
       const b = Number(st.stage.slice(2, -1));
-      const heads = Array.from({ length: m.n_head }, (_, i) => `<a class="go" data-block="${b}" data-head="${i}">head ${i}</a>`).join(" ");
-      h += `<details class="card block" data-block="${b}"${b === 0 ? " open" : ""}><summary>block ${esc(st.stage)}<a class="go" data-block="${b}">open block →</a></summary>${inner}<div class="sub"><h3>attention heads</h3>${heads}</div></details>`;
+      const heads = Array.from({ length: m.n_head }, (_, i) => headLink(b, i, `head ${i}`)).join(" ");
+      h += `<details class="card block" data-block="${b}"${b === 0 ? " open" : ""}><summary>block ${esc(st.stage)}${blockLink(b, "open block →")}</summary>${inner}<div class="sub"><h3>attention heads</h3>${heads}</div></details>`;
     } else {
       h += `<div class="card"><h2>${esc(st.stage)}</h2>${inner}</div>`;
     }
   }
   el.innerHTML = h + "</div>";
-  el.querySelectorAll("td[data-cell-tensor]").forEach((td) => td.addEventListener("click", () =>
-    go({ view: "tensor", tensor: td.dataset.cellTensor, lead: 0, r0: Math.floor(td.dataset.row / W) * W, c0: 0, cell: null })));
 }
 
-async function viewBlock(el, o) {
-  const b = S.block, m = o.model;
-  const st = o.stages.find((s) => s.stage === `h[${b}]`);
-  if (!st) throw new Error(`QueryError: this model has blocks h[0]..h[${m.n_layer - 1}]`);
-  let h = `<h1>block h[${b}] <small>${b > 0 ? `<a class="go" data-block="${b - 1}">← h[${b - 1}]</a> ` : ""}${b < m.n_layer - 1 ? `<a class="go" data-block="${b + 1}">h[${b + 1}] →</a>` : ""}</small></h1>`;
-  h += `<div class="card"><h2>attention of each head (query position ↓, key position →); click a head</h2><div class="heads">`;
-  for (let i = 0; i < m.n_head; i++) h += `<div class="head-card" data-block="${b}" data-head="${i}"><div class="hint">head ${i}</div><div class="gridwrap small" id="att-${i}"></div></div>`;
+function viewBlock(el, page) {
+  const b = S.block, m = page.model;
+  let h = `<h1>block h[${b}] <small>${b > 0 ? blockLink(b - 1, `← h[${b - 1}]`) + " " : ""}${b < m.n_layer - 1 ? blockLink(b + 1, `h[${b + 1}] →`) : ""}</small></h1>`;
+  h += `<div class="card"><h2>attention of each head (query position ↓, key position →); open a head</h2><div class="heads">`;
+  for (let i = 0; i < m.n_head; i++) h += `<a class="head-card" data-block="${b}" data-head="${i}" href="${href({ ...CLEAR, view: "head", block: b, head: i })}"><span class="hint">head ${i}</span><span class="gridwrap small" id="att-${i}"></span></a>`;
+  const st = page.overview.stages.find((s) => s.stage === `h[${b}]`);
   h += `</div></div><div class="card"><h2>the block's tensors, by sub-layer</h2>`;
   for (const [part, ts] of groupBy(st.tensors, (t) => t.part)) h += `<div class="sub"><h3>${esc(part)}</h3><div class="chips">${ts.map(chip).join("")}</div></div>`;
   el.innerHTML = h + "</div>";
-  await Promise.all(Array.from({ length: m.n_head }, (_, i) => addGrid($(`#att-${i}`), { name: `h[${b}].attn.att`, lead: i }, true)));
-  el.querySelectorAll(".head-card").forEach((d) => d.addEventListener("click", (ev) => {
-    ev.stopPropagation(); go({ view: "head", block: Number(d.dataset.block), head: Number(d.dataset.head), cell: null });
-  }));
+  page.grids.forEach((t, i) => fillGrid($(`#att-${i}`), t, true));
 }
 
-async function viewHead(el, o) {
-  const b = S.block, hd = S.head, m = o.model;
+function viewHead(el, page) {
+  const b = S.block, hd = S.head, m = page.model;
   let h = `<h1>h[${b}].attn head ${hd} <small>`;
-  for (let i = 0; i < m.n_head; i++) if (i !== hd) h += `<a class="go" data-block="${b}" data-head="${i}">head ${i}</a> `;
+  for (let i = 0; i < m.n_head; i++) if (i !== hd) h += headLink(b, i, `head ${i}`) + " ";
   h += `</small></h1><div class="headgrid">`;
-  const parts = ["att", "score", "q", "k", "v"];
   const what = { att: "attention map: softmax of the scores", score: "scores q·k/√d (masked: future keys)", q: "queries", k: "keys", v: "values" };
-  for (const p of parts) h += `<div class="card"><h2><a class="tensor-link" data-tensor="h[${b}].attn.${p}" data-lead="${hd}">h[${b}].attn.${p}[${hd}]</a> — ${what[p]}</h2><div class="gridwrap small" id="g-${p}"></div></div>`;
+  page.grids.forEach((t, i) => {
+    const p = t.name.split(".").pop();
+    h += `<div class="card"><h2><span class="name">${tensorLink(t.name, hd, `${esc(t.name)}[${hd}]`)}</span> — ${what[p]}</h2><div class="gridwrap small" id="g-${i}"></div></div>`;
+  });
   el.innerHTML = h + "</div>";
-  await Promise.all(parts.map((p) => addGrid($(`#g-${p}`), { name: `h[${b}].attn.${p}`, lead: hd })));
+  page.grids.forEach((t, i) => fillGrid($(`#g-${i}`), t, false));
 }
 
-async function viewTensor(el) {
-  const box = document.createElement("div");
-  box.className = "gridwrap";
-  el.innerHTML = `<h1 id="tensor-title">${esc(S.tensor)}</h1><div class="gridbar" id="gridbar"></div>`;
-  el.appendChild(box);
-  const t = await addGrid(box, { name: S.tensor, lead: S.lead, r0: S.r0, c0: S.c0 });
-  $("#tensor-title").innerHTML = `${esc(t.name)} <small>${t.shape.join(" × ") || "scalar"} · ${esc(t.axes.join(", ") || "scalar")}</small><span class="tag ${t.kind}">${t.kind}</span>`;
+function viewTensor(el, page) {
+  const t = page.grids[0];
   let bar = `<span>${esc(t.doc || "")}</span>`;
-  if (t.lead.length) bar += " " + Array.from({ length: t.shape[0] }, (_, i) => `<button class="lead" data-lead="${i}" ${i === S.lead ? "disabled" : ""}>${esc(t.axes[0])} ${i}</button>`).join("");
+  if (t.lead.length) bar += " " + Array.from({ length: t.shape[0] }, (_, i) => i === S.lead ? `<span class="lead on">${esc(t.axes[0])} ${i}</span>` : `<a class="lead" href="${href({ lead: i, cell: null })}">${esc(t.axes[0])} ${i}</a>`).join(" ");
   if (t.n_rows > W || t.n_cols > W) {
     bar += ` <span>rows ${t.r0}–${Math.min(t.n_rows, t.r0 + W) - 1} of ${t.n_rows}, columns ${t.c0}–${Math.min(t.n_cols, t.c0 + W) - 1} of ${t.n_cols}</span>`;
-    bar += `<button data-page="r0" data-to="${t.r0 - W}" ${t.r0 ? "" : "disabled"}>↑</button><button data-page="r0" data-to="${t.r0 + W}" ${t.r0 + W < t.n_rows ? "" : "disabled"}>↓</button>`;
-    bar += `<button data-page="c0" data-to="${t.c0 - W}" ${t.c0 ? "" : "disabled"}>←</button><button data-page="c0" data-to="${t.c0 + W}" ${t.c0 + W < t.n_cols ? "" : "disabled"}>→</button>`;
+    const page_ = (k, to, ok, text) => ok ? `<a class="page" href="${href({ [k]: to })}">${text}</a>` : `<span class="page off">${text}</span>`;
+    bar += page_("r0", t.r0 - W, t.r0 > 0, "↑") + page_("r0", t.r0 + W, t.r0 + W < t.n_rows, "↓")
+      + page_("c0", t.c0 - W, t.c0 > 0, "←") + page_("c0", t.c0 + W, t.c0 + W < t.n_cols, "→")
+      + ` <span class="hint">Ctrl+G goes to any row or cell</span>`;
   }
-  $("#gridbar").innerHTML = bar;
-  $("#gridbar").querySelectorAll("button.lead").forEach((b) => b.addEventListener("click", () => go({ lead: Number(b.dataset.lead) })));
-  $("#gridbar").querySelectorAll("button[data-page]").forEach((b) => b.addEventListener("click", () => go({ [b.dataset.page]: Number(b.dataset.to) })));
+  el.innerHTML = `<h1 id="tensor-title">${esc(t.name)} <small>${t.shape.join(" × ") || "scalar"} · ${esc(t.axes.join(", ") || "scalar")}</small><span class="tag ${t.kind}">${t.kind}</span></h1><div class="gridbar" id="gridbar">${bar}</div><div class="gridwrap" id="grid-main"></div>`;
+  fillGrid($("#grid-main"), t, false);
 }
 
-function crumbs(o) {
-  const parts = [`<a class="go" data-home="1">${esc(S.model)} · “${esc(o.text)}”</a>`];
+function crumbs(page) {
+  const parts = [`<a class="go" data-home="1" href="${href({ ...CLEAR, view: "overview" })}" title="${esc(page.text)}">${esc(S.model)} · “${esc(short(page.text, 24))}”</a>`];
   const t = S.tensor || "";
   const blk = S.view === "tensor" ? (t.match(/^h\[(\d+)\]/) || [])[1] : S.block;
-  if (blk !== undefined && blk !== null) parts.push(`<a class="go" data-block="${blk}">block h[${blk}]</a>`);
+  if (blk !== undefined && blk !== null && S.view !== "overview") parts.push(blockLink(blk, `block h[${blk}]`));
   if (S.view === "head") parts.push(`<span>head ${S.head}</span>`);
-  if (S.view === "tensor" && /\.attn\.(q|k|v|score|att)$/.test(t)) parts.push(`<a class="go" data-block="${blk}" data-head="${S.lead}">head ${S.lead}</a>`);
-  if (S.view === "tensor") parts.push(`<a class="tensor-link" data-tensor="${esc(t)}" data-lead="${S.lead}">${esc(t)}</a>`);
-  if (S.cell) parts.push(`<a class="ref" data-cell="${esc(S.cell)}">${esc(S.cell)}</a>`);
-  $("#crumbs").innerHTML = parts.join('<span class="sep">›</span>');
+  if (S.view === "tensor" && /\.attn\.(q|k|v|score|att)$/.test(t)) parts.push(headLink(blk, S.lead, `head ${S.lead}`));
+  if (S.view === "tensor") parts.push(tensorLink(t, S.lead, esc(t)));
+  if (S.cell) parts.push(cellLink(S.cell));
+  $("#crumbs-path").innerHTML = parts.join('<span class="sep">›</span>');
+}
+function renderBadge() { // "edited: N changes [list] [reset]": an edited sheet says so, on every view
+  const el = $("#badge"), n = S.edits.length;
+  if (!n) { el.hidden = true; el.innerHTML = ""; return; }
+  el.hidden = false;
+  const list = S.edits.map(([c, v]) => `<li>${cellLink(c)} = ${esc(fmt(v))}</li>`).join("");
+  el.innerHTML = `<details><summary id="badge-summary">edited: ${n} change${n === 1 ? "" : "s"}</summary><ul id="badge-list">${list}</ul></details>`
+    + ` <a id="reset" href="${href({ edits: [] })}" title="the unedited model">reset</a><span class="field-error" id="badge-error" role="alert" hidden></span>`;
 }
 
 // -- the cell panel -------------------------------------------------------------------------------------
+const NAME = /[A-Za-z_]\w*(?:\[[^\]\s]+\]|\.[A-Za-z_]\w*)*\[[^\]\s]+\]/g; // a whole dotted name, every [...] in it
 function linkify(formula) { // cell names in a formula become links; a name indexed by a sum's variable stays text
   const vars = [...formula.matchAll(/Σ_\{(\w+)=/g)].map((m) => m[1]);
-  return esc(formula).replace(/([A-Za-z_][\w.]*(?:\[[^\]\s]+\])+)/g, (m) =>
-    vars.some((v) => m.includes(`[${v}]`)) ? `<span class="range">${m}</span>` : `<a class="ref" data-cell="${m}">${m}</a>`);
+  return esc(formula).replace(NAME, (m) =>
+    vars.some((v) => m.includes(`[${v}]`)) ? `<span class="range">${m}</span>` : cellLink(m.replace(/&amp;/g, "&"), m));
 }
 function names(list, n) {
-  const shown = list.map((c) => `<a class="ref" data-cell="${esc(c)}">${esc(c)}</a>`).join(" ");
+  const shown = list.map((c) => cellLink(c)).join(" ");
   return (shown || '<span class="hint">none</span>') + (n > list.length ? ` <span class="hint">… ${n - list.length} more</span>` : "");
 }
-async function renderCell() {
+function renderCell(c) {
   const body = $("#cell-body");
-  if (!S.cell) { body.innerHTML = '<p class="hint">Click any cell of a grid, or a name in a formula.</p>'; return; }
-  const c = await get("cellview", { name: S.cell });
+  if (!c) { body.innerHTML = '<p class="hint">Click any cell of a grid (or move to it with the arrow keys and press Enter), or a name in a formula.</p>'; return; }
   const editable = c.kind === "input" ? "a token" : c.kind === "parameter" ? "a number" : "a number (pins the cell)";
   body.innerHTML = `<div id="cell-name" class="mono"><b>${esc(c.name)}</b> <span class="tag ${c.kind}">${c.kind}</span><span class="tag">${esc(c.state)}</span></div>
     <div class="value-big" id="cell-value" data-value="${esc(c.value)}">${esc(c.value)}</div>
     <div class="formula" id="cell-formula">${linkify(c.formula)}</div>
-    <div class="kv"><span>precedents</span><div class="list" id="cell-precedents">${names(c.precedents, c.n_precedents)}</div>
-    <span>dependents</span><div class="list" id="cell-dependents">${names(c.dependents, c.n_dependents)}</div>
-    <span>cone</span><div id="cell-cone" class="hint">…</div></div>
-    <div class="edit"><input id="edit-value" placeholder="new value: ${editable}" value="${c.kind === "input" ? "" : esc(c.value)}"><button id="edit-apply">set</button></div>
+    <div class="kv"><span>precedents <kbd>Ctrl+[</kbd></span><div class="list" id="cell-precedents">${names(c.precedents, c.n_precedents)}</div>
+    <span>dependents <kbd>Ctrl+]</kbd></span><div class="list" id="cell-dependents">${names(c.dependents, c.n_dependents)}</div>
+    <span>cone</span><div id="cell-cone" class="hint">it reads ${c.cone.cells.toLocaleString("en")} cells in ${Object.keys(c.cone.tensors).length} tensors, directly or not (outlined in red on the grids)</div></div>
+    <form class="edit" id="edit-form"><input id="edit-value" aria-label="new value of ${esc(c.name)}" placeholder="new value: ${editable}" value="${c.kind === "input" ? "" : esc(c.value)}"><button id="edit-apply">set</button></form>
+    <span class="field-error" id="edit-error" role="alert" hidden></span>
     <h2 style="margin-top:10px">top influences (gradient × value)</h2><div id="influence" class="hint">…</div>`;
-  $("#edit-apply").addEventListener("click", () => edit(c));
-  $("#edit-value").addEventListener("keydown", (ev) => { if (ev.key === "Enter") edit(c); });
-  const big = LAST && LAST.model.n_params > 20e6; // a backward pass takes seconds: rank on request
-  if (c.kind === "computed" && big && !RANKED.has(c.name)) {
-    $("#influence").innerHTML = `<button id="rank">rank the top 10</button> <span class="hint">one backward pass through ${LAST.model.n_params.toLocaleString("en")} parameters: seconds at this size</span>`;
-    $("#rank").addEventListener("click", () => { RANKED.add(c.name); renderCell().catch(showError); });
+  $("#edit-form").addEventListener("submit", (ev) => { ev.preventDefault(); edit(c.name, c.kind, $("#edit-value").value, "edit"); });
+  const inf = $("#influence");
+  if (c.influence) {
+    inf.innerHTML = `<table class="infl" id="influence-table"><tr><td>cell</td><td class="n">value</td><td class="n">gradient</td><td class="n">score</td></tr>`
+      + c.influence.items.map((i) => `<tr><td>${cellLink(i.cell)}</td><td class="n">${fmt(i.value)}</td><td class="n">${fmt(i.grad)}</td><td class="n" data-score="${i.score}">${fmt(i.score)}</td></tr>`).join("") + "</table>";
   } else if (c.kind === "computed") {
-    $("#influence").textContent = "ranking…";
-    get("influence", { name: c.name, top: 10 }).then((inf) => {
-      $("#influence").innerHTML = `<table class="infl" id="influence-table"><tr><td>cell</td><td class="n">value</td><td class="n">gradient</td><td class="n">score</td></tr>`
-        + inf.items.map((i) => `<tr><td><a class="ref" data-cell="${esc(i.cell)}">${esc(i.cell)}</a></td><td class="n">${fmt(i.value)}</td><td class="n">${fmt(i.grad)}</td><td class="n" data-score="${i.score}">${fmt(i.score)}</td></tr>`).join("") + "</table>";
-    }).catch((e) => { $("#influence").textContent = e.message; });
+    inf.innerHTML = `<button id="rank">rank the top 10</button> <span class="hint">one backward pass through ${PAGE.model.n_params.toLocaleString("en")} parameters: seconds at this size</span>`;
+    $("#rank").addEventListener("click", async () => {
+      inf.textContent = "ranking…";
+      try {
+        const r = await request(`/api/influence?${new URLSearchParams({ model: S.model, text: S.text, edits: JSON.stringify(S.edits), name: c.name, top: 10 })}`);
+        renderCell({ ...c, influence: r });
+      } catch (e) { inf.textContent = plain(e.message); }
+    });
   } else {
-    $("#influence").textContent = `a ${c.kind} reads no cell; its dependents show what it feeds.`;
+    inf.textContent = `a ${c.kind} reads no cell; its dependents show what it feeds.`;
   }
-  get("cone", { name: c.name, tensor: c.tensor }).then((k) => {
-    const top = Object.entries(k.tensors).filter(([t]) => t !== c.tensor).length;
-    $("#cell-cone").textContent = `it reads ${k.cells.toLocaleString("en")} cells in ${Object.keys(k.tensors).length} tensors, directly or not (outlined in red on the grids)` + (top ? "" : "");
-  }).catch(() => { });
 }
-async function selectCell(name) {
-  S.cell = name; writeURL(true);
-  crumbs(LAST);
-  try { await Promise.all([renderCell(), markCone()]); clearError(); } catch (e) { showError(e); }
-}
-async function edit(c) {
-  const raw = $("#edit-value").value.trim();
-  const value = c.kind === "input" || raw === "" || isNaN(Number(raw)) ? raw : Number(raw);
-  await whatIf(post("set", { name: c.name, value }));
-}
+function selectCell(name) { S.cell = name; FOCUS = "td.selected"; load(true); }
 
 // -- what-ifs, receipts, generation ---------------------------------------------------------------------
-async function whatIf(promise) {
-  try {
-    const r = await promise;
-    S.text = r.text; HISTORY = r.history; STALE = r.stale_by_tensor || {}; CHANGED = true;
-    writeURL(false);
-    showReceipt(r);
-    await render(true);
-    clearError();
-  } catch (e) { showError(e); }
+function edit(name, kind, raw, field) {
+  raw = raw.trim();
+  const big = tooLarge(raw);
+  clearErrors();
+  if (!name) return fieldError(field, { message: "type a cell name, e.g. wpe[5][0] or lm_head.w[A][26]." });
+  if (big) return fieldError(field, { message: big });
+  if (raw === "") return fieldError(field, { message: `type the new value of ${name}: ${kind === "input" ? "a token" : "a number"}.` });
+  const value = kind === "input" || isNaN(Number(raw)) ? raw : Number(raw);
+  whatIf("set", { name, value }, field);
 }
-function showReceipt(r) {
+function whatIf(verb, body, field) {
+  FAIL_FIELD = field;
+  return load(true, () => post(verb, body)).finally(() => { FAIL_FIELD = null; });
+}
+function showReceipt(r, restored) {
   const ch = r.max_change || {};
   const pred = r.prediction.tokens.slice(0, 5).map((t) => `${esc(t.token)} ${fmt(t.prob)}`).join(" · ");
-  $("#receipt").innerHTML = `<div class="mono" id="receipt-action">${esc(r.action)}: ${esc((r.cells || []).join(", "))}</div>`
+  const cells = r.cells || [];
+  const what = cells.slice(0, 3).map((c) => esc(short(c, 48))).join(", ") + (cells.length > 3 ? ` and ${cells.length - 3} more` : "");
+  let change = "";
+  if (r.action === "append") change = `<div class="hint">the new position was computed; every earlier one was reused (no change)</div>`;
+  else if (r.action === "append, cropped") change = `<div class="hint">the context was full: the first token (${esc(r.cropped)}) was dropped and the last ${esc(String(PAGE ? PAGE.model.block_size : ""))} tokens recomputed, as nanoGPT's generate does${r.dropped_pins ? `; ${r.dropped_pins} pinned cells dropped` : ""} (undo starts afresh)</div>`;
+  else if (r.stale !== undefined) change = `<div class="hint">largest change: logit ${ch.logit == null ? "–" : fmt(ch.logit)}, prob ${ch.prob == null ? "–" : fmt(ch.prob)}${r.flipped ? ' · <span class="flip">the prediction flipped</span>' : ""}</div>`;
+  $("#receipt").innerHTML = `<div class="mono" id="receipt-action" title="${esc(cells.join(", "))}">${restored ? "the address's edits, " : ""}${esc(r.action)}: ${what}</div>`
     + (r.stale === undefined ? "" : `<div class="receipt-nums"><div class="stale">stale<b id="receipt-stale">${r.stale.toLocaleString("en")}</b></div>
     <div class="recomputed">recomputed<b id="receipt-recomputed">${r.recomputed.toLocaleString("en")}</b></div>
     <div class="reused">reused<b id="receipt-reused">${r.reused.toLocaleString("en")}</b></div>
-    <div class="cutoff">cut off<b id="receipt-cutoff">${r.cutoff.toLocaleString("en")}</b></div></div>
-    <div class="hint">largest change: logit ${ch.logit == null ? "–" : fmt(ch.logit)}, prob ${ch.prob == null ? "–" : fmt(ch.prob)}${r.flipped ? ' · <span class="flip">the prediction flipped</span>' : ""}</div>`)
-    + `<div>next after “${esc(r.text)}”: <b id="receipt-prediction">${pred}</b></div>`;
+    <div class="cutoff">cut off<b id="receipt-cutoff">${r.cutoff.toLocaleString("en")}</b></div></div>`)
+    + change + `<div>next after “${esc(short(r.text, 24))}”: <b id="receipt-prediction">${pred}</b></div>`;
 }
-async function renderDist() {
-  const temperature = Number($("#temperature").value), k = Number($("#top-k").value), p = Number($("#top-p").value);
-  $("#temperature-out").textContent = temperature.toFixed(2);
-  $("#top-k-out").textContent = k ? String(k) : "all";
-  $("#top-p-out").textContent = p.toFixed(2);
-  const seq = ++distSeq;
-  const d = await get("dist", { temperature, top_k: k || "", top_p: p < 1 ? p : "" });
-  if (seq !== distSeq) return; // a later move of the slider already asked
+function clearReceipt() { $("#receipt").innerHTML = '<p class="hint">Edit a weight, a token or an activation (here, or in the cell panel) to see what it recomputes.</p>'; }
+function renderDist(d) {
+  $("#temperature").value = S.temperature; $("#top-k").value = S.top_k; $("#top-p").value = S.top_p; $("#seed").value = S.seed;
+  $("#temperature-out").textContent = Number(S.temperature).toFixed(2);
+  $("#top-k-out").textContent = S.top_k ? String(S.top_k) : "all";
+  $("#top-p-out").textContent = Number(S.top_p).toFixed(2);
   const max = Math.max(...d.tokens.map((t) => t.p), 1e-12);
   $("#dist").innerHTML = `<div class="hint">after position ${d.pos}; ${d.kept} of ${d.vocab_size} tokens kept</div>`
-    + d.tokens.map((t) => `<div class="bar${t.p > 0 ? "" : " dropped"}" data-token="${esc(t.token)}" data-p="${t.p}"><span class="tok">${esc(t.token)}</span><div><div class="fill" style="width:${(100 * t.p / max).toFixed(1)}%"></div></div><span class="p">${fmt(t.p)}</span></div>`).join("");
+    + d.tokens.map((t) => `<div class="bar${t.p > 0 ? "" : " dropped"}" data-token="${esc(t.token)}" data-p="${t.p}">${cellLink(`logit[${d.pos}][${t.token}]`, `<span class="tok">${esc(t.token)}</span>`)}<div><div class="fill" style="width:${(100 * t.p / max).toFixed(1)}%"></div></div>${cellLink(`prob[${d.pos}][${t.token}]`, `<span class="p">${fmt(t.p)}</span>`)}</div>`).join("");
 }
-function controls() {
-  const k = Number($("#top-k").value), p = Number($("#top-p").value);
-  return { temperature: Number($("#temperature").value), top_k: k || null, top_p: p < 1 ? p : null, seed: Number($("#seed").value) || 0 };
-}
-
-// -- the whole page ---------------------------------------------------------------------------------------
-let LAST = null;
-async function render(keepChanged) {
-  GRIDS = [];
-  if (!keepChanged) CHANGED = false;
-  const el = $("#view");
+async function sliders() { // a slider's move: the distribution only (one request), and the address
+  S.temperature = Number($("#temperature").value); S.top_k = Number($("#top-k").value); S.top_p = Number($("#top-p").value);
+  S.seed = Number($("#seed").value) || 0;
+  writeURL(false);
+  const seq = ++distSeq;
   try {
-    const o = await get("overview", {});
-    LAST = o; HISTORY = o.history;
-    S.text = o.text;
-    $("#text").value = o.text;
-    $("#top-k").max = String(Math.min(50, o.model.vocab_size));
-    $("#undo").disabled = !HISTORY.undo; $("#redo").disabled = !HISTORY.redo;
-    if (!S.view) S.view = S.cell ? "tensor" : S.tensor ? "tensor" : S.head !== null ? "head" : S.block !== null ? "block" : "overview";
-    if (S.view === "tensor" && !S.tensor && S.cell) { const info = await get("cellview", { name: S.cell }); Object.assign(S, place(info)); S.cell = info.name; }
-    writeURL(false);
-    crumbs(o);
-    if (S.view === "block") await viewBlock(el, o);
-    else if (S.view === "head") await viewHead(el, o);
-    else if (S.view === "tensor") await viewTensor(el);
-    else await viewOverview(el, o);
-    await Promise.all([renderCell(), markCone(), renderDist()]);
-    clearError();
-  } catch (e) { showError(e); }
-  CHANGED = false;
-  document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1);
+    const d = await request(`/api/dist?${new URLSearchParams({ model: S.model, text: S.text, edits: JSON.stringify(S.edits), temperature: S.temperature, top_k: S.top_k || "", top_p: S.top_p < 1 ? S.top_p : "" })}`);
+    if (seq === distSeq) { renderDist(d); $("#gen-error").hidden = true; }
+  } catch (e) { fieldError("gen", e); }
 }
 
-document.addEventListener("click", (ev) => {
-  const a = ev.target.closest("a.ref, a.tensor-link, a.go, .chip");
-  if (!a) return;
-  ev.preventDefault();
-  if (a.dataset.home) go({ view: "overview", block: null, head: null, tensor: null, cell: null });
-  else if (a.classList.contains("ref")) openCell(a.dataset.cell);
-  else if (a.dataset.tensor) go({ view: "tensor", tensor: a.dataset.tensor, lead: Number(a.dataset.lead || 0), r0: 0, c0: 0 });
-  else if (a.dataset.head !== undefined) go({ view: "head", block: Number(a.dataset.block), head: Number(a.dataset.head), tensor: null });
-  else if (a.dataset.block !== undefined) go({ view: "block", block: Number(a.dataset.block), head: null, tensor: null });
+// -- keyboard: links are links; these are the shortcuts ---------------------------------------------------
+function typing(el) { return el && (el.matches("input, textarea, select") || el.isContentEditable); }
+document.addEventListener("keydown", (ev) => {
+  const ctrl = ev.ctrlKey || ev.metaKey;
+  if (!ctrl) { if (ev.key === "Escape" && document.activeElement === $("#goto")) $("#goto").blur(); return; }
+  const k = ev.key.toLowerCase();
+  if (k === "g") { ev.preventDefault(); $("#goto").focus(); $("#goto").select(); return; }
+  if (typing(document.activeElement)) return;
+  if (k === "z" && !ev.shiftKey) { ev.preventDefault(); if (HISTORY.undo) whatIf("undo", {}, "whatif"); }
+  else if (k === "y" || (k === "z" && ev.shiftKey)) { ev.preventDefault(); if (HISTORY.redo) whatIf("redo", {}, "whatif"); }
+  else if ((ev.key === "[" || ev.key === "]" || ev.code === "BracketLeft" || ev.code === "BracketRight") && PAGE && PAGE.cell) {
+    ev.preventDefault(); // Excel's Ctrl+[ and Ctrl+]: to the precedents, to the dependents
+    const list = ev.key === "[" || ev.code === "BracketLeft" ? "precedents" : "dependents";
+    const first = PAGE.cell[list][0];
+    if (first) { FOCUS = "td.selected"; S.cell = first; S.view = null; S.tensor = null; load(true); }
+  }
 });
+let FOCUS = null;
+document.addEventListener("click", (ev) => { // a plain click on a link of this page: the view in one request, no reload
+  const a = ev.target.closest("a[href]");
+  if (!a || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0 || a.id === "home" || a.target) return;
+  const url = new URL(a.href);
+  if (url.origin !== location.origin || url.pathname !== "/") return;
+  ev.preventDefault();
+  navigate(fromQuery(url.searchParams), true);
+});
+function navigate(to, push) {
+  if (!sameSheet(S, to)) { clearReceipt(); STALE = {}; }
+  Object.assign(S, to);
+  load(push);
+}
+window.addEventListener("popstate", () => navigate(fromQuery(new URLSearchParams(location.search)), false));
+
+// -- the top bar's forms ------------------------------------------------------------------------------------
 $("#whatif").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  const raw = $("#whatif-value").value.trim(), name = $("#whatif-cell").value.trim();
-  const value = raw === "" || isNaN(Number(raw)) ? raw : Number(raw);
-  whatIf(post("set", { name, value }));
+  const name = $("#whatif-cell").value.trim();
+  edit(name, /^tokens\[/.test(name) ? "input" : "parameter", $("#whatif-value").value, "whatif");
 });
-$("#undo").addEventListener("click", () => whatIf(post("undo", {})));
-$("#redo").addEventListener("click", () => whatIf(post("redo", {})));
-$("#step").addEventListener("click", () => whatIf(post("step", controls())));
+$("#undo").addEventListener("click", () => whatIf("undo", {}, "whatif"));
+$("#redo").addEventListener("click", () => whatIf("redo", {}, "whatif"));
+$("#step").addEventListener("click", () => whatIf("step", { seed: S.seed }, "gen"));
 $("#input-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const nw = $("#text").value;
-  if (nw === S.text) return render();
-  whatIf(post("input", { new: nw }));
+  if (!nw.trim()) return fieldError("text", { message: "type an input, e.g. CABACA." });
+  if (!LOADED) { S.text = nw; clearErrors(); return load(true); } // no sheet yet (a bad address): open this input afresh
+  if (nw === S.text) return load(false);
+  whatIf("input", { new: nw }, "text");
 });
 $("#model").addEventListener("change", () => {
   const m = MODELS.find((x) => x.name === $("#model").value);
-  let text = S.text;
-  if (m.vocab && ![...text].every((c) => m.vocab.includes(c))) text = defaultText(m);
+  if (!m) return;
+  let text = S.text || "";
+  if (m.vocab && !(text && [...text].every((c) => m.vocab.includes(c)))) text = defaultText(m);
   if (m.tokenizer === "ids" && !/^[\d\s]+$/.test(text)) text = defaultText(m);
-  go({ model: m.name, text, view: "overview", block: null, head: null, tensor: null, cell: null });
+  clearReceipt(); STALE = {}; LOADED = false;
+  Object.assign(S, { model: m.name, text, ...CLEAR, view: "overview", edits: [] });
+  clearErrors();
+  load(true);
 });
-for (const id of ["#temperature", "#top-k", "#top-p"]) $(id).addEventListener("input", () => renderDist().catch(showError));
-window.addEventListener("popstate", () => { readURL(); render(); });
+for (const id of ["#temperature", "#top-k", "#top-p"]) $(id).addEventListener("input", sliders);
+$("#seed").addEventListener("change", sliders);
+$("#goto-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const q = $("#goto").value.trim();
+  if (!q) return;
+  try {
+    const to = await request(`/api/goto?${new URLSearchParams({ model: S.model, text: S.text, edits: JSON.stringify(S.edits), q })}`);
+    clearErrors();
+    Object.assign(S, CLEAR, to);
+    FOCUS = to.cell ? "td.selected" : [`#grid-main td.v[data-cell^="${CSS.escape(q)}["]`, "#grid-main td.v"]; // the row typed
+    load(true);
+  } catch (e) { clearErrors(); fieldError("goto", e); }
+});
+new MutationObserver(() => { // after a keyboard jump, the focus goes where the keys will continue
+  if (!FOCUS) return;
+  const el = [].concat(FOCUS).map((sel) => document.querySelector(sel)).find((x) => x);
+  if (el) { FOCUS = null; el.tabIndex = 0; el.focus(); }
+}).observe($("#view").parentElement.parentElement, { childList: true, subtree: true });
 
 function defaultText(m) { // an input every model reads: CABACA for the sort models, else the first tokens
   if (m.name.startsWith("sort") && m.vocab) return "CABACA";
@@ -414,17 +550,14 @@ function defaultText(m) { // an input every model reads: CABACA for the sort mod
 }
 
 (async function start() {
-  try {
-    COLORS = await answer(await fetch("/api/colors"));
-    MODELS = (await answer(await fetch("/api/models"))).models;
-  } catch (e) { showError(e); return; }
+  const [colors, models] = await Promise.all([request("/api/colors"), request("/api/models")]);
+  COLORS = colors; MODELS = models.models;
   $("#model").innerHTML = MODELS.map((m) => `<option value="${esc(m.name)}">${esc(m.name)}</option>`).join("");
-  readURL();
+  Object.assign(S, fromQuery(new URLSearchParams(location.search)));
   if (!S.model) S.model = MODELS[0].name;
   $("#model").value = S.model;
-  if (!S.text) {
-    const m = MODELS.find((x) => x.name === S.model) || MODELS[0];
-    S.text = defaultText(m);
-  }
-  render();
+  const m = MODELS.find((x) => x.name === S.model);
+  if (!S.text) S.text = defaultText(m || MODELS[0]);
+  $("#text").value = S.text;
+  load(false);
 })();
