@@ -26,3 +26,5 @@ class OpKind(StrEnum):
     WEIGHTED = "weighted"
     ADD = "add"
     GELU = "gelu"
+    EDGE_SUM = "edge_sum"
+    HEAD_PROJ = "head_proj"
