@@ -9,7 +9,8 @@ its own attention (`.score`, `.att`, `.y`) and output through its slice of `c_pr
 every later destination adds. MLPs and the output keep the model's ops and names, reading
 their own input. Two kinds of parameters join the model's (shared, never copied):
 
-- `switch[e]`, one cell per edge (0: the run's own contribution, 1: the patch);
+- `DEST.switch[i]`, one cell per edge into DEST (0: the run's own contribution of its i-th
+  source, 1: the patch), e.g. `h[1].head[0].k.switch[0]` for `emb -> h[1].head[0].k`;
 - `SRC.patch[t][c]`, per source, the value a switched edge carries instead ([T, C]).
 
 With every switch at 0 the logits are the model's to rounding (the same terms, summed in
@@ -18,7 +19,7 @@ another order). A circuit graph is made per input length, since a patch is one p
 >>> import dfgpt
 >>> w = circuit_weights(dfgpt.load("sort"), 9)
 >>> len(w.components), w.graph.ops["h[1].head[0].k.in"].ins[:3]
-(172, ('switch', 'emb', 'h[0].head[0].out'))
+(172, ('h[1].head[0].k.switch', 'emb', 'h[0].head[0].out'))
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ..core.ops import EdgeSum, HeadProj, Op
 from ..models.weights import Weights
 from .components import Components, Node
 
-__all__ = ["CircuitWeights", "circuit_weights", "own_name", "patch_name"]
+__all__ = ["CircuitWeights", "circuit_weights", "input_name", "own_name", "patch_name", "switch_name"]
 
 
 def own_name(src: Node) -> str:
@@ -45,6 +46,11 @@ def own_name(src: Node) -> str:
 def patch_name(src: Node) -> str:
     """The parameter holding a source's patch value, [T, C]."""
     return f"{src.name}.patch"
+
+
+def switch_name(dest: Node) -> str:
+    """The parameter holding a destination's edge switches, one per source: `h[l].head[h].q.switch`."""
+    return f"{dest.name}.switch"
 
 
 def input_name(dest: Node) -> str:
@@ -61,7 +67,8 @@ class CircuitWeights(Weights):
         graph = _Rewire(model.graph, comps, T).build()
         dtype = np.dtype(model.config.dtype)
         params: dict[str, Any] = dict(model.params)
-        params["switch"] = np.zeros(len(comps), dtype)
+        for d in comps.dests:
+            params[switch_name(d)] = np.zeros(len(comps.reads[d]), dtype)
         for s in comps.sources:
             params[patch_name(s)] = np.zeros((T, model.config.n_embd), dtype)
         super().__init__(model.config, params, model.tokenizer, graph)
@@ -104,8 +111,10 @@ class _Rewire:
 
     def edge_sum(self, dest: Node) -> str:
         srcs = self.c.reads[dest]
-        ins = ("switch", *(own_name(s) for s in srcs), *(patch_name(s) for s in srcs), *self.biases)
-        op = EdgeSum(input_name(dest), ins, first=self.c.first[dest], sources=len(srcs))
+        sw = switch_name(dest)
+        self.spec(sw, ("source",), (len(srcs),), f"{dest.name}'s edge switches: 0 own, 1 patch", "parameter")
+        ins = (sw, *(own_name(s) for s in srcs), *(patch_name(s) for s in srcs), *self.biases)
+        op = EdgeSum(input_name(dest), ins, sources=len(srcs))
         return self.op(op, ("pos", "embd"), (0, self.g.config.n_embd), f"{dest.name}'s input: its edges' sum")
 
     def head(self, layer: int, h: int) -> None:
@@ -150,8 +159,6 @@ class _Rewire:
         for name in g.order:  # tokens, temperature and every parameter of the model, as they are
             if g.specs[name].kind != "computed":
                 self.specs[name] = g.specs[name]
-        self.spec("switch", ("edge",), (len(self.c),), "edge switches: 0 the run's own contribution, 1 the patch",
-                  "parameter")
         for s in self.c.sources:
             self.spec(patch_name(s), ("position", "embd"), (self.T, cfg.n_embd), f"{s.name}'s patch value",
                       "parameter")

@@ -33,7 +33,7 @@ from ..edits import edits
 from ..edits.receipts import Receipt
 from ..errors import EditError
 from ..models.weights import Weights
-from .circuit_graph import CircuitWeights, circuit_weights, own_name, patch_name
+from .circuit_graph import CircuitWeights, circuit_weights, own_name, patch_name, switch_name
 from .components import Components, Edge, Node
 
 __all__ = ["ABLATIONS", "CircuitSheet", "Source"]
@@ -56,7 +56,7 @@ class CircuitSheet(Cells):
         self.components: Components = self.circuit_model.components
 
     def __repr__(self) -> str:
-        on = int(np.count_nonzero(self.engine.values["switch"]))
+        on = int(np.count_nonzero(self.switches()))
         return f"CircuitSheet({self.text!r}, {len(self.components):,} edges, {on} switched)"
 
     # -- reading -----------------------------------------------------------------------------
@@ -64,9 +64,14 @@ class CircuitSheet(Cells):
         """Every source's own contribution as it is now: [sources, T, C], in `components.sources` order."""
         return np.stack([self.values(own_name(s)) for s in self.components.sources])
 
+    def switches(self) -> np.ndarray:
+        """Every edge's switch, [edges] in edge order (0: the run's own contribution, 1: the patch)."""
+        vals = self.engine.values
+        return np.concatenate([vals[switch_name(d)] for d in self.components.dests])
+
     def switched(self) -> list[str]:
         """The names of the edges whose switch is not 0 (patched or ablated)."""
-        on = self.engine.values["switch"]
+        on = self.switches()
         return [e.name for e in self.components.edges if on[e.index] != 0]
 
     # -- edits -------------------------------------------------------------------------------
@@ -153,7 +158,7 @@ class CircuitSheet(Cells):
         other switched edges carry another value (each source holds one patch value)."""
         if not picked:
             raise EditError("no edge to switch: the selection is empty (keep_only of every edge?).")
-        eng, on = self.engine, self.engine.values["switch"]
+        eng, on = self.engine, self.switches()
         chosen = {e.index for e in picked}
         changes: dict[str, Any] = {}
         for src, new in values.items():
@@ -169,7 +174,7 @@ class CircuitSheet(Cells):
             for t, c in np.argwhere(differs).tolist():
                 changes[f"{name}[{t}][{c}]"] = float(new[t, c])
         for e in picked:
-            changes[f"switch[{e.index}]"] = 1.0
+            changes[f"{switch_name(e.dest)}[{e.slot}]"] = 1.0
         # One edit of the switches and patch cells; its receipt names the edges, not each cell.
         names = tuple(e.name for e in picked[:20]) + ((f"... {len(picked) - 20:,} more",) if len(picked) > 20 else ())
         return replace(edits.set_many(self, changes), action=action, cells=names)

@@ -58,11 +58,12 @@ class Node:
 
 @dataclass(frozen=True)
 class Edge:
-    """`src -> dest`; `index` is its cell in the circuit graph's switch tensor."""
+    """`src -> dest`; `index` numbers it among every edge, `slot` among its destination's (its switch cell)."""
 
     src: Node
     dest: Node
     index: int
+    slot: int
 
     @property
     def name(self) -> str:
@@ -77,7 +78,7 @@ class Components:
 
     `parallel`: attention and MLP read the same stream (GPT-NeoX), so an MLP does not read its own
     block's heads. Edges are numbered destination by destination (each destination's sources
-    in order), so a destination's edges are one run of the switch tensor.
+    in order), so a destination's edges are one run of `edges`.
     """
 
     def __init__(self, config: Config, parallel: bool | None = None) -> None:
@@ -108,7 +109,7 @@ class Components:
         self.first: dict[Node, int] = {}  # destination -> index of its first edge
         for d in self.dests:
             self.first[d] = len(self.edges)
-            self.edges += [Edge(s, d, len(self.edges) + i) for i, s in enumerate(self.reads[d])]
+            self.edges += [Edge(s, d, len(self.edges) + i, i) for i, s in enumerate(self.reads[d])]
         self.by_name: dict[str, Edge] = {e.name: e for e in self.edges}
         self.nodes: dict[str, Node] = {n.name: n for n in (*self.sources, *self.dests)}
         self.source_index = {s: i for i, s in enumerate(self.sources)}

@@ -1,14 +1,14 @@
 """The switched edge sum: one destination's input, each upstream source's own contribution or its patch.
 
-out[t][c] = Σ_i ((1 − switch[e_i]) · src_i[t][c] + switch[e_i] · patch_i[t][c]) + Σ_j b_j[c]
+out[t][c] = Σ_i ((1 − switch[i]) · src_i[t][c] + switch[i] · patch_i[t][c]) + Σ_j b_j[c]
 
-Inputs, in order: the edge switches (one cell per edge of the whole circuit graph; this
-destination reads `switch[first : first + sources]`), the sources' own contributions
-([T, C] each), their patch values (parameters [positions, C], one per source) and the
-constant sources (biases [C]). A switch of 0 takes the run's own contribution, 1 the patch,
+Inputs, in order: the destination's own edge switches (one cell per source: a switch
+written recomputes this destination alone), the sources' own contributions ([T, C] each),
+their patch values (parameters [T, C], one per source, shared by every destination) and
+the constant sources (biases [C]). A switch of 0 takes the run's own contribution, 1 the patch,
 anything between mixes them (EAP's gradient is ∂out/∂switch at 0).
 
->>> op = EdgeSum("x.in", ("switch", "emb", "emb.patch"), first=0, sources=1)
+>>> op = EdgeSum("x.in", ("x.switch", "emb", "emb.patch"), sources=1)
 >>> op.sym_compose([0.0, 2.0, 5.0], keep_shift=True), op.sym_compose([1.0, 2.0, 5.0], keep_shift=True)
 (2.0, 5.0)
 """
@@ -36,9 +36,8 @@ __all__ = ["EdgeSum"]
 @register
 @dataclass(frozen=True)
 class EdgeSum(Op):
-    """out[t][c] = Σ_i ((1 − switch[first+i]) · src_i[t][c] + switch[first+i] · patch_i[t][c]) + Σ_j b_j[c]."""
+    """out[t][c] = Σ_i ((1 − switch[i]) · src_i[t][c] + switch[i] · patch_i[t][c]) + Σ_j b_j[c]."""
 
-    first: int = 0  # this destination's first edge in the switch tensor
     sources: int = 0  # how many sources it sums (then as many patches, then the biases)
     kind: ClassVar[OpKind] = OpKind.EDGE_SUM
     resident: ClassVar[bool] = True  # a destination's residual stream: its cone starts here
@@ -61,14 +60,14 @@ class EdgeSum(Op):
         return self.ins[1 + 2 * self.sources :]
 
     def kernel(self, sel: Any, cap: int, exact: bool) -> Kernel:
-        sw, out, first, n = self.ins[0], self.out, self.first, self.sources
+        sw, out, n = self.ins[0], self.out, self.sources
         own, patches, biases = self.own, self.patches, self.biases
 
         def run(vals: dict[str, np.ndarray]) -> None:
             s = vals[sw]
             total: np.ndarray | None = None
             for i in range(n):  # sources in order, the sum row-wise: a row's bits never depend on its batch
-                si = s[first + i]
+                si = s[i]
                 if si == 0:  # 1·src + 0·patch is src for every finite patch: skip the products
                     term = vals[own[i]][sel]
                 elif si == 1:
@@ -88,9 +87,7 @@ class EdgeSum(Op):
     def cells_read(self, k: int, out_mask: Mask, ctx: OpContext) -> Mask | None:
         n = self.sources
         if k == 0:
-            m = np.zeros(ctx.shape(self.ins[0]), bool)
-            m[self.first : self.first + n] = bool(out_mask.any())
-            return m
+            return np.full(ctx.shape(self.ins[0]), bool(out_mask.any()))
         if k <= n:
             return out_mask.copy()
         if k <= 2 * n:
@@ -106,7 +103,7 @@ class EdgeSum(Op):
             if m is None:
                 continue
             if k == 0:
-                if m[self.first : self.first + n].any():
+                if m.any():
                     out[...] = True
             elif k <= n:
                 out |= m
@@ -117,30 +114,30 @@ class EdgeSum(Op):
         return out
 
     def params(self) -> dict[str, Any]:
-        return {"first": self.first, "sources": self.sources}
+        return {"sources": self.sources}
 
     # -- the autodiff: switches, patches and biases are parameters (unbatched) ---------------------
     def batched(self, V: Arrays) -> np.ndarray:
-        s, first = V[self.ins[0]], self.first
+        s = V[self.ins[0]]
         total = None
         for i, (o, p) in enumerate(zip(self.own, self.patches)):
             x = V[o]  # [B, T, C]
-            term = (1 - s[first + i]) * x + s[first + i] * V[p][: x.shape[1]]
+            term = (1 - s[i]) * x + s[i] * V[p][: x.shape[1]]
             total = term if total is None else total + term
         for b in self.biases:
             total = total + V[b]
         return total  # type: ignore[return-value]
 
     def vjp(self, V: Arrays, g: np.ndarray, G: Arrays) -> None:
-        s, first, T = V[self.ins[0]], self.first, g.shape[1]
+        s, T = V[self.ins[0]], g.shape[1]
         gs = np.zeros(s.shape, np.result_type(g, s))
         for i, (o, p) in enumerate(zip(self.own, self.patches)):
-            si = s[first + i]
+            si = s[i]
             acc(G, V, o, (1 - si) * g)
             gp = np.zeros(V[p].shape, gs.dtype)
             gp[:T] = si * g.sum(axis=0)  # [B, T, C] -> [T, C]
             acc(G, V, p, gp, own=True)
-            gs[first + i] = np.sum((V[p][:T] - V[o]) * g)  # ∂out/∂switch: the patch minus the run's own
+            gs[i] = np.sum((V[p][:T] - V[o]) * g)  # ∂out/∂switch: the patch minus the run's own
         acc(G, V, self.ins[0], gs, own=True)
         for b in self.biases:
             acc(G, V, b, param_sum(g, 1))
@@ -149,7 +146,7 @@ class EdgeSum(Op):
     def text(self, view: SheetView, idx: tuple[int, ...]) -> str:
         t, c = idx
         sw = self.ins[0]
-        terms = [f"(1 − {sw}[{self.first + i}]) · {o}[{t}][{c}] + {sw}[{self.first + i}] · {p}[{t}][{c}]"
+        terms = [f"(1 − {sw}[{i}]) · {o}[{t}][{c}] + {sw}[{i}] · {p}[{t}][{c}]"
                  for i, (o, p) in enumerate(zip(self.own, self.patches))]
         if len(terms) > 4:  # a late destination sums every earlier source: the first two, the last
             terms = [*terms[:2], f"… ({len(terms) - 3} more)", terms[-1]]
@@ -159,7 +156,7 @@ class EdgeSum(Op):
         t, c = idx
         out: list[Key] = []
         for i, (o, p) in enumerate(zip(self.own, self.patches)):
-            out += [(self.ins[0], (self.first + i,)), (o, (t, c)), (p, (t, c))]
+            out += [(self.ins[0], (i,)), (o, (t, c)), (p, (t, c))]
         return out + [(b, (c,)) for b in self.biases]
 
     def sym_compose(self, vals: list[Any], keep_shift: bool) -> Any:
@@ -174,7 +171,7 @@ class EdgeSum(Op):
         T, C = shape(self.out)
         sw = self.ins[0]
         for t, c in product(range(T), range(C)):
-            terms = [f"(1-{R(sw, (self.first + i,))})*{R(o, (t, c))}+{R(sw, (self.first + i,))}*{R(p, (t, c))}"
+            terms = [f"(1-{R(sw, (i,))})*{R(o, (t, c))}+{R(sw, (i,))}*{R(p, (t, c))}"
                      for i, (o, p) in enumerate(zip(self.own, self.patches))]
             yield (t, c), "+".join(terms + [R(b, (c,)) for b in self.biases])
 
