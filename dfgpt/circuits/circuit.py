@@ -55,7 +55,7 @@ class Circuit:
 
     @property
     def faithfulness(self) -> float:
-        """How much of the clean − corrupted gap the circuit alone restores: (value − corrupted) / (clean − corrupted)."""
+        """The gap's share the circuit alone restores: (value − corrupted) / (clean − corrupted)."""
         gap = self.clean - self.corrupted
         return (self.value - self.corrupted) / gap if gap else math.nan
 
@@ -94,7 +94,7 @@ class Circuit:
     @classmethod
     def from_dict(cls, d: Any) -> Circuit:
         """A Circuit from `to_dict`'s dict (as JSON gives it back), checked."""
-        want = {"method": str, "metric": str, "pairs": int, "edges": list, "scores": list, "kept": list,
+        want: dict[str, Any] = {"method": str, "metric": str, "pairs": int, "edges": list, "scores": list, "kept": list,
                 "clean": (int, float), "corrupted": (int, float), "value": (int, float), "curve": list, "params": dict}
         if not isinstance(d, dict) or set(d) != set(want) or not all(isinstance(d[k], t) for k, t in want.items()):
             raise QueryError("not a circuit: expected a JSON object with " + ", ".join(want)
@@ -115,7 +115,7 @@ class Circuit:
         elif suffix == ".dot":
             p.write_text(self.dot(), encoding="utf-8")
         elif suffix in (".svg", ".png"):
-            p.write_bytes(graphviz.Source(self.dot()).pipe(format=suffix[1:]))
+            p.write_bytes(self.picture().pipe(format=suffix[1:]))
         else:
             raise OutputError(f"cannot write a circuit as {p.name!r}: give a path ending in .json, .svg, .png or .dot.")
         return p
@@ -147,7 +147,8 @@ class Circuit:
             raise OutputError(f"this circuit has {len(nodes)} components, too many for a readable picture "
                               f"(at most {_MAX_NODES}); keep fewer edges (a higher threshold or a smaller top).")
         top = max([abs(s) for ps in arcs.values() for _, s in ps] + [1e-12])
-        lines = ["digraph circuit {", '  graph [rankdir=BT, size="26,26", ranksep=0.6, nodesep=0.3, fontname=Helvetica];',
+        lines = ["digraph circuit {",
+                 '  graph [rankdir=BT, size="26,26", ranksep=0.6, nodesep=0.3, fontname=Helvetica];',
                  '  node [shape=box, style="rounded,filled", fillcolor="#f3f0e8", fontname=Helvetica, fontsize=12];',
                  '  edge [fontname=Helvetica, fontsize=10];']
         ranks: dict[float, list[str]] = {}
@@ -168,8 +169,14 @@ class Circuit:
         return "\n".join(lines) + "\n"
 
     def picture(self) -> graphviz.Source:
-        """The DOT picture, shown by a notebook or rendered with `.pipe(format="svg")`."""
-        return graphviz.Source(self.dot())
+        """The DOT picture, shown by a notebook or rendered with `.pipe(format="svg")`; a long chain of
+        components is widened (or a wide row heightened) to an aspect within 1:3 and 3:1."""
+        text = self.dot()
+        plain = graphviz.Source(text).pipe(format="plain").decode().split()  # "graph scale width height ..."
+        w, h = float(plain[2]), float(plain[3])
+        if h > 2.9 * w or w > 2.9 * h:  # graphviz stretches the short side to this height / width ratio
+            text = text.replace("  graph [", f"  graph [ratio={2.9 if h > w else 1 / 2.9:.3f}, ", 1)
+        return graphviz.Source(text)
 
     def curve_svg(self, width: int = 480, height: int = 300) -> str:
         """The metric against the number of edges kept (the best first), with the clean and corrupted

@@ -30,8 +30,9 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from ..core.config import ConfigError
 from ..core.graph import Graph, TensorSpec
-from ..core.ops import EdgeSum, HeadProj, Op
+from ..core.ops import EdgeSum, HeadProj, Linear, Op
 from ..models.weights import Weights
 from .components import Components, Node
 
@@ -131,8 +132,10 @@ class _Rewire:
                 x = self.copy(f"{ln}.out", {g.ops[f"{ln}.out"].ins[0]: x, f"{ln}.mean": m, f"{ln}.var": v},
                               f"{q}.out")
             lin = g.ops[f"{att}.{part}"]
-            new = replace(lin, out=f"{p}.{part}", ins=(x, *lin.ins[1:]), n_out=hs,
-                          offset=lin.offset + h * hs, heads=1)  # type: ignore[call-arg]
+            if not isinstance(lin, Linear):
+                raise ConfigError(f"{att}.{part} is computed by {lin.label()}, not a linear layer: this model's "
+                                  "attention cannot be split into heads for a circuit graph yet.")
+            new = replace(lin, out=f"{p}.{part}", ins=(x, *lin.ins[1:]), n_out=hs, offset=lin.offset + h * hs, heads=1)
             part_out[part] = self.op(new, ("head", "pos", "dim"), (1, 0, hs), f"head {h}'s {part}")
         ren = {f"{att}.{k}": v for k, v in part_out.items()}
         for step in ("score", "score_max", "exp_sum", "att"):

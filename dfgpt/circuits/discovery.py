@@ -34,7 +34,6 @@ from ..interventions.metrics import Metric
 from ..models.weights import Weights
 from .circuit import Circuit
 from .circuit_graph import switch_name
-from .replay import EdgeReplay
 from .runs import Pair, Runs
 
 __all__ = ["acdc", "eap", "eap_ig", "evaluate"]
@@ -90,7 +89,7 @@ def acdc(model: Weights, pairs: Sequence[Pair], metric: MetricLike, threshold: f
     scores = np.zeros(len(comps))
     removed: list[int] = []
     if all(m.of_row is not None for m in runs.metrics):
-        reps = [EdgeReplay(c, m.position or 0) for c, m in zip(runs.cells, runs.metrics)]
+        reps = runs.replays()
         rows = [m.of_row for m in runs.metrics]
 
         def distance_of(values: list[float]) -> float:
@@ -138,9 +137,7 @@ def evaluate(runs: Runs, kept: Sequence[int]) -> float:
     s = np.ones(len(runs.components))
     s[list(kept)] = 0.0
     if all(m.of_row is not None for m in runs.metrics):
-        reps = runs.__dict__.setdefault("_replays", None)
-        if reps is None:
-            reps = runs.__dict__["_replays"] = [EdgeReplay(c, m.position or 0) for c, m in zip(runs.cells, runs.metrics)]
+        reps = runs.replays()
         comps = runs.components
         sw = {switch_name(d): s[comps.first[d] : comps.first[d] + len(comps.reads[d])] for d in comps.dests}
         return float(np.mean([m.of_row(r.evaluate(sw)) for m, r in zip(runs.metrics, reps)]))  # type: ignore[misc]

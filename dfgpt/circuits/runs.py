@@ -1,4 +1,4 @@
-"""A dataset of (clean, corrupted) pairs as private circuit runs: the clean inputs, the corrupted contributions as patches.
+"""A dataset of (clean, corrupted) pairs as private circuit runs: clean inputs, corrupted contributions as patches.
 
 Discovery works on these and never on the caller's sheets: each pair's clean input runs on
 its own circuit sheet whose patches hold the corrupted run's contributions, so switching an
@@ -29,6 +29,7 @@ from ..models.weights import Weights
 from .circuit_graph import CircuitWeights, circuit_weights, patch_name, switch_name
 from .circuit_sheet import CircuitSheet
 from .components import Components
+from .replay import EdgeReplay
 
 __all__ = ["Pair", "Runs"]
 
@@ -96,6 +97,13 @@ class Runs:
     def __len__(self) -> int:
         return len(self.cells)
 
+    def replays(self) -> list[EdgeReplay]:
+        """Each run's values copied once for edge tests (made on first use; a spec metric's position)."""
+        got = self.__dict__.get("_replays")
+        if got is None:
+            got = self.__dict__["_replays"] = [EdgeReplay(c, m.position or 0) for c, m in zip(self.cells, self.metrics)]
+        return got
+
     def measure(self) -> float:
         """The metric's mean over the pairs, with the switches as they are."""
         return float(np.mean([m(c) for m, c in zip(self.metrics, self.cells)]))
@@ -116,7 +124,7 @@ class Runs:
             name = switch_name(d)
             for c in self.cells:
                 if not np.array_equal(c.engine.values[name], want):
-                    c.engine.write(name, (slice(None),), want)
+                    c.engine.write(name, (slice(None),), want)  # type: ignore[arg-type]  # a whole row: numpy indexing
 
     def keep_only(self, kept: Sequence[int]) -> None:
         """Every edge but `kept` (indices) patched from the corrupted runs."""

@@ -46,7 +46,8 @@ from .softmax_sum import SoftmaxSum
 from .weighted import Weighted
 
 __all__ = [
-    "FACES", "GELU_C", "Add", "EdgeSum", "Embed", "Gelu", "HeadProj", "LNMean", "LNOut", "LNVar", "LayerNormRows", "Linear",
-    "LinearHeads", "Mask", "Op", "OpContext", "OpKind", "Reads", "RowContext", "Score", "SheetView", "Softmax",
+    "FACES", "GELU_C", "Add", "EdgeSum", "Embed", "Gelu", "HeadProj", "LNMean", "LNOut", "LNVar", "LayerNormRows",
+    "Linear", "LinearHeads",
+    "Mask", "Op", "OpContext", "OpKind", "Reads", "RowContext", "Score", "SheetView", "Softmax",
     "SoftmaxMax", "SoftmaxRows", "SoftmaxSum", "Weighted", "gelu", "op_class", "register", "registered",
 ]
