@@ -33,6 +33,7 @@ SIDE_EDGES = {
     ("interventions", "edits"),  # a patch is an edit: a pin with a receipt and an undo
     ("circuits", "edits"),  # an edge patch is an edit too: switch and patch cells written with a receipt and an undo
     ("circuits", "interventions"),  # discovery measures with the patching metrics (logit_diff, kl, ...)
+    ("circuits", "analysis"),  # a circuit sheet's cells have formulas, as any sheet's
     ("toys", "analysis"),  # aab read as SymPy formulas in its one constant
     ("model", "sheet"),  # a Model makes Sheets
     ("cli", "server"),  # `dfgpt serve` only (test_the_server_and_the_cli_meet_only_in_the_serve_verb)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis import formula as _formula
 from ..cells import Cells
 from ..edits import edits
 from ..edits.receipts import Receipt
@@ -63,6 +64,11 @@ class CircuitSheet(Cells):
     def contributions(self) -> np.ndarray:
         """Every source's own contribution as it is now: [sources, T, C], in `components.sources` order."""
         return np.stack([self.values(own_name(s)) for s in self.components.sources])
+
+    def formula(self, text: str) -> str:
+        """One cell's formula text, as `Sheet.formula` (an edge sum lists its switches and sources)."""
+        tensor, idx = self.cell(text)
+        return _formula.formula(self, tensor, idx)
 
     def switches(self) -> np.ndarray:
         """Every edge's switch, [edges] in edge order (0: the run's own contribution, 1: the patch)."""
