@@ -320,3 +320,16 @@ def test_the_cli_finds_and_writes_a_circuit(tmp_path, capsys):
     assert (tmp_path / "c.svg").read_text().startswith("<?xml")
     assert main(["circuit", "--pairs", str(pairs), "--method", "acdc", "--top", "3"]) == 2
     assert "--top and --steps choose edges for eap" in capsys.readouterr().err
+
+
+def test_an_edge_sum_as_sympy_is_linear_in_its_switch_and_evaluates_to_the_engines_value():
+    from dfgpt.analysis.symbolic import expr
+
+    model, _, _ = made(SORT_LIKE)
+    cs = dfgpt.CircuitSheet(model, CLEAN)
+    cs.patch_edges(CORRUPTED, "emb -> h[1].mlp")
+    for cell, free in [("h[1].mlp.in[2][5]", "h[1].mlp.switch[0]"), ("h[0].head[1].out[4][2]", "h[0].head[1].y[4][0]")]:
+        e = expr(cs, cell, free=[free])
+        (s,) = e.free_symbols
+        assert e.diff(s).free_symbols == set()  # linear in the free cell
+        assert float(e.subs(s, cs.value(free))) == pytest.approx(cs.value(cell), rel=1e-12, abs=1e-15)

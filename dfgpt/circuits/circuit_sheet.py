@@ -109,6 +109,11 @@ class CircuitSheet(Cells):
         return self._switch(rest, {s: vals[self.components.source_index[s]] for s in _srcs(rest)},
                             f"keep_only ({len(keep):,} edges kept)")
 
+    def set(self, cell: str, value: Any) -> Receipt:
+        """Write one cell (a switch, a patch value, a weight) or pin a computed one, as `Sheet.set`: a
+        switch between 0 and 1 mixes an edge's own contribution with its patch."""
+        return edits.set_many(self, {cell: value})
+
     def undo(self) -> Receipt:
         """Revert the latest edit (a patch, an ablation): values come back bit for bit in exact mode."""
         return edits.undo(self)
