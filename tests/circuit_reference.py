@@ -124,7 +124,7 @@ def forward(state, cfg, tokens, cap, switches=None, patches=None):
             y = rows(att, v)  # [T, cap] @ [cap, hs]
             W = state[pre + ".attn.c_proj.weight"]
             w = W[:, h * hs : (h + 1) * hs].T if out_in else W[h * hs : (h + 1) * hs]
-            contrib[f"h[{l}].head[{h}]"] = rows(y, w)
+            contrib[f"h[{l}].head[{h}]"] = rows(y, np.ascontiguousarray(w))  # the head's slice as a [hs, C] array
         b = p(pre + ".attn.c_proj.bias")
         if b is not None:
             biases.append(b)

@@ -333,3 +333,31 @@ def test_an_edge_sum_as_sympy_is_linear_in_its_switch_and_evaluates_to_the_engin
         (s,) = e.free_symbols
         assert e.diff(s).free_symbols == set()  # linear in the free cell
         assert float(e.subs(s, cs.value(free))) == pytest.approx(cs.value(cell), rel=1e-12, abs=1e-15)
+
+
+def test_an_edited_weight_reaches_the_head_outputs_every_time():
+    model, state, rc = made(SORT_LIKE)
+    cs = dfgpt.CircuitSheet(model, CLEAN)
+    for v in (0.5, -0.25):  # the second write lands in the sheet's own copy, in place
+        cs.set("h[1].attn.c_proj.w[3][5]", v)
+        state["transformer.h.1.attn.c_proj.weight"][3, 5] = v
+        assert np.array_equal(cs.values("logit"), cref.forward(state, rc, CLEAN, cs.engine.cap)["logits"])
+
+
+def test_an_edge_test_recomputes_from_the_first_changed_row_and_equals_the_engine_bit_for_bit():
+    model, _, _ = made(SORT_LIKE)
+    runs = Runs(model, PAIRS[:1], "logit_diff:a,c")
+    rep = runs.replays()[0]
+    before = rep.values["logit"].copy()
+    for e in runs.components.edges[::7]:
+        row = rep.try_edge(e, 1.0).copy()
+        runs.set(e.index, 1.0)
+        assert np.array_equal(row, runs.cells[0].values("logit")[5]), e.name
+        runs.set(e.index, 0.0)
+        rep.revert()
+        assert np.array_equal(rep.values["logit"], before)
+    # The corrupted token sits at position 2: an edge from the embedding leaves rows 0 and 1 as they were.
+    x = "h[1].head[0].k.in"
+    rep.try_edge(runs.components.edge("emb -> h[1].head[0].k"), 1.0)
+    saved = dict(rep._saved)
+    assert np.array_equal(saved[x][:2], rep.values[x][:2]) and not np.array_equal(saved[x][2], rep.values[x][2])

@@ -2,8 +2,10 @@
 
 `EdgeReplay(cells, position)` copies a circuit run's values once (everything the logit row at
 `position` reads). `try_edge(edge, value)` writes the edge's switch and runs, in graph order,
-the kernels of the tensors below its destination that the logit row reads, rows 0..position
-only; `revert()` puts back what the last try changed. No revision or cache bookkeeping runs
+the kernels of the tensors below its destination that the logit row reads, only the rows it
+reads (the engine's read plan: one row of the last block's MLP and of the logits, every row
+up to the position where a later key or value reads it); `revert()` puts back what the last
+try changed. No revision or cache bookkeeping runs
 per edge and the sheet is never written; the kernels are the engine's (row-canonical in
 exact mode), so the values equal a from-scratch forward bit for bit.
 
@@ -22,10 +24,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import networkx as nx
 import numpy as np
 
 from ..cells import Cells
+from ..core.ops.selection import _sel
 from .circuit_graph import input_name, switch_name
 from .components import Edge, Node
 
@@ -38,20 +40,21 @@ class EdgeReplay:
     def __init__(self, cells: Cells, position: int) -> None:
         g, eng = cells.graph, cells.engine
         self.t = position
-        self.needed = nx.ancestors(g.nx, "logit") | {"logit"}
-        rows = np.zeros(eng.T, bool)
-        rows[: position + 1] = True
-        eng.ensure({n: rows for n in self.needed if g.specs[n].kind == "computed"})
+        row = np.zeros(eng.T, bool)
+        row[position] = True
+        plan = eng._plan({"logit": row})  # [(tensor, its rows the logit row reads, last)], graph order
+        eng.ensure({n: np.isin(np.arange(eng.T), rows) for n, rows, _ in plan})
         self.graph = g
         self.values: dict[str, np.ndarray] = dict(eng.values)
-        for n in g.computed:
-            if n in self.needed:
-                self.values[n] = eng.values[n].copy()
+        for n, _, _ in plan:
+            self.values[n] = eng.values[n].copy()
         for n in g.parameters:  # the switches are written here, never the sheet's arrays
             if n.endswith(".switch"):
                 self.values[n] = eng.values[n].copy()
-        sel = slice(0, position + 1)
-        self.kernels = {n: g.ops[n].kernel(sel, eng.cap, eng.exact) for n in g.computed if n in self.needed}
+        self.kernels = {n: g.ops[n].kernel(_sel(rows), eng.cap, eng.exact) for n, rows, _ in plan}
+        self.rows = {n: rows for n, rows, _ in plan}
+        self.cap, self.exact = eng.cap, eng.exact
+        self._tails: dict[tuple[str, int], Any] = {}  # (tensor, first row) -> the kernel of its rows from there
         self._cones: dict[Node, list[str]] = {}
         self._saved: list[tuple[str, Any]] = []
 
@@ -68,20 +71,46 @@ class EdgeReplay:
         return self.try_switches(edge.dest, {edge.slot: value})
 
     def try_switches(self, dest: Node, slots: dict[int, float]) -> np.ndarray:
-        vals = self.values
+        """Set some of a destination's switches and recompute its cone, each tensor from the first row
+        that can differ: a row reads its own row and earlier ones only, so rows before the first row
+        that changed upstream keep their values (those a corrupted token leaves alone, the causal mask)."""
+        vals, g = self.values, self.graph
         sw = vals[switch_name(dest)]
         cone = self.cone(dest)
-        self._saved = [(switch_name(dest), sw.copy())] + [(n, vals[n].copy()) for n in cone]
+        self._saved = [(switch_name(dest), sw.copy())]
         for i, v in slots.items():
             sw[i] = v
+        none = 1 << 30
+        first: dict[str, int] = {}  # tensor -> its first row that changed (none: unchanged)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            for n in cone:
-                self.kernels[n](vals)
+            for k, n in enumerate(cone):
+                start = 0 if k == 0 else min((first.get(i, none) for i, _, computed in g.row_reads[n] if computed),
+                                             default=none)
+                rows = self.rows[n]
+                if start >= none or rows[-1] < start:
+                    continue
+                old = vals[n].copy()
+                self._saved.append((n, old))
+                self._tail(n, start)(vals)
+                ra = g.row_axis[n]
+                diff = np.moveaxis(vals[n] != old, ra, 0).reshape(old.shape[ra], -1).any(axis=1)
+                changed = np.flatnonzero(diff)
+                first[n] = int(changed[0]) if changed.size else none  # unchanged: cut off here
         return vals["logit"][self.t]
+
+    def _tail(self, name: str, start: int) -> Any:
+        """The kernel of a tensor's planned rows from `start` on (memoised)."""
+        got = self._tails.get((name, start))
+        if got is None:
+            rows = self.rows[name]
+            got = self._tails[(name, start)] = (self.kernels[name] if rows[0] >= start else
+                                                self.graph.ops[name].kernel(_sel(rows[rows >= start]), self.cap,
+                                                                            self.exact))
+        return got
 
     def revert(self) -> None:
         """Undo the last try: its switch and every tensor it recomputed, as they were."""
-        for n, a in self._saved:
+        for n, a in reversed(self._saved):
             self.values[n][...] = a
         self._saved = []
 
