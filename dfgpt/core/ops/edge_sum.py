@@ -131,13 +131,16 @@ class EdgeSum(Op):
     def vjp(self, V: Arrays, g: np.ndarray, G: Arrays) -> None:
         s, T = V[self.ins[0]], g.shape[1]
         gs = np.zeros(s.shape, np.result_type(g, s))
+        gsum = g.sum(axis=0)  # [B, T, C] -> [T, C]: a patch is one for the batch
         for i, (o, p) in enumerate(zip(self.own, self.patches)):
             si = s[i]
-            acc(G, V, o, (1 - si) * g)
-            gp = np.zeros(V[p].shape, gs.dtype)
-            gp[:T] = si * g.sum(axis=0)  # [B, T, C] -> [T, C]
-            acc(G, V, p, gp, own=True)
-            gs[i] = np.sum((V[p][:T] - V[o]) * g)  # ∂out/∂switch: the patch minus the run's own
+            acc(G, V, o, g if si == 0 else (1 - si) * g)
+            if si != 0:  # a switch at 0 passes no gradient to its patch
+                gp = np.zeros(V[p].shape, gs.dtype)
+                gp[:T] = si * gsum
+                acc(G, V, p, gp, own=True)
+            gs[i] = np.vdot(V[p][:T] - V[o], g) if g.shape[0] == 1 else np.sum((V[p][:T] - V[o]) * g)
+            # ∂out/∂switch: the patch minus the run's own, times the gradient
         acc(G, V, self.ins[0], gs, own=True)
         for b in self.biases:
             acc(G, V, b, param_sum(g, 1))
