@@ -10,6 +10,9 @@ from .batch.api import ablation_sweep, attribution_patch, sweep, sweep_pairs
 from .batch.influence import influence
 from .batch.pairs import read_inputs, read_pairs
 from .batch.task import task_score
+from .circuits.circuit import Circuit
+from .circuits.circuit_sheet import CircuitSheet
+from .circuits.discovery import acdc, eap, eap_ig
 from .core.config import Config
 from .errors import DfgptError
 from .interventions.lens import logit_lens
@@ -17,6 +20,9 @@ from .model import Model, load
 from .sheet import Sheet
 from .views.render import draw
 
-__all__ = ["Config", "DfgptError", "Model", "Sheet", "ablation_sweep", "attribution_patch", "draw", "influence", "load",
-           "logit_lens", "read_inputs", "read_pairs", "sweep", "sweep_pairs", "task_score"]
+__all__ = [
+    "Circuit", "CircuitSheet", "Config", "DfgptError", "Model", "Sheet", "ablation_sweep", "acdc",
+    "attribution_patch", "draw", "eap", "eap_ig", "influence", "load", "logit_lens", "read_inputs",
+    "read_pairs", "sweep", "sweep_pairs", "task_score",
+]
 __version__ = "0.1.0"

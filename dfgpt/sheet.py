@@ -25,6 +25,7 @@ from .analysis import gradients, influence, provenance, symbolic
 from .analysis.gradients import Gradient
 from .analysis.provenance import Provenance
 from .cells import Cells
+from .circuits.circuit_sheet import CircuitSheet
 from .edits import edits
 from .edits.receipts import Receipt
 from .export import writers
@@ -118,6 +119,10 @@ class Sheet(Cells):
         """Pin cells to zero, their mean over `reference` (sheets, texts or token lists), or one reference's
         values (seeded)."""
         return patching.ablate(self, cells, how=how, reference=reference, seed=seed)
+
+    def circuit(self) -> CircuitSheet:
+        """This input on the model's circuit graph, where every edge is a switch (dfgpt.circuits)."""
+        return CircuitSheet(self.model, self.tokens, exact=self.engine.exact)
 
     def task_score(self, **kw: Any) -> TaskScore:
         """Re-score the sort task under this sheet's weights (dfgpt.toys.sort_task)."""

@@ -23,7 +23,7 @@ TIERS = (
     "core",  # the engine: names, config, ops with their autodiff, graph, cones, evaluation
     "models",  # weights in: checkpoints, hub folders, tokenizer, the catalog
     "cells",  # one input's cells by name
-    "analysis edits interventions generation export toys",  # what is asked or done with cells
+    "analysis edits interventions circuits generation export toys",  # what is asked or done with cells
     "sheet model",  # the façade: the public Sheet and Model, and load
     "batch views",  # datasets (in process or on Dask); pictures
     "cli server",  # the command line and the explorer's web server: the top; only `dfgpt serve` joins them
@@ -31,6 +31,9 @@ TIERS = (
 # (importer, imported) between siblings, each for a reason a reader can check:
 SIDE_EDGES = {
     ("interventions", "edits"),  # a patch is an edit: a pin with a receipt and an undo
+    ("circuits", "edits"),  # an edge patch is an edit too: switch and patch cells written with a receipt and an undo
+    ("circuits", "interventions"),  # discovery measures with the patching metrics (logit_diff, kl, ...)
+    ("circuits", "analysis"),  # a circuit sheet's cells have formulas, as any sheet's
     ("toys", "analysis"),  # aab read as SymPy formulas in its one constant
     ("model", "sheet"),  # a Model makes Sheets
     ("cli", "server"),  # `dfgpt serve` only (test_the_server_and_the_cli_meet_only_in_the_serve_verb)

@@ -214,6 +214,8 @@ PICTURES: dict[str, Callable[[dfgpt.Model, dfgpt.Sheet], Any]] = {
     "patch-heads": lambda m, s: sweep_map(dfgpt.sweep(m.sheet("CABACAAAA"), m.sheet("CACACAAAA"), "logit_diff:B,C",
                                                       over="head_out")),
     "lens": lambda m, s: lens_map(dfgpt.logit_lens(m.sheet("CABACAAAA"))),
+    "circuit": lambda m, s: dfgpt.acdc(m, [("BACACAAAA", "CACACAAAA"), ("CABACAAAA", "CACACAAAA"), ("ACABCAAAA",
+                                           "ACACCAAAA"), ("CAACABAAA", "CAACACAAA")], "kl", threshold=0.1).picture(),
 }
 
 

@@ -38,11 +38,13 @@ def test_an_unknown_kind_is_refused_with_the_kinds():
 
 def test_the_ops_label_themselves_by_kind_and_the_residents_are_the_stream_and_statistics():
     m = dfgpt.load("sort-random")
-    seen = {op.kind: op for op in m.graph.ops.values()}
+    circuit = dfgpt.CircuitSheet(m, "CAB").graph  # the circuit graph adds the switched edge sum and head outputs
+    seen = {op.kind: op for g in (m.graph, circuit) for op in g.ops.values()}
     families = {OpKind.RMS, OpKind.RMS_OUT, OpKind.ROTARY, OpKind.SILU, OpKind.PRODUCT, OpKind.TOKEN_EMBED}
     assert set(seen) == set(OpKind) - families  # the other families' ops: tests/test_families.py
     assert {k for k, op in seen.items() if op.resident} == {
-        OpKind.ADD, OpKind.EMBED, OpKind.LN_MEAN, OpKind.LN_VAR, OpKind.SOFTMAX_MAX, OpKind.SOFTMAX_SUM}
+        OpKind.ADD, OpKind.EMBED, OpKind.LN_MEAN, OpKind.LN_VAR, OpKind.SOFTMAX_MAX, OpKind.SOFTMAX_SUM,
+        OpKind.EDGE_SUM}
     assert all(op.label() == k.value for k, op in seen.items())
 
 

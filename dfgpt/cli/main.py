@@ -22,12 +22,13 @@ import numpy as np
 
 from ..errors import DfgptError, QueryError
 from ..model import load
-from . import draw, edit, export, expr, generate, lens, patch, serve, train, why
+from . import circuit, draw, edit, export, expr, generate, lens, patch, serve, train, why
 from .options import OneLineParser, in_cli_terms, json_arg, model_arg, resolve_text, text_arg
 
 __all__ = ["build_parser", "main"]
 
-VERBS = (why, edit, expr, draw, export, train, generate, patch, lens, serve)  # each adds its verbs, in this order
+# each adds its verbs, in this order
+VERBS = (why, edit, expr, draw, export, train, generate, patch, circuit, lens, serve)
 
 
 def _run(args: argparse.Namespace) -> int:

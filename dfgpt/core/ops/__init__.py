@@ -28,9 +28,11 @@ into one BLAS call and agrees to rounding.
 from .add import Add
 from .base import FACES, Mask, Op, Reads
 from .context import OpContext, RowContext, SheetView
+from .edge_sum import EdgeSum
 from .embed import Embed
 from .fused import LayerNormRows, SoftmaxRows
 from .gelu import GELU_C, Gelu, gelu
+from .head_proj import HeadProj
 from .kind import OpKind
 from .linear import Linear, LinearHeads
 from .ln_mean import LNMean
@@ -50,8 +52,40 @@ from .token_embed import TokenEmbed
 from .weighted import Weighted
 
 __all__ = [
-    "FACES", "GELU_C", "RMS", "Add", "Embed", "Gelu", "LNMean", "LNOut", "LNVar", "LayerNormRows", "Linear",
-    "LinearHeads", "Mask", "Op", "OpContext", "OpKind", "Product", "RMSOut", "Reads", "Rotary", "RowContext",
-    "Score", "SheetView", "Silu", "Softmax", "SoftmaxMax", "SoftmaxRows", "SoftmaxSum", "TokenEmbed", "Weighted",
-    "gelu", "op_class", "register", "registered",
+    "FACES",
+    "GELU_C",
+    "RMS",
+    "Add",
+    "EdgeSum",
+    "Embed",
+    "Gelu",
+    "HeadProj",
+    "LNMean",
+    "LNOut",
+    "LNVar",
+    "LayerNormRows",
+    "Linear",
+    "LinearHeads",
+    "Mask",
+    "Op",
+    "OpContext",
+    "OpKind",
+    "Product",
+    "RMSOut",
+    "Reads",
+    "Rotary",
+    "RowContext",
+    "Score",
+    "SheetView",
+    "Silu",
+    "Softmax",
+    "SoftmaxMax",
+    "SoftmaxRows",
+    "SoftmaxSum",
+    "TokenEmbed",
+    "Weighted",
+    "gelu",
+    "op_class",
+    "register",
+    "registered",
 ]

@@ -32,3 +32,5 @@ class OpKind(StrEnum):
     SILU = "silu"
     PRODUCT = "product"
     TOKEN_EMBED = "token_embed"
+    EDGE_SUM = "edge_sum"
+    HEAD_PROJ = "head_proj"
