@@ -173,7 +173,7 @@ def test_undo_redo_bit_for_bit_and_states():
         ({"tokens[1]": "Z"}, TokenError, "vocabulary"),
         ({"tokens[1]": 3}, TokenError, "0..2"),
         ({"tokens[1]": 1.0}, TokenError, "integer id"),
-        ({"temperature": 0.0}, EditError, "> 0"),
+        ({"temperature": -0.5}, EditError, ">= 0"),  # 0 is greedy (allowed); below it is not
         ({"h[0].attn.att[0][1][4]": 0.5}, EditError, "causal mask"),
         ({"wpe[0][0]": 0.5, "tokens[2]": "B", "wte[A][1]": float("nan")}, EditError, "wte\\[A\\]\\[1\\]"),
         ({}, EditError, "non-empty"),
