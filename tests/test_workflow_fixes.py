@@ -89,3 +89,60 @@ def test_a_receipt_of_many_cells_summarises_them_on_one_short_line():
     assert len(r.cells) == 48  # the field keeps every cell
     few = s.set_many({"wpe[0][0]": 0.5, "wpe[1][0]": 0.25})
     assert str(few).splitlines()[0] == "set: wpe[0][0] = 0.5, was -0.0151254, wpe[1][0] = 0.25, was 0.00121998"
+
+
+# -- item 15: a Python callable metric on the fast path ------------------------------------------
+PAIR = ("CABACAAAA", "CACACAAAA")
+
+
+def _patched_one_by_one(r, metric):
+    """Each site patched on a fresh corrupted sheet by `sheet.patch` (the engine's own recompute)."""
+    out = np.full(r.values.shape, np.nan)
+    for key, cells in r.cells.items():
+        s = SORT.sheet(PAIR[1])
+        s.patch(SORT.sheet(PAIR[0]), cells.split(", ") if ", " in cells else cells)
+        out[key] = metric(s)
+    return out
+
+
+@pytest.mark.parametrize("over", ["resid_pre", "head_out", "mlp_out"])
+def test_a_callable_metric_runs_on_the_fast_path_with_the_values_of_a_spec(over):
+    def diff(s):
+        return s.value("logit[8][1]") - s.value("logit[8][2]")
+
+    clean, bad = SORT.sheet(PAIR[0]), SORT.sheet(PAIR[1])
+    got = dfgpt.sweep(clean, bad, diff, over=over)
+    spec = dfgpt.sweep(clean, bad, "logit_diff:B,C", over=over)
+    assert got.fallback is None
+    assert got.values.tobytes() == spec.values.tobytes()  # exact mode: bit for bit
+    assert (got.clean, got.corrupted) == (spec.clean, spec.corrupted)
+
+
+def test_a_callable_metric_reading_several_tensors_equals_patching_each_site():
+    def mixed(s):
+        return float(s.values("prob")[8, 1]) + s.value("h[1].out[8][3]") - s.value("logit[7][0]")
+
+    r = dfgpt.sweep(SORT.sheet(PAIR[0]), SORT.sheet(PAIR[1]), mixed, over="resid_pre")
+    assert r.fallback is None
+    np.testing.assert_allclose(r.values, _patched_one_by_one(r, mixed), rtol=0, atol=1e-12)
+
+
+def test_a_callable_that_reads_different_cells_on_the_two_runs_falls_back_to_pins_and_says_so():
+    def by_token(s):  # the position read depends on the input: its reads cannot be replayed
+        return s.value("logit[8][1]") if s.tokens[2] == 1 else s.value("logit[7][1]")
+
+    r = dfgpt.sweep(SORT.sheet(PAIR[0]), SORT.sheet(PAIR[1]), by_token, over="resid_pre")
+    assert r.fallback is not None and "different cells" in r.fallback
+    np.testing.assert_allclose(r.values, _patched_one_by_one(r, by_token), rtol=0, atol=1e-12)
+
+
+def test_a_site_whose_run_reads_beyond_the_recorded_cells_gets_its_value_from_pins():
+    def branchy(s):  # above 6.57 (one patched site, not the clean or corrupted run) it reads one more cell
+        b = s.value("logit[8][1]")
+        return b + (s.value("logit[3][0]") if b > 6.57 else 0.0)
+
+    r = dfgpt.sweep(SORT.sheet(PAIR[0]), SORT.sheet(PAIR[1]), branchy, over="resid_pre")
+    assert r.fallback is not None and "sites ran on pins" in r.fallback
+    want = _patched_one_by_one(r, branchy)
+    assert abs(want[1, 8] - 6.583) > 1  # that site took the other branch (logit[8][B] is 6.583 there)
+    np.testing.assert_allclose(r.values, want, rtol=0, atol=1e-12)

@@ -5,9 +5,11 @@ With a spec metric (which reads only `logit[position]`) each site is a `Replay`:
 cells get their clean values in a copy of the corrupted values, and only the tensors
 below the site are recomputed, from the site's position on, on the rows the metric reads;
 then the copy is put back. A site whose clean and corrupted values are equal is skipped
-(nothing can change). A callable metric may read any cell, so each site is pinned, read and
-unpinned on a private copy of the corrupted sheet instead (the engine recomputes the cone).
-Both give, per site, a from-scratch forward with the site's cells replaced: bit for bit in
+(nothing can change). A callable metric is run once on each sheet with its reads recorded
+(`dfgpt.interventions.metrics.record_reads`); when both runs read the same cells it is replayed
+the same way, reading the replay's values. Otherwise (reads that depend on the data, or on the
+engine beyond cells) each site is pinned, read and unpinned on a private copy of the corrupted
+sheet, and the result's `fallback` says why. All give, per site, a from-scratch forward with the site's cells replaced: bit for bit in
 exact mode, to float32 rounding in fast mode. Sites are visited layer by layer from the last
 position back, and replayed in blocks of `GROUP` consecutive sites (`Lockstep`: each weight read
 once per block; in fast mode a block's rows of a linear layer go through one product).
@@ -26,14 +28,14 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..core.blas import one_blas_thread
 from ..errors import QueryError
-from .metrics import Metric, parse_metric
+from .metrics import Metric, Outside, Reads, parse_metric, read_in, record_reads
 from .patching import check_pair, scratch, site_pins
 from .replay import GROUP, Lockstep, Pins, Replay
 from .sites import Sites, sites
@@ -62,6 +64,7 @@ class Sweep:
     method: str = "exact"
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)  # axis -> printed labels
     cells: dict[tuple[int, ...], str] = field(default_factory=dict, repr=False)  # key -> the site's cells
+    fallback: str | None = None  # why a callable metric ran on pins, not replays (None: it did not)
 
     def __repr__(self) -> str:
         shape = " × ".join(f"{a} {n}" for a, n in zip(self.axes, self.values.shape))
@@ -199,6 +202,23 @@ def blocks(g: Sites) -> dict[tuple[int, ...], int]:
     return {k: i // GROUP for i, k in enumerate(order(list(g.sites)))}
 
 
+_OUTSIDE = float("nan")  # a replayed callable's marker: it read beyond its reads (an identity check, never a value)
+
+
+def _callable_reads(m: Metric, clean: Cells, corrupted: Cells
+                    ) -> tuple[Reads | None, tuple[int, ...] | None, str | None]:
+    """A callable's reads, recorded on the clean and the corrupted run: (reads, logit columns, None)
+    when they are the same cells, else (None, None, why the sweep runs on pins)."""
+    _, a, ca = record_reads(m, clean)
+    _, b, cb = record_reads(m, corrupted)
+    if a is None or b is None:
+        return None, None, "the callable uses the engine beyond reading cells; it ran on pins (slower)"
+    if a.keys() != b.keys() or any((a[k] != b[k]).any() for k in a) or ca != cb:
+        return None, None, "the callable reads different cells on the clean and corrupted runs; it ran on pins (slower)"
+    # Only logits read: a fast-mode replay computes just their columns (what reads a logit row needs all of it).
+    return a, ca if set(a) == {"logit"} else None, None
+
+
 def sweep(clean: Cells, corrupted: Cells, metric: str | Callable[[Any], float] | Metric, over: str = "resid_pre",
           positions: str = "each", position: int | None = None) -> Sweep:
     """Patch each site of `over` from `clean` into `corrupted` and measure `metric` (see the module).
@@ -215,7 +235,8 @@ def sweep(clean: Cells, corrupted: Cells, metric: str | Callable[[Any], float] |
         run = SiteRunner(clean, corrupted, m, g, corr_v)
         keys = order(list(g.sites))
         values = dict(zip(keys, run.many(keys)))
-    return result(g, m, clean, corrupted, values, clean_v, corr_v, "exact")
+    out = result(g, m, clean, corrupted, values, clean_v, corr_v, "exact")
+    return replace(out, fallback=run.fallback) if run.fallback else out
 
 
 class SiteRunner:
@@ -227,14 +248,24 @@ class SiteRunner:
     """
 
     def __init__(self, clean: Cells, corrupted: Cells, m: Metric, g: Sites, corr_v: float) -> None:
-        self.clean, self.m, self.g, self.corr_v = clean, m, g, corr_v
+        self.clean, self.corrupted, self.m, self.g, self.corr_v = clean, corrupted, m, g, corr_v
         self.replay: Replay | None = None
         self.work: Cells | None = None
         self.lockstep: Lockstep | None = None
         self.blocks = blocks(g)
+        self.reads: Reads | None = None  # a callable's reads, when it runs on the replay
+        self.cols: tuple[int, ...] | None = None  # and the logit columns it reads (None: all)
+        self.fallback: str | None = None  # why a callable runs on pins instead (None: it does not)
+        need: Reads | None = None
+        cols = None
         if m.of_row is not None and m.position is not None:  # a spec: only logit[position] is read
             cols = m.tokens if m.kind in ("logit_diff", "logit") else None
-            self.replay = Replay(corrupted, {"logit": np.arange(corrupted.T) == m.position}, cols)
+            need = {"logit": np.arange(corrupted.T) == m.position}
+        else:
+            need, cols, self.fallback = _callable_reads(m, clean, corrupted)
+            self.reads, self.cols = need, cols
+        if need is not None:
+            self.replay = Replay(corrupted, need, cols)
             self.lockstep = Lockstep(self.replay)
             clean.engine.ensure({n: np.ones(clean.T, bool) for n in clean.graph.computed})  # every site's values
         else:
@@ -252,9 +283,7 @@ class SiteRunner:
         replay, lockstep = self.replay, self.lockstep
         if replay is None or lockstep is None:
             return [self._pinned(key) for key in keys]
-        of_row, at = self.m.of_row, self.m.position
-        if of_row is None or at is None:  # a replay is made only for a spec metric
-            raise QueryError("a replayed sweep needs a spec metric read at one position.")
+        read = self._reader()
         out: list[float | None] = []
         todo: list[Pins] = []
         ids: list[int] = []
@@ -266,13 +295,35 @@ class SiteRunner:
                 out.append(None)
                 todo.append(pins)
                 ids.append(self.blocks[key])
-        got = iter(lockstep.run(todo, lambda r: of_row(r.values["logit"][at]), ids))
-        return [next(got) if v is None else v for v in out]
+        got = iter(lockstep.run(todo, read, ids))
+        done = [next(got) if v is None else v for v in out]
+        for i, (key, v) in enumerate(zip(keys, done)):
+            if v is _OUTSIDE:  # this site's run read beyond the clean run's reads: pins give its value
+                if self.fallback is None:
+                    self.fallback = "a site's run read cells the clean run did not; those sites ran on pins"
+                done[i] = self._pinned(key)
+        return done
+
+    def _reader(self) -> Callable[[Replay], float]:
+        """The metric of a replay's values: a spec's row function, or the callable served its reads."""
+        m, reads, cols = self.m, self.reads, self.cols
+        of_row, at = m.of_row, m.position
+        if reads is None:
+            if of_row is None or at is None:  # a replay is made only for a spec or a recorded callable
+                raise QueryError("a replayed sweep needs a spec metric or a callable's recorded reads.")
+            return lambda r: of_row(r.values["logit"][at])
+
+        def read(r: Replay) -> float:
+            try:
+                return read_in(m, self.corrupted, r.values, reads, cols)
+            except Outside:
+                return _OUTSIDE
+        return read
 
     def _pinned(self, key: tuple[int, ...]) -> float:
+        if self.work is None:  # a callable's site that read beyond its recorded reads
+            self.work = scratch(self.corrupted)
         work = self.work
-        if work is None:  # made in __init__ whenever there is no replay
-            raise QueryError("a sweep with a callable metric needs its private sheet.")
         eng = work.engine
         pins = site_pins(self.clean, self.g.sites[key].masks)
         old = [eng.pins.get(n, {}).get(idx) for n, idx, _ in pins]
