@@ -10,9 +10,10 @@ then the copy is put back. A site whose clean and corrupted values are equal is 
 the same way, reading the replay's values. Otherwise (reads that depend on the data, or on the
 engine beyond cells) each site is pinned, read and unpinned on a private copy of the corrupted
 sheet, and the result's `fallback` says why. All give, per site, a from-scratch forward with the
-site's cells replaced: bit for bit in exact mode, to float32 rounding in fast mode. Sites are visited layer by layer from the last
-position back, and replayed in blocks of `GROUP` consecutive sites (`Lockstep`: each weight read
-once per block; in fast mode a block's rows of a linear layer go through one product).
+site's cells replaced: bit for bit in exact mode, to float32 rounding in fast mode. Sites are
+visited layer by layer from the last position back, and replayed in blocks of `GROUP`
+consecutive sites (`Lockstep`: each weight read once per block; in fast mode a block's rows of a
+linear layer go through one product).
 
 >>> import dfgpt
 >>> m = dfgpt.load("sort")
