@@ -146,3 +146,101 @@ def test_a_site_whose_run_reads_beyond_the_recorded_cells_gets_its_value_from_pi
     want = _patched_one_by_one(r, branchy)
     assert abs(want[1, 8] - 6.583) > 1  # that site took the other branch (logit[8][B] is 6.583 there)
     np.testing.assert_allclose(r.values, want, rtol=0, atol=1e-12)
+
+
+# -- item 19: sweep tables on small effects -------------------------------------------------------
+def _panels(text: str, head_lines: int) -> list[list[str]]:
+    """The panels of a sweep table: [header, row, row, ...] each."""
+    body = text.splitlines()[head_lines:]
+    out: list[list[str]] = [[]]
+    for line in body:
+        if line:
+            out[-1].append(line)
+        else:
+            out.append([])
+    return out
+
+
+def _columns(line: str) -> list[tuple[int, int]]:
+    spans, i = [], 0
+    for word in line.split():
+        i = line.index(word, i)
+        spans.append((i, i + len(word)))
+        i += len(word)
+    return spans
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_a_sweep_table_fits_80_columns_with_each_value_under_its_label_in_every_panel(share):
+    r = dfgpt.sweep(SORT.sheet(PAIR[0]), SORT.sheet(PAIR[1]), "logit_diff:B,C", over="head_out")
+    text = r.table(share=share)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    panels = _panels(text, 2 if share else 1)
+    assert len(panels) == 2
+    want = r.normalized() if share else r.values
+    seen = []
+    for panel in panels:
+        head, rows = panel[0], panel[1:]
+        labels = _columns(head)[2:]  # "position", "→", then the labels
+        seen += [head[a:b] for a, b in labels]
+        assert len(rows) == 9
+        for k, row in enumerate(rows):
+            cols = _columns(row)[2:]  # "L0", "H0", then the values
+            assert len(cols) == len(labels)
+            for (a, b), (c, d), pos in zip(cols, labels, range(len(seen) - len(labels), len(seen))):
+                assert a < d and c < b  # under its label
+                shown = float(row[a:b])
+                assert shown == pytest.approx(float(want.reshape(9, 9)[k, pos]), abs=6e-4)
+    assert seen == ["0:C", "1:A", "2:B/C", "3:A", "4:C", "5:A", "6:A", "7:A", "8:A"]
+    assert len(r.table(share=share, width=None).splitlines()) == (2 if share else 1) + 1 + 9  # one panel
+
+
+def test_a_sweep_table_of_small_effects_shows_decimals_that_tell_them_apart():
+    from dfgpt.interventions.sweep import Sweep
+    values = np.array([[1.0, 1.0 + 2.5e-5, 1.0 - 4.0e-5]])
+    r = Sweep("resid_pre", "logit_diff:B,C@2", ("layer", "position"), ((0,), (0, 1, 2)), values, 1.0001, 1.0)
+    row = r.table().splitlines()[2].split()
+    assert row == ["L0", "+1.000000", "+1.000025", "+0.999960"]  # 6 decimals: two significant digits of 4e-5
+    assert r.table(digits=3).splitlines()[2].split() == ["L0", "+1.000", "+1.000", "+1.000"]
+    share = r.table(share=True).splitlines()[3].split()
+    assert share == ["L0", "0.000", "0.250", "-0.400"]
+
+
+def test_dfgpt_patch_shows_the_share_and_every_position_on_request(capsys):
+    from dfgpt.cli import main
+    args = ["patch", "--clean", PAIR[0], "--corrupted", PAIR[1], "--metric", "logit_diff:B,C"]
+    assert main([*args, "--share", "--width", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("the share of the gap restored") and len(out[2].split()) == 2 + 9
+    assert out[3].split()[3] == "1.000"  # layer 0, position 2: patching the letter restores the gap
+    assert main(["patch", "--pairs", "x.jsonl", "--share"]) != 0
+    assert "--share shows one pair's sweep" in capsys.readouterr().err
+
+
+# -- item 20: a folder's model named from its config ----------------------------------------------
+@pytest.mark.parametrize("fields, want", [
+    ({"_name_or_path": "openai-community/gpt2"}, "openai-community/gpt2"),
+    ({"_name_or_path": "/tmp/tmpab12cd/model"}, "my-gpt"),  # a path is where it was saved from
+    ({"name": "toy", "_name_or_path": "openai-community/gpt2"}, "toy"),
+    ({}, "my-gpt"),
+])
+def test_a_model_loaded_from_a_folder_is_named_from_its_config(hf_dir, tmp_path, fields, want):
+    import json
+    import shutil
+    folder = tmp_path / "my-gpt"
+    shutil.copytree(hf_dir[0], folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.pop("_name_or_path", None)
+    cfg.update(fields)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert dfgpt.load(folder).config.name == want
+
+
+# -- item 19: a Hub name says where to point instead ----------------------------------------------
+@pytest.mark.parametrize("name", ["gpt2", "gpt2-medium", "openai-community/gpt2", "distilgpt2"])
+def test_loading_a_hub_name_says_to_save_a_local_folder_and_load_that(name):
+    from dfgpt.errors import CheckpointError
+    with pytest.raises(CheckpointError, match="downloads nothing") as e:
+        dfgpt.load(name)
+    assert f"from_pretrained({name!r}).save_pretrained('gpt2-local')" in str(e.value)
+    assert "docs/gpt2.md" in str(e.value)

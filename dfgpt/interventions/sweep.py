@@ -44,7 +44,9 @@ from .sites import Sites, sites
 if TYPE_CHECKING:
     from ..cells import Cells
 
-__all__ = ["Comparison", "SiteRunner", "Sweep", "blocks", "order", "sweep"]
+__all__ = ["WIDTH", "Comparison", "SiteRunner", "Sweep", "blocks", "order", "sweep"]
+
+WIDTH = 80  # a sweep table's rows fit a terminal unless asked otherwise
 
 
 @dataclass(frozen=True)
@@ -107,22 +109,50 @@ class Sweep:
         cols = [self._label(v.ndim - 1, j) for j in range(v.shape[-1])]
         return rows, cols, v.reshape(-1, v.shape[-1])
 
-    def table(self, digits: int = 3) -> str:
+    def table(self, digits: int | None = None, share: bool = False, width: int | None = WIDTH) -> str:
         """The values as text: the last axis across, the others down, each value right under its label.
 
         Every column is as wide as its widest entry (label or value) and the row labels as wide
         as the widest of them and the corner (`position →`), so columns line up whatever the names.
+        `digits`: decimals; by default 3, more when the largest effect (value − corrupted) is
+        small, so that it shows two significant digits. `share=True` shows each value as the share
+        of the gap restored, (value − corrupted) / (clean − corrupted): 0 is the corrupted run, 1
+        the clean one. `width`: rows fit this many characters (a terminal's 80 by default); the
+        columns that do not fit continue in panels below, each with its labels; None: one panel.
+
+        >>> import dfgpt
+        >>> m = dfgpt.load("sort")
+        >>> r = sweep(m.sheet("CABACA"), m.sheet("CABACC"), "logit_diff:A,C", over="resid_pre")
+        >>> print(r.table(share=True).splitlines()[3])
+        L0           0.000     0.000     0.000     0.000     0.000     1.000
         """
         rows, cols, grid = self._grid()
-        text = [["·" if not math.isfinite(x) else f"{x:+.{digits}f}" for x in row] for row in grid]
+        if share:
+            grid = self.normalized().reshape(grid.shape)
+        if digits is None:
+            eff = np.abs(grid - (0.0 if share else self.corrupted))
+            eff = eff[np.isfinite(eff) & (eff > 0)]
+            digits = 3 if not eff.size else max(3, min(10, 1 - math.floor(math.log10(float(eff.max())))))
+        sign = "" if share else "+"
+        text = [["·" if not math.isfinite(x) else f"{x:{sign}.{digits}f}" for x in row] for row in grid]
         w = max(8, digits + 5, *(len(c) for c in cols), *(len(t) for row in text for t in row))
         corner = f"{self.axes[-1]} →"
         lw = max(len(corner), *(len(r) for r in rows))
-        head = corner.ljust(lw) + "".join(c.rjust(w + 1) for c in cols)
-        lines = [f"{self.method} sweep of {self.metric} over {self.family} (clean {self.clean:+.{digits}f}, "
-                 f"corrupted {self.corrupted:+.{digits}f})", head]
-        for r, row in zip(rows, text):
-            lines.append(r.ljust(lw) + "".join(t.rjust(w + 1) for t in row))
+        per = len(cols) if width is None else max(1, (width - lw) // (w + 1))
+        if share:  # two lines, each within a terminal's width
+            lines = [f"{self.method} sweep of {self.metric} over {self.family}: the share of the gap restored",
+                     f"(value - corrupted) / (clean - corrupted), clean {self.clean:+.3f}, "
+                     f"corrupted {self.corrupted:+.3f}"]
+        else:
+            lines = [f"{self.method} sweep of {self.metric} over {self.family} "
+                     f"(clean {self.clean:+.{digits}f}, corrupted {self.corrupted:+.{digits}f})"]
+        for start in range(0, len(cols), per):
+            if start:
+                lines.append("")
+            part = slice(start, start + per)
+            lines.append(corner.ljust(lw) + "".join(c.rjust(w + 1) for c in cols[part]))
+            for r, row in zip(rows, text):
+                lines.append(r.ljust(lw) + "".join(t.rjust(w + 1) for t in row[part]))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
