@@ -244,3 +244,32 @@ def test_loading_a_hub_name_says_to_save_a_local_folder_and_load_that(name):
         dfgpt.load(name)
     assert f"from_pretrained({name!r}).save_pretrained('gpt2-local')" in str(e.value)
     assert "docs/gpt2.md" in str(e.value)
+
+
+# -- item 20: ablation ranking with the normalisation scales held ---------------------------------
+def test_ablation_with_fixed_norms_ranks_no_scale_and_zeroes_through_the_linear_paths():
+    s = SORT.sheet("CABACA")
+    exact = s.influence("logit[5][A]", top=3, by="ablation")
+    assert exact[0].cell == "ln_f.var[5]"  # zeroing a variance divides by √eps: it ranks first
+    fixed = s.influence("logit[5][A]", top=40, by="ablation-fixed-norms", candidates=200)
+    kinds = {s.graph.ops[it.tensor].kind for it in fixed if it.tensor in s.graph.computed}
+    assert not kinds & {"ln_var", "softmax_max", "softmax_sum"}
+    # h[2].out[5][17] zeroed with ln_f's variance held: logit moves by W[A]·g·(Δx − mean(Δx))/√(var+eps)
+    item = next(it for it in fixed if it.cell == "h[2].out[5][17]")
+    x = s.values("h[2].out")[5]
+    delta = np.zeros_like(x)
+    delta[17] = -x[17]
+    scale = np.sqrt(s.value("ln_f.var[5]") + SORT.config.ln_eps)
+    change = s.values("lm_head.w")[0] @ (s.values("ln_f.g") * (delta - delta.mean()) / scale)
+    assert item.score == pytest.approx(-change, abs=1e-12)
+    assert "norms' scales held" in fixed.table().splitlines()[0]
+
+
+def test_dfgpt_why_offers_the_fixed_norm_ranking_and_says_which_is_the_default(capsys):
+    from dfgpt.cli import main
+    with pytest.raises(SystemExit):
+        main(["why", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "grad*value (the default" in help_text and "ablation-fixed-norms" in help_text
+    assert main(["why", "logit[5][A]", "--rank", "ablation-fixed-norms", "--top", "1"]) == 0
+    assert "  ln_f.g[26] " in capsys.readouterr().out
