@@ -112,7 +112,7 @@ class Sweep:
     def table(self, digits: int | None = None, share: bool = False, width: int | None = WIDTH) -> str:
         """The values as text: the last axis across, the others down, each value right under its label.
 
-        Every column is as wide as its widest entry (label or value) and the row labels as wide
+        Every column is as wide as its widest entry (label or value, at least 8) and the row labels as wide
         as the widest of them and the corner (`position →`), so columns line up whatever the names.
         `digits`: decimals; by default 3, more when the largest effect (value − corrupted) is
         small, so that it shows two significant digits. `share=True` shows each value as the share
@@ -128,17 +128,24 @@ class Sweep:
         """
         rows, cols, grid = self._grid()
         if share:
-            grid = self.normalized().reshape(grid.shape)
+            grid = self.normalized().reshape(grid.shape) + 0.0  # + 0.0: an unmoved site is 0, never -0
         if digits is None:
             eff = np.abs(grid - (0.0 if share else self.corrupted))
             eff = eff[np.isfinite(eff) & (eff > 0)]
             digits = 3 if not eff.size else max(3, min(10, 1 - math.floor(math.log10(float(eff.max())))))
         sign = "" if share else "+"
         text = [["·" if not math.isfinite(x) else f"{x:{sign}.{digits}f}" for x in row] for row in grid]
-        w = max(8, digits + 5, *(len(c) for c in cols), *(len(t) for row in text for t in row))
+        # Each column as wide as its label and values (at least 8): one long label widens one column.
+        ws = [max(8, digits + 5, len(c), *(len(row[j]) for row in text)) for j, c in enumerate(cols)]
         corner = f"{self.axes[-1]} →"
         lw = max(len(corner), *(len(r) for r in rows))
-        per = len(cols) if width is None else max(1, (width - lw) // (w + 1))
+        panels, start, used = [], 0, lw
+        for j, w in enumerate(ws):
+            if width is not None and j > start and used + w + 1 > width:
+                panels.append(slice(start, j))
+                start, used = j, lw
+            used += w + 1
+        panels.append(slice(start, len(cols)))
         if share:  # two lines, each within a terminal's width
             lines = [f"{self.method} sweep of {self.metric} over {self.family}: the share of the gap restored",
                      f"(value - corrupted) / (clean - corrupted), clean {self.clean:+.3f}, "
@@ -146,13 +153,12 @@ class Sweep:
         else:
             lines = [f"{self.method} sweep of {self.metric} over {self.family} "
                      f"(clean {self.clean:+.{digits}f}, corrupted {self.corrupted:+.{digits}f})"]
-        for start in range(0, len(cols), per):
-            if start:
+        for k, part in enumerate(panels):
+            if k:
                 lines.append("")
-            part = slice(start, start + per)
-            lines.append(corner.ljust(lw) + "".join(c.rjust(w + 1) for c in cols[part]))
+            lines.append(corner.ljust(lw) + "".join(c.rjust(w + 1) for c, w in zip(cols[part], ws[part])))
             for r, row in zip(rows, text):
-                lines.append(r.ljust(lw) + "".join(t.rjust(w + 1) for t in row[part]))
+                lines.append(r.ljust(lw) + "".join(t.rjust(w + 1) for t, w in zip(row[part], ws[part])))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
