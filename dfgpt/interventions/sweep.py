@@ -363,11 +363,7 @@ class SiteRunner:
         work = self.work
         eng = work.engine
         pins = site_pins(self.clean, self.g.sites[key].masks)
-        old = [eng.pins.get(n, {}).get(idx) for n, idx, _ in pins]
-        try:
+        with eng.trial():  # leaves the private sheet's values, pins and books as they were
             for n, idx, v in pins:
                 eng.pin(n, idx, v)
             return self.m(work)
-        finally:
-            for (n, idx, _), o in zip(pins, old):
-                eng.pin(n, idx, o)
