@@ -124,7 +124,7 @@ class Sweep:
         >>> m = dfgpt.load("sort")
         >>> r = sweep(m.sheet("CABACA"), m.sheet("CABACC"), "logit_diff:A,C", over="resid_pre")
         >>> print(r.table(share=True).splitlines()[3])
-        L0           0.000     0.000     0.000     0.000     0.000     1.000
+        L0            0.000    0.000    0.000    0.000    0.000    1.000
         """
         rows, cols, grid = self._grid()
         if share:
