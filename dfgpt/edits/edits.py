@@ -171,7 +171,7 @@ def _apply(sheet: Cells, action: str, changes: list[_Change], forward: bool) -> 
             if eng.verified[ch.tensor][row] >= 0:
                 pinned_outputs.setdefault(ch.tensor, {}).setdefault(row, np.array(eng.view(ch.tensor)[row]))
     T0 = eng.T
-    unset = {n: v[:T0] == -1 for n, v in eng.verified.items() if (v[:T0] == -1).any()}  # never computed
+    unset = {n: m for n, v in eng.verified.items() if (m := v[:T0] == -1).any()}  # rows never computed
     appended, cone = _write(sheet, changes, forward)
     eng.reset_counts()
     live = Live(sheet, pinned_outputs, unset)
