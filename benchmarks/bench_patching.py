@@ -4,6 +4,7 @@
     python benchmarks/bench_patching.py               # GPT-2-small shape, T = 64 (several minutes)
     python benchmarks/bench_patching.py --small       # a 2-layer GPT-2 shape, T = 16 (quick)
     python benchmarks/bench_patching.py --sort-only   # the every-head × every-position sweep on `sort`
+    python benchmarks/bench_patching.py --T 32 --callable  # and a callable metric: fast path vs pins
 
 1. GPT-2-small shape: a seeded random GPT2LMHeadModel saved by `transformers` (no download)
    and a small BPE tokenizer saved next to it; a `resid_pre` sweep over every (layer,
@@ -95,7 +96,35 @@ def transformer_lens_sweep(folder: Path, clean: list[int], corrupted: list[int])
     return out.double().numpy(), dt
 
 
-def gpt2(n_layer: int, T: int) -> None:
+def callable_case(model, clean: list[int], corrupted: list[int], spec_result, spec_secs: float) -> None:
+    """The same sweep with a Python callable metric: on the fast path (its reads recorded on the clean
+    run), and on the pinned path it falls back to (a callable that reaches `engine.values` directly)."""
+    T = len(clean)
+    a, b = model.sheet(clean), model.sheet(corrupted)
+
+    def diff(s):
+        return s.value(f"logit[{T - 1}][{A}]") - s.value(f"logit[{T - 1}][{B}]")
+
+    def opaque(s):  # the same number, after reaching the engine's arrays: reads that cannot be recorded
+        assert s.engine.values
+        return diff(s)
+
+    t = time.perf_counter()
+    fast = dfgpt.sweep(a, b, diff, over="resid_pre")
+    t_fast = time.perf_counter() - t
+    t = time.perf_counter()
+    slow = dfgpt.sweep(a, b, opaque, over="resid_pre")
+    t_slow = time.perf_counter() - t
+    assert fast.fallback is None and slow.fallback is not None, (fast.fallback, slow.fallback)
+    err_spec = float(np.max(np.abs(fast.values - spec_result.values)))
+    err_slow = float(np.max(np.abs(fast.values - slow.values)))
+    assert err_spec <= 1e-4 and err_slow <= 1e-4, (err_spec, err_slow)
+    print(f"  callable metric (one token replaced): fast path {t_fast:7.1f} s, pinned fallback {t_slow:7.1f} s, "
+          f"spec {spec_secs:7.1f} s; callable / spec {t_fast / spec_secs:4.2f}x (was {t_slow / spec_secs:4.2f}x); "
+          f"largest difference to the spec {err_spec:.1e}, to the pinned path {err_slow:.1e}")
+
+
+def gpt2(n_layer: int, T: int, with_callable: bool = False) -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -116,6 +145,8 @@ def gpt2(n_layer: int, T: int) -> None:
             ours = time.perf_counter() - t
             assert same(before[0], snapshot(a)) and same(before[1], snapshot(b)), "the sweep changed a sheet"
             assert np.ptp(r.values) > 0, "patching never moved the metric"
+            if with_callable and corrupted is one:
+                callable_case(model, clean, corrupted, r, ours)
             line = f"  {name:<21} dfgpt {ours:7.1f} s ({ours / r.values.size * 1e3:6.1f} ms/patch)"
             tl = transformer_lens_sweep(folder, clean, corrupted)
             if tl is None:
@@ -193,13 +224,18 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--small", action="store_true", help="2 layers, T = 16")
     p.add_argument("--sort-only", action="store_true")
+    p.add_argument("--layers", type=int, help="GPT-2 shape with this many layers (12 by default)")
+    p.add_argument("--T", type=int, help="this many tokens (64 by default)")
+    p.add_argument("--callable", action="store_true",
+                   help="also sweep with a Python callable metric: its fast path and the pinned fallback")
     args = p.parse_args()
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
         sort_heads()
         if not args.sort_only:
-            gpt2(2, 16) if args.small else gpt2(12, 64)
+            layers, T = (2, 16) if args.small else (12, 64)
+            gpt2(args.layers or layers, args.T or T, args.callable)
 
 
 if __name__ == "__main__":

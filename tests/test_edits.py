@@ -3,6 +3,7 @@
 import itertools
 import os
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -71,7 +72,7 @@ def test_receipt_figures_against_reference():
     s = MODEL.sheet("CABACA")
     old = s.values("logit").copy()
     r = s.set("h[2].mlp.c_proj.w[7][30]", 4.0)
-    assert r.recomputed == 0 and "not read since" in str(r)
+    assert r.recomputed == 0 and r.computed_first == 0
     r.settle()
     new = ref_logits(s)
     assert r.max_change["logit"] == pytest.approx(np.abs(new - old).max(), abs=1e-10)
@@ -82,7 +83,9 @@ def test_receipt_figures_against_reference():
     # counts since the edit per tensor: one MLP output column feeds the residual, every row
     assert r.recomputed_by_tensor["h[2].mlp.out"] == 6 * 48
     assert "h[2].mlp.fc" not in r.recomputed_by_tensor and "h[1].out" not in r.recomputed_by_tensor
-    assert s.engine.counts == r.recomputed_by_tensor
+    # the probabilities were never read before the edit: computed for the first time, not recomputed
+    assert s.engine.counts == Counter(r.recomputed_by_tensor) + Counter(r.computed_first_by_tensor)
+    assert set(r.computed_first_by_tensor) == {"prob", "logit_max", "exp_sum"}
     # a later edit freezes the earlier receipt
     frozen = r.recomputed
     s.set("wpe[0][0]", 1.0)

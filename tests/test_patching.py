@@ -360,7 +360,7 @@ def test_result_type_prints_and_draws(tmp_path):
     r = dfgpt.sweep(m.sheet("CABACAAAA"), m.sheet("CACACAAAA"), "logit_diff:B,C", over="head_out")
     assert repr(r) == "Sweep(head_out, logit_diff:B,C@8, layer 3 × head 3 × position 9, exact)"
     assert r.top(1)[0][0] == "h[0].attn.y[8][16:32]"
-    table = r.table()
+    table = r.table(width=None)  # one panel (the default wraps at 80 columns)
     assert "L0 H1" in table and "2:B/C" in table and len(table.splitlines()) == 2 + 9
     assert "<table" in r._repr_html_()
     assert sweep_map(r, tmp_path / "s.svg").source.count("<TR>") == 11

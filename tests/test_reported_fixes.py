@@ -29,7 +29,7 @@ def test_each_sweep_value_sits_under_its_own_position_label():
     m = dfgpt.load("sort")
     for over, lead in (("resid_pre", 1), ("head_out", 2)):  # row labels "L0" and "L0 H0"
         r = dfgpt.sweep(m.sheet("CABACAAAA"), m.sheet("CACACAAAA"), "logit_diff:B,C", over=over)
-        lines = r.table().splitlines()
+        lines = r.table(width=None).splitlines()  # one panel: every position on one line
         labels = _spans(lines[1])[2:]  # "position", "→", then one label per position
         want = ["0:C", "1:A", "2:B/C", "3:A", "4:C", *(f"{t}:A" for t in range(5, 9))]
         assert [lines[1][a:b] for a, b in labels] == want

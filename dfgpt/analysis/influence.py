@@ -33,9 +33,14 @@ if TYPE_CHECKING:
     from ..cells import Cells
     from ..core.evaluate import Mask
 
-__all__ = ["RANKS", "Group", "Influence", "Item", "influence", "top_cells", "top_indices"]
+__all__ = ["ABLATIONS", "RANKS", "Group", "Influence", "Item", "influence", "top_cells", "top_indices"]
 
-RANKS = ("grad*value", "grad", "ablation")
+RANKS = ("grad*value", "grad", "ablation", "ablation-fixed-norms")
+ABLATIONS = ("ablation", "ablation-fixed-norms")
+# What "fixed norms" holds at its clean values, as direct logit attribution does: LayerNorm's
+# variance (its scale) and a softmax's shift and denominator. Zeroing a cell then moves the
+# target through the linear paths only; the exact ablation divides by √eps when it zeroes a variance.
+_SCALES = ("ln_var", "softmax_max", "softmax_sum")
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,9 @@ class Influence(Sequence[Item]):
             return (f"no cells to rank for {self.target} = {self.target_value:+.6g}: {why}. "
                     "What it affects is its impact: sheet.impact(cell).")
         lines = [f"top {len(self.items)} cells for {self.target} = {self.target_value:+.6g}, by {self.by}"
-                 + (" (score = target − target with the cell set to 0)" if self.by == "ablation" else ""),
+                 + (" (score = target − target with the cell set to 0)" if self.by == "ablation" else
+                    " (score = target − target with the cell set to 0, norms' scales held)"
+                    if self.by == "ablation-fixed-norms" else ""),
                  f"  {'cell':<34} {'value':>12} {'gradient':>12} {'score':>12}"]
         for it in self.items:
             lines.append(f"  {it.cell:<34} {it.value:>+12.5g} {it.grad:>+12.5g} {it.score:>+12.5g}")
@@ -290,7 +297,18 @@ def influence(sheet: Cells, target: str, top: int = 20, by: str = "grad*value",
     by="grad": ∂target/∂cell. by="grad*value": ∂target/∂cell · cell, the first-order change
     of the target if the cell were 0. by="ablation": the exact change target − target(cell=0),
     recomputed for the `candidates` best cells by gradient × value (default 2·top); the sheet is
-    left exactly as it was.
+    left exactly as it was. by="ablation-fixed-norms": the same with every LayerNorm variance and
+    softmax shift and denominator of the cone held at its value (as direct logit attribution
+    treats them), so the ranking is of what a cell contributes through the linear paths, not of
+    how a normalisation blows up when its scale is zeroed; those scale cells are not ranked.
+    "ablation" stays the exact counterfactual (what `ablate` and `ablation_sweep` compute).
+
+    >>> import dfgpt
+    >>> s = dfgpt.load("sort").sheet("CABACA")
+    >>> influence(s, "logit[5][A]", top=1, by="ablation")[0].cell
+    'ln_f.var[5]'
+    >>> influence(s, "logit[5][A]", top=1, by="ablation-fixed-norms")[0].cell
+    'ln_f.g[26]'
     """
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise QueryError(f"top must be a whole number ≥ 1 (how many cells to list), got {top!r}.")
@@ -336,12 +354,14 @@ def _influence(sheet: Cells, target: str, top: int, by: str, candidates: int | N
         else:
             np.multiply(grads, engine.view(t).reshape(-1) if whole else engine.view(t)[m], out=out)
     scored = cells
-    if by == "ablation":
+    if by in ABLATIONS:
         n = candidates if candidates is not None else 2 * top
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise QueryError(f"candidates must be a whole number ≥ 1, got {candidates!r}.")
-        picks = top_cells(flat, n)
-        exact = _ablate(sheet, tgt, [(t, _index(cells[t], i)) for t, i in picks])
+        hold = {t: m for t, m in prov.masks.items() if t in sheet.graph.computed
+                and sheet.graph.ops[t].kind in _SCALES} if by == "ablation-fixed-norms" else {}
+        picks = top_cells({t: v for t, v in flat.items() if t not in hold}, n)
+        exact = _ablate(sheet, tgt, [(t, _index(cells[t], i)) for t, i in picks], hold)
         flat = {t: np.zeros(v.shape) for t, v in flat.items()}
         scored = {t: np.zeros_like(m) for t, m in cells.items()}
         for (t, i), d in zip(picks, exact):
@@ -349,7 +369,7 @@ def _influence(sheet: Cells, target: str, top: int, by: str, candidates: int | N
             scored[t][_index(cells[t], i)] = True
         scored = {t: m for t, m in scored.items() if m.any()}
     items = []
-    for t, i in top_cells({t: flat[t] for t in scored}, top) if by == "ablation" else top_cells(flat, top):
+    for t, i in top_cells({t: flat[t] for t in scored}, top) if by in ABLATIONS else top_cells(flat, top):
         idx = _index(cells[t], i)
         ga = g.arrays.get(t)
         items.append(Item(sheet.name(t, idx), float(engine.view(t)[idx]), float(ga[idx]) if ga is not None else 0.0,
@@ -365,13 +385,20 @@ def _index(m: Mask, i: int) -> tuple[int, ...]:
     return tuple(int(j) for j in np.unravel_index(flat, m.shape))
 
 
-def _ablate(sheet: Cells, tgt: Target, cells: list[tuple[str, tuple[int, ...]]]) -> list[float]:
+def _ablate(sheet: Cells, tgt: Target, cells: list[tuple[str, tuple[int, ...]]],
+            hold: dict[str, Mask] | None = None) -> list[float]:
     """target − target with each cell set to 0 (a parameter written, a computed cell pinned), each in a
-    trial on a fork: the sheet's own engine, its stale marks and its receipts are never touched."""
+    trial on a fork: the sheet's own engine, its stale marks and its receipts are never touched.
+    `hold`: cells pinned to their values on the fork first (the normalisation scales, held fixed)."""
     masks = tgt.masks
     sheet.compute(masks)
     e = sheet.engine.fork()
     need = e.rows_of(masks)
+    for t, m in (hold or {}).items():
+        values = e.view(t)
+        for idx in zip(*np.nonzero(m)):
+            cell = tuple(int(i) for i in idx)
+            e.pin(t, cell, float(values[cell]))
 
     def total() -> float:  # the target's cells, weighted (a logit difference's second token by -1)
         return float(sum((e.view(t)[m] if not tgt.spec else e.view(t)[m] * tgt.weights[t][m]).sum()

@@ -17,7 +17,7 @@ from ..batch.pairs import read_inputs, read_pairs
 from ..errors import QueryError
 from ..interventions.attribution import attribution_patch
 from ..interventions.sites import FAMILIES
-from ..interventions.sweep import sweep
+from ..interventions.sweep import WIDTH, sweep
 from ..model import load
 from ..views.sweep_map import sweep_map
 from .options import model_arg
@@ -69,6 +69,9 @@ def _ablate(args: argparse.Namespace) -> int:
 
 
 def _patch(args: argparse.Namespace) -> int:
+    if args.share and (args.pairs is not None or args.ablate is not None):
+        raise QueryError("--share shows one pair's sweep (--clean and --corrupted); for a dataset, "
+                         "dfgpt.sweep(...).mean().table(share=True) in Python.")
     if args.ablate is not None:
         return _ablate(args)
     if args.inputs is not None or args.reference is not None:
@@ -91,7 +94,7 @@ def _patch(args: argparse.Namespace) -> int:
     shown = exact if exact is not None else approx  # --attribution makes approx; without it, exact
     if shown is None:
         raise QueryError("nothing to show: give --attribution, --compare or neither.")
-    print(shown.table())
+    print(shown.table(share=args.share, width=args.width or None))
     if exact is not None and approx is not None:
         print()
         print("attribution patching against the exact sweep:")
@@ -133,6 +136,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attribution", action="store_true", help="first-order approximation (one backward pass)")
     p.add_argument("--compare", action="store_true",
                    help="also run attribution patching and compare it with the exact sweep")
+    p.add_argument("--share", action="store_true",
+                   help="show the share of the gap restored, (patched - corrupted) / (clean - corrupted), "
+                        "for a single pair")
+    p.add_argument("--width", type=int, default=WIDTH,
+                   help=f"the table's rows fit this many columns (default {WIDTH}); 0: every position on one line")
     p.add_argument("-o", "--output", default=None, help="write the heatmap: file.png|svg|pdf|dot")
     model_arg(p)
     p.set_defaults(func=_patch)

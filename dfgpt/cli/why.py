@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..analysis.attribution import direct_attribution
-from ..analysis.influence import influence
+from ..analysis.influence import RANKS, influence
 from ..analysis.provenance import provenance
 from ..analysis.target import resolve
 from ..batch.influence import influence as influence_over
@@ -87,7 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     json_arg(p)
     p.add_argument("--by", choices=["head", "position", "tensor", "block"], default=None,
                    help="sum the scores by head, position, tensor or block instead of listing cells")
-    p.add_argument("--rank", default="grad*value", choices=["grad*value", "grad", "ablation"],
-                   help="how cells are scored (default grad*value)")
+    p.add_argument("--rank", default="grad*value", choices=list(RANKS),
+                   help="how cells are scored: grad*value (the default: first order, one backward pass), "
+                        "grad, ablation (the exact change when a cell is zeroed: zeroing a LayerNorm "
+                        "variance divides by sqrt(eps), so variances rank first), or ablation-fixed-norms "
+                        "(the same with the LayerNorm variances and softmax shifts and sums held at their "
+                        "values, as direct logit attribution does: what a cell adds through the linear paths)")
     model_arg(p)
     p.set_defaults(func=_why)

@@ -31,6 +31,7 @@ from .receipts import OUTPUTS, Live, Receipt
 
 if TYPE_CHECKING:
     from ..cells import Cells
+    from ..core.cones import Pending
     from ..core.evaluate import Mask
     from ..models.weights import Weights
 
@@ -162,9 +163,6 @@ def _apply(sheet: Cells, action: str, changes: list[_Change], forward: bool) -> 
     log = _log(sheet)
     if log.open is not None:
         log.open.freeze()
-    seeds: dict[str, Mask] = {}
-    exclude: dict[str, Mask] = {}
-    appended = False
     # A pin on an output row changes it without a recompute: keep the row as it was, so the
     # receipt compares it like any recomputed row.
     pinned_outputs: dict[str, dict[int, np.ndarray]] = {}
@@ -173,6 +171,27 @@ def _apply(sheet: Cells, action: str, changes: list[_Change], forward: bool) -> 
             row = ch.index[sheet.graph.row_axis[ch.tensor]]  # outputs always have a position axis
             if eng.verified[ch.tensor][row] >= 0:
                 pinned_outputs.setdefault(ch.tensor, {}).setdefault(row, np.array(eng.view(ch.tensor)[row]))
+    T0 = eng.T
+    unset = {n: m for n, v in eng.verified.items() if (m := v[:T0] == -1).any()}  # rows never computed
+    appended, cone = _write(sheet, changes, forward)
+    eng.reset_counts()
+    live = Live(sheet, pinned_outputs, unset)
+    if T0 != eng.T:  # an append or its undo: under the causal mask the rows both lengths have keep their values
+        live.kept_rows = min(T0, eng.T)
+    else:
+        live.before = lambda: _outputs_before(sheet, changes, forward)
+    live.cone = {n: eng.row_size(n) for n in sheet.graph.computed} if appended else cone
+    names = tuple(_describe(sheet, ch, forward) for ch in changes)
+    log.open = live
+    return Receipt(action, names, live)
+
+
+def _write(sheet: Cells, changes: list[_Change], forward: bool) -> tuple[bool, dict[str, int] | Pending | None]:
+    """Apply the changes (or revert them) and mark their downstream cone stale: (appended, the cone)."""
+    eng = sheet.engine
+    seeds: dict[str, Mask] = {}
+    exclude: dict[str, Mask] = {}
+    appended = False
     for ch in changes if forward else reversed(changes):
         value = ch.new if forward else ch.old
         if ch.how == "append":
@@ -189,19 +208,27 @@ def _apply(sheet: Cells, action: str, changes: list[_Change], forward: bool) -> 
         else:
             eng.write(ch.tensor, ch.index, value)
         seeds[ch.tensor] = _add(seeds.get(ch.tensor), eng.shape(ch.tensor), ch.index)
-    eng.reset_counts()
-    live = Live(sheet, pinned_outputs)
     if appended:
         # The cone of a new token is its whole new row in every computed tensor (the row
         # was unset, so nothing is marked: its cells are computed on the first read).
-        live.cone = {n: eng.row_size(n) for n in sheet.graph.computed}
-    elif seeds and all(ch.how == "write" and ch.tensor != "tokens" for ch in changes):
-        live.cone = eng.defer_stale(seeds, exclude)  # weights: no mask work until asked
-    elif seeds:
-        live.cone = {k: int(m.sum()) for k, m in eng.mark_stale(seeds, exclude).items()}
-    names = tuple(_describe(sheet, ch, forward) for ch in changes)
-    log.open = live
-    return Receipt(action, names, live)
+        return True, None
+    if seeds and all(ch.how == "write" and ch.tensor != "tokens" for ch in changes):
+        return False, eng.defer_stale(seeds, exclude)  # weights: no mask work until asked
+    if seeds:
+        return False, {k: int(m.sum()) for k, m in eng.mark_stale(seeds, exclude).items()}
+    return False, None
+
+
+def _outputs_before(sheet: Cells, changes: list[_Change], forward: bool) -> dict[str, np.ndarray]:
+    """Every output row as it was before the edit: the edit reverted in a trial, which leaves nothing behind.
+
+    Cheap once the outputs are read after the edit: the trial recomputes only the edit's cone.
+    """
+    eng = sheet.engine
+    with eng.trial():
+        _write(sheet, changes, not forward)
+        eng.ensure({name: np.ones(eng.T, bool) for name in OUTPUTS})
+        return {name: np.array(eng.view(name)) for name in OUTPUTS}  # [T, V] each
 
 
 def _add(m: Mask | None, shape: tuple[int, ...], idx: tuple[int, ...]) -> Mask:

@@ -15,7 +15,9 @@ freezes them. `settle()` reads every logit and probability first.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,16 +35,25 @@ OUTPUTS = ("logit", "prob")  # the outputs a receipt watches for changes
 
 
 class Live:
-    """The mutable side of a receipt: counters at the edit, watched outputs, the cone, a freeze."""
+    """The mutable side of a receipt: counters at the edit, the outputs' effect, the cone, a freeze."""
 
-    def __init__(self, sheet: Cells, pinned: dict[str, dict[int, np.ndarray]] | None = None) -> None:
+    def __init__(self, sheet: Cells, pinned: dict[str, dict[int, np.ndarray]] | None = None,
+                 unset: dict[str, np.ndarray] | None = None) -> None:
         eng = sheet.engine
         self.sheet = sheet
         self.start = [Counter(eng.total_recomputed), Counter(eng.total_reused), Counter(eng.total_cutoff)]
         self.frozen: dict[str, Any] | None = None
         self.cone: dict[str, int] | Pending | None = None
+        # {tensor: bool[T]}: rows that held no value at the edit; computing them is no recompute.
+        self.unset = unset or {}
+        # How to get every output row's value before the edit (the edit reverted in a trial), or, for
+        # an append or its undo, how many rows kept their values; the effect is worked out on demand.
+        self.before: Callable[[], dict[str, np.ndarray]] | None = None
+        self.kept_rows: int | None = None
+        self.effect: tuple[dict[str, float | None], bool | None] | None = None
         # The engine keeps each output row's value from before its first recompute since now;
-        # rows the edit pinned come in with their values from before the pin.
+        # rows the edit pinned come in with their values from before the pin. Used only when a
+        # later edit freezes this receipt before its effect was asked: the rows read by then.
         self.observer = eng.observe(OUTPUTS, pinned)
         self.watch: dict[str, dict[int, np.ndarray | None]] = self.observer.rows
         self.pinned_rows: dict[str, set[int]] = {name: set() for name in OUTPUTS}
@@ -60,12 +71,60 @@ class Live:
             self.cone = cone = cone.counts or {}
         return cone
 
+    def outputs(self) -> tuple[dict[str, float | None], bool | None]:
+        """The edit's effect on every output row, ({output: largest |after - before|}, greedy token flipped).
+
+        While this is the latest edit, reads every output (after) and the edit's reverted values
+        (before) once; after a later edit, what was known then.
+        """
+        if self.effect is not None:
+            return self.effect
+        if self.frozen is not None:
+            return self.frozen["max_change"], self.frozen["flipped"]
+        eng = self.sheet.engine
+        eng.ensure({name: np.ones(eng.T, bool) for name in OUTPUTS})
+        after = {name: eng.view(name) for name in OUTPUTS}  # [T, V] each
+        if self.before is not None:
+            before = self.before()
+        else:  # rows the append (or its undo) left alone hold the same values
+            n = self.kept_rows or 0
+            before = {name: a[:n] for name, a in after.items()}
+        change: dict[str, float | None] = {}
+        flipped: bool | None = None
+        for name in OUTPUTS:
+            old = before[name]
+            new = after[name][: len(old)]
+            if not len(old):
+                change[name] = None
+                continue
+            with np.errstate(invalid="ignore", over="ignore"):  # pins may have made inf or nan
+                change[name] = float(np.max(np.abs(new - old)))
+            if name == "logit":
+                flipped = bool((new.argmax(axis=1) != old.argmax(axis=1)).any())
+        self.effect = (change, flipped)
+        return self.effect
+
     def numbers(self) -> dict[str, Any]:
         if self.frozen is not None:
             return self.frozen
         eng = self.sheet.engine
         now = (eng.total_recomputed, eng.total_reused, eng.total_cutoff)
         diffs = [+(n - s) for n, s in zip(now, self.start)]  # unary + drops zero entries
+        first: Counter[str] = Counter()
+        for name, was in self.unset.items():
+            rows = int((was[: eng.T] & (eng.verified[name][: len(was)][: eng.T] >= 0)).sum())
+            if rows and diffs[0][name]:
+                first[name] = min(rows * eng.row_size(name), diffs[0][name])
+        out: dict[str, Any] = {"counts": [+(diffs[0] - first), diffs[1], diffs[2], first]}
+        if self.effect is not None:
+            out["max_change"], out["flipped"] = self.effect
+        else:
+            out["max_change"], out["flipped"] = self._read_rows()
+        return out
+
+    def _read_rows(self) -> tuple[dict[str, float | None], bool | None]:
+        """The outputs' change over the rows read since the edit (each against its value before it)."""
+        eng = self.sheet.engine
         change: dict[str, float | None] = {}
         flipped: bool | None = None
         for name in OUTPUTS:
@@ -91,7 +150,7 @@ class Live:
                 change[name] = float(np.max(np.abs(new - old)))
             if name == "logit":
                 flipped = bool((new.argmax(axis=1) != old.argmax(axis=1)).any())
-        return {"counts": diffs, "max_change": change, "flipped": flipped}
+        return change, flipped
 
     def freeze(self) -> None:
         if self.frozen is None:  # the cone may stay deferred: the engine flushes before it could change
@@ -101,13 +160,17 @@ class Live:
 
 @dataclass(frozen=True)
 class Receipt:
-    """What an edit did: the cells it made stale; what reads since then recomputed.
+    """What an edit did: its cone, its effect on the outputs, and what reads since then computed.
 
-    `stale` counts the computed cells of the exact downstream cone (`stale_by_tensor` per
-    tensor; for a weight edit it is worked out on first access). `recomputed`, `reused`,
-    `cutoff`, `max_change` and `flipped` reflect the reads since the edit, until the next
-    edit freezes them; `settle()` reads every output first. `max_change` compares each
-    output row read since the edit with its value when last computed before it.
+    `stale` counts the cells of the exact downstream cone (`stale_by_tensor` per tensor; for a
+    weight edit it is worked out on first access). `max_change` and `flipped` are the edit's
+    effect on every logit and probability row, after against before, whatever was read before
+    the edit: asking for them (or printing the receipt) reads the outputs and recomputes the
+    edit's cone with the edit reverted, in a trial that leaves nothing behind. `recomputed`
+    counts cells that held a value and were computed again since the edit, `computed_first`
+    cells computed for the first time (nothing had read them before the edit), `reused` cells
+    a read verified without recomputing, `cutoff` recomputed cells that came out unchanged.
+    All of them freeze at the next edit (an effect never asked by then is the rows read by then).
     """
 
     action: str
@@ -143,9 +206,18 @@ class Receipt:
         return self._count(2)
 
     @property
+    def computed_first_by_tensor(self) -> dict[str, int]:
+        return self._count(3)
+
+    @property
     def recomputed(self) -> int:
-        """Cells recomputed by reads since the edit."""
+        """Cells recomputed for this edit by reads since it (cells that held a value before it)."""
         return int(sum(self._count(0).values()))
+
+    @property
+    def computed_first(self) -> int:
+        """Cells reads since the edit computed for the first time (no value before the edit)."""
+        return int(sum(self._count(3).values()))
 
     @property
     def reused(self) -> int:
@@ -159,13 +231,13 @@ class Receipt:
 
     @property
     def max_change(self) -> dict[str, float | None]:
-        """Largest |new - old| per output over the rows recomputed since the edit (None: none)."""
-        return dict(self._live.numbers()["max_change"])
+        """Largest |after - before| per output over every row (None: no row to compare)."""
+        return dict(self._live.outputs()[0])
 
     @property
     def flipped(self) -> bool | None:
-        """Did the greedy next token change at any recomputed position (None: no logit row read)."""
-        return self._live.numbers()["flipped"]
+        """Did the greedy next token change at any position (None: no logit row to compare)."""
+        return self._live.outputs()[1]
 
     def settle(self) -> Receipt:
         """Read every logit and probability (if this is still the latest edit), then return self."""
@@ -179,23 +251,36 @@ class Receipt:
         return preformatted(str(self))
 
     def __str__(self) -> str:
+        change, flipped = self._live.outputs()  # first: it reads the outputs the lines below count
         by = self.stale_by_tensor
         top = sorted(by.items(), key=lambda kv: -kv[1])[:4]
         lines = [
-            f"{self.action}: {', '.join(self.cells) or '-'}",
+            f"{self.action}: {_summary(self.cells)}",
             f"  marked stale: {self.stale:,} cells in {len(by)} tensors"
             + (f" (largest: {', '.join(f'{k} {v:,}' for k, v in top)})" if top else ""),
         ]
-        n = self._live.numbers()
-        if not sum(n["counts"][0].values()) and not sum(n["counts"][1].values()):
-            lines.append("  not read since the edit (receipt.settle() reads the outputs)")
-            return "\n".join(lines)
+        ch = [f"{k} {v:.6g}" for k, v in change.items() if v is not None]
+        if ch:
+            flip = "yes" if flipped else "no"
+            lines.append(f"  largest change: {', '.join(ch)}; greedy next token flipped: {flip}")
+        else:
+            lines.append("  largest change: not known (a later edit came before the outputs were read)")
         lines.append(
-            f"  after reads: recomputed {self.recomputed:,}, reused {self.reused:,}, "
+            f"  reads since the edit: recomputed {self.recomputed:,} for this edit, "
+            f"{self.computed_first:,} for the first time; reused {self.reused:,}; "
             f"cut-off (recomputed, unchanged) {self.cutoff:,}"
         )
-        ch = [f"{k} {v:.6g}" for k, v in n["max_change"].items() if v is not None]
-        if ch:
-            flip = "yes" if n["flipped"] else "no"
-            lines.append(f"  largest change: {', '.join(ch)}; greedy next token flipped: {flip}")
         return "\n".join(lines)
+
+
+_INDEX = re.compile(r"(\[[^\]]*\])+$")  # a cell name's trailing index: what is left is the tensor
+_SHOWN = 3  # cells a receipt's first line names before it summarises
+
+
+def _summary(cells: tuple[str, ...]) -> str:
+    """The edited cells, in full up to a few; beyond that a count per tensor and the first one."""
+    if len(cells) <= _SHOWN:
+        return ", ".join(cells) or "-"
+    per = Counter(_INDEX.sub("", re.split(r" [=+-] ", c, maxsplit=1)[0]) for c in cells)
+    tensors = ", ".join(f"{t} {n:,}" for t, n in per.most_common(4)) + (", ..." if len(per) > 4 else "")
+    return f"{len(cells):,} cells ({tensors}); first {cells[0]}"

@@ -22,6 +22,7 @@ A spec metric also gives its gradient with respect to the logit row (attribution
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from ..errors import DfgptError, IndexError_, QueryError, show, suggest
 if TYPE_CHECKING:
     from ..cells import Cells
 
-__all__ = ["KINDS", "Metric", "parse_metric"]
+__all__ = ["KINDS", "Metric", "Outside", "Reads", "parse_metric", "read_in", "record_reads"]
 
 KINDS = ("logit_diff", "logit", "prob", "logprob", "kl")
 _ARITY = {"logit_diff": 2, "logit": 1, "prob": 1, "logprob": 1, "kl": 0}
@@ -69,8 +70,8 @@ class Metric:
         """The metric of a sheet, as a float; a callable that raises or returns no real number is refused."""
         try:
             got = self.fn(sheet)
-        except DfgptError:
-            raise  # already says what was wrong
+        except (DfgptError, Outside):
+            raise  # already says what was wrong; or a replay's read beyond the recorded ones
         except Exception as e:  # a user's callable: say which metric and what it raised
             raise QueryError(f"metric {self.name!r} raised {type(e).__name__}: {show(str(e), 200)}. "
                              "Expected a callable of a sheet that returns a number; fix the callable.") from e
@@ -187,3 +188,129 @@ def parse_metric(metric: str | Callable[[Any], float] | Metric, clean: Cells, po
         return of_row(sheet.value(f"logit[{t}]"))
 
     return Metric(name, fn, kind, t, toks, clean_logp, of_row)
+
+
+# -- what a callable reads ------------------------------------------------------------------------
+Reads = dict[str, np.ndarray]  # {computed tensor: bool[T] rows read}; inputs and weights are not listed
+
+# What a sheet's name lookups read of its engine besides values: the same whatever a site holds.
+_SAFE = frozenset({"T", "tokens", "graph", "specs", "shape", "row_size", "exact", "dtype", "cap"})
+
+
+class Outside(Exception):
+    """A callable read something its recorded reads do not hold (or the engine beyond its reads)."""
+
+
+class _Engine:
+    """An engine stand-in for a callable metric's sheet: reads are recorded (nothing served) or served
+    from a replay's arrays within `allowed`; any other use of the engine makes the reads opaque."""
+
+    __slots__ = ("_allowed", "_cols", "_opaque", "_reads", "_real", "_served")
+
+    def __init__(self, real: Any, allowed: Reads | None = None, served: dict[str, np.ndarray] | None = None,
+                 cols: frozenset[int] | None = None) -> None:
+        self._real, self._allowed, self._served = real, allowed, served
+        self._reads: Reads = {}
+        self._opaque: str | None = None
+        # The logit columns read (None: every column); served, the columns a replay computes.
+        self._cols: set[int] | None = set() if served is None else (set(cols) if cols is not None else None)
+
+    def _column(self, idx: Any) -> None:
+        """A read of `logit[idx]`: one column by number, or every column."""
+        col = idx[1] if isinstance(idx, tuple) and len(idx) == 2 else None
+        c = int(col) % self._real.graph.specs["logit"].dims[1] \
+            if isinstance(col, (int, np.integer)) and not isinstance(col, bool) else None
+        if self._served is None:
+            if self._cols is not None:
+                if c is None:
+                    self._cols = None
+                else:
+                    self._cols.add(c)
+        elif self._cols is not None and c not in self._cols:
+            raise Outside("logit")
+
+    def _read(self, name: str, rows: np.ndarray) -> None:  # rows: bool[T]
+        if name not in self._real.graph.computed:
+            return
+        if self._allowed is not None:
+            ok = self._allowed.get(name)
+            if ok is None or (rows & ~ok).any():
+                raise Outside(name)
+        got = self._reads.get(name)
+        self._reads[name] = rows.copy() if got is None else got | rows
+
+    def ensure(self, need: dict[str, np.ndarray], plan: Any = None) -> None:
+        for name, rows in need.items():
+            self._read(name, np.asarray(rows, bool))
+        if self._served is None:
+            self._real.ensure(need)
+
+    def ensure_whole(self, name: str) -> None:
+        if name == "logit":
+            self._column(None)
+        self._read(name, np.ones(self._real.T, bool))
+        if self._served is None:
+            self._real.ensure_whole(name)
+
+    def view(self, name: str) -> np.ndarray:
+        if name not in self._reads and name in self._real.graph.computed:
+            self._read(name, np.ones(self._real.T, bool))  # a view with no read before it: every row
+        if self._served is None:
+            got: np.ndarray = self._real.view(name)
+        else:
+            spec, T = self._real.specs[name], self._real.T
+            got = self._served[name][:T] if name == "tokens" else \
+                self._served[name][tuple(slice(0, T) if a in ("pos", "key") else slice(None) for a in spec.axes)]
+        if name == "logit":  # which columns are read: a logit difference needs two of 50k
+            watched = got.view(_Watched)
+            watched.on_index = self._column
+            return watched
+        return got
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _SAFE:
+            if self._served is not None:
+                raise Outside(name)
+            self._opaque = self._opaque or name
+        return getattr(self._real, name)
+
+
+class _Watched(np.ndarray):
+    """A logit array that reports each index it is read at (the columns a callable reads)."""
+
+    on_index: Callable[[Any], None]
+
+    def __getitem__(self, idx: Any) -> Any:
+        self.on_index(idx)
+        return np.asarray(self)[idx]
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.on_index = getattr(obj, "on_index", lambda idx: None)
+
+
+def record_reads(metric: Metric, sheet: Cells) -> tuple[float, Reads | None, tuple[int, ...] | None]:
+    """The metric of a sheet, the rows it read ({computed tensor: bool[T]}; None when it reached the
+    engine in a way not recorded: `engine.values`, a gradient, ...), and the logit columns it read
+    (None: every column, or none).
+
+    >>> import dfgpt
+    >>> s = dfgpt.load("sort").sheet("CABACA")
+    >>> v, reads, cols = record_reads(parse_metric(lambda c: c.value("logit[5][0]"), s), s)
+    >>> v == s.value("logit[5][0]"), {k: np.flatnonzero(r).tolist() for k, r in reads.items()}, cols
+    (True, {'logit': [5]}, (0,))
+    """
+    rec = _Engine(sheet.engine)
+    view = copy.copy(sheet)
+    view.engine = rec  # type: ignore[assignment]
+    value = metric(view)
+    cols = tuple(sorted(rec._cols)) if rec._cols and "logit" in rec._reads else None
+    return value, None if rec._opaque else rec._reads, cols
+
+
+def read_in(metric: Metric, sheet: Cells, values: dict[str, np.ndarray], allowed: Reads,
+            cols: tuple[int, ...] | None = None) -> float:
+    """The metric of a sheet whose values are `values` (a replay's arrays), reading only `allowed`
+    (and of the logits only `cols`, unless None); raises `Outside` when the callable reads anything else."""
+    view = copy.copy(sheet)
+    view.engine = _Engine(sheet.engine, allowed, values, None if cols is None else frozenset(cols))  # type: ignore[assignment]
+    return metric(view)

@@ -5,12 +5,15 @@ With a spec metric (which reads only `logit[position]`) each site is a `Replay`:
 cells get their clean values in a copy of the corrupted values, and only the tensors
 below the site are recomputed, from the site's position on, on the rows the metric reads;
 then the copy is put back. A site whose clean and corrupted values are equal is skipped
-(nothing can change). A callable metric may read any cell, so each site is pinned, read and
-unpinned on a private copy of the corrupted sheet instead (the engine recomputes the cone).
-Both give, per site, a from-scratch forward with the site's cells replaced: bit for bit in
-exact mode, to float32 rounding in fast mode. Sites are visited layer by layer from the last
-position back, and replayed in blocks of `GROUP` consecutive sites (`Lockstep`: each weight read
-once per block; in fast mode a block's rows of a linear layer go through one product).
+(nothing can change). A callable metric is run once on each sheet with its reads recorded
+(`dfgpt.interventions.metrics.record_reads`); when both runs read the same cells it is replayed
+the same way, reading the replay's values. Otherwise (reads that depend on the data, or on the
+engine beyond cells) each site is pinned, read and unpinned on a private copy of the corrupted
+sheet, and the result's `fallback` says why. All give, per site, a from-scratch forward with the
+site's cells replaced: bit for bit in exact mode, to float32 rounding in fast mode. Sites are
+visited layer by layer from the last position back, and replayed in blocks of `GROUP`
+consecutive sites (`Lockstep`: each weight read once per block; in fast mode a block's rows of a
+linear layer go through one product).
 
 >>> import dfgpt
 >>> m = dfgpt.load("sort")
@@ -26,14 +29,14 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..core.blas import one_blas_thread
 from ..errors import QueryError
-from .metrics import Metric, parse_metric
+from .metrics import Metric, Outside, Reads, parse_metric, read_in, record_reads
 from .patching import check_pair, scratch, site_pins
 from .replay import GROUP, Lockstep, Pins, Replay
 from .sites import Sites, sites
@@ -41,7 +44,9 @@ from .sites import Sites, sites
 if TYPE_CHECKING:
     from ..cells import Cells
 
-__all__ = ["Comparison", "SiteRunner", "Sweep", "blocks", "order", "sweep"]
+__all__ = ["WIDTH", "Comparison", "SiteRunner", "Sweep", "blocks", "order", "sweep"]
+
+WIDTH = 80  # a sweep table's rows fit a terminal unless asked otherwise
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Sweep:
     method: str = "exact"
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)  # axis -> printed labels
     cells: dict[tuple[int, ...], str] = field(default_factory=dict, repr=False)  # key -> the site's cells
+    fallback: str | None = None  # why a callable metric ran on pins, not replays (None: it did not)
 
     def __repr__(self) -> str:
         shape = " × ".join(f"{a} {n}" for a, n in zip(self.axes, self.values.shape))
@@ -103,22 +109,56 @@ class Sweep:
         cols = [self._label(v.ndim - 1, j) for j in range(v.shape[-1])]
         return rows, cols, v.reshape(-1, v.shape[-1])
 
-    def table(self, digits: int = 3) -> str:
+    def table(self, digits: int | None = None, share: bool = False, width: int | None = WIDTH) -> str:
         """The values as text: the last axis across, the others down, each value right under its label.
 
-        Every column is as wide as its widest entry (label or value) and the row labels as wide
+        Every column is as wide as its widest entry (label or value, at least 8) and the row labels as wide
         as the widest of them and the corner (`position →`), so columns line up whatever the names.
+        `digits`: decimals; by default 3, more when the largest effect (value − corrupted) is
+        small, so that it shows two significant digits. `share=True` shows each value as the share
+        of the gap restored, (value − corrupted) / (clean − corrupted): 0 is the corrupted run, 1
+        the clean one. `width`: rows fit this many characters (a terminal's 80 by default); the
+        columns that do not fit continue in panels below, each with its labels; None: one panel.
+
+        >>> import dfgpt
+        >>> m = dfgpt.load("sort")
+        >>> r = sweep(m.sheet("CABACA"), m.sheet("CABACC"), "logit_diff:A,C", over="resid_pre")
+        >>> print(r.table(share=True).splitlines()[3])
+        L0            0.000    0.000    0.000    0.000    0.000    1.000
         """
         rows, cols, grid = self._grid()
-        text = [["·" if not math.isfinite(x) else f"{x:+.{digits}f}" for x in row] for row in grid]
-        w = max(8, digits + 5, *(len(c) for c in cols), *(len(t) for row in text for t in row))
+        if share:
+            grid = self.normalized().reshape(grid.shape) + 0.0  # + 0.0: an unmoved site is 0, never -0
+        if digits is None:
+            eff = np.abs(grid - (0.0 if share else self.corrupted))
+            eff = eff[np.isfinite(eff) & (eff > 0)]
+            digits = 3 if not eff.size else max(3, min(10, 1 - math.floor(math.log10(float(eff.max())))))
+        sign = "" if share else "+"
+        text = [["·" if not math.isfinite(x) else f"{x:{sign}.{digits}f}" for x in row] for row in grid]
+        # Each column as wide as its label and values (at least 8): one long label widens one column.
+        ws = [max(8, digits + 5, len(c), *(len(row[j]) for row in text)) for j, c in enumerate(cols)]
         corner = f"{self.axes[-1]} →"
         lw = max(len(corner), *(len(r) for r in rows))
-        head = corner.ljust(lw) + "".join(c.rjust(w + 1) for c in cols)
-        lines = [f"{self.method} sweep of {self.metric} over {self.family} (clean {self.clean:+.{digits}f}, "
-                 f"corrupted {self.corrupted:+.{digits}f})", head]
-        for r, row in zip(rows, text):
-            lines.append(r.ljust(lw) + "".join(t.rjust(w + 1) for t in row))
+        panels, start, used = [], 0, lw
+        for j, w in enumerate(ws):
+            if width is not None and j > start and used + w + 1 > width:
+                panels.append(slice(start, j))
+                start, used = j, lw
+            used += w + 1
+        panels.append(slice(start, len(cols)))
+        if share:  # two lines, each within a terminal's width
+            lines = [f"{self.method} sweep of {self.metric} over {self.family}: the share of the gap restored",
+                     f"(value - corrupted) / (clean - corrupted), clean {self.clean:+.3f}, "
+                     f"corrupted {self.corrupted:+.3f}"]
+        else:
+            lines = [f"{self.method} sweep of {self.metric} over {self.family} "
+                     f"(clean {self.clean:+.{digits}f}, corrupted {self.corrupted:+.{digits}f})"]
+        for k, part in enumerate(panels):
+            if k:
+                lines.append("")
+            lines.append(corner.ljust(lw) + "".join(c.rjust(w + 1) for c, w in zip(cols[part], ws[part])))
+            for r, row in zip(rows, text):
+                lines.append(r.ljust(lw) + "".join(t.rjust(w + 1) for t, w in zip(row[part], ws[part])))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -199,6 +239,23 @@ def blocks(g: Sites) -> dict[tuple[int, ...], int]:
     return {k: i // GROUP for i, k in enumerate(order(list(g.sites)))}
 
 
+_OUTSIDE = float("nan")  # a replayed callable's marker: it read beyond its reads (an identity check, never a value)
+
+
+def _callable_reads(m: Metric, clean: Cells, corrupted: Cells
+                    ) -> tuple[Reads | None, tuple[int, ...] | None, str | None]:
+    """A callable's reads, recorded on the clean and the corrupted run: (reads, logit columns, None)
+    when they are the same cells, else (None, None, why the sweep runs on pins)."""
+    _, a, ca = record_reads(m, clean)
+    _, b, cb = record_reads(m, corrupted)
+    if a is None or b is None:
+        return None, None, "the callable uses the engine beyond reading cells; it ran on pins (slower)"
+    if a.keys() != b.keys() or any((a[k] != b[k]).any() for k in a) or ca != cb:
+        return None, None, "the callable reads different cells on the clean and corrupted runs; it ran on pins (slower)"
+    # Only logits read: a fast-mode replay computes just their columns (what reads a logit row needs all of it).
+    return a, ca if set(a) == {"logit"} else None, None
+
+
 def sweep(clean: Cells, corrupted: Cells, metric: str | Callable[[Any], float] | Metric, over: str = "resid_pre",
           positions: str = "each", position: int | None = None) -> Sweep:
     """Patch each site of `over` from `clean` into `corrupted` and measure `metric` (see the module).
@@ -215,7 +272,8 @@ def sweep(clean: Cells, corrupted: Cells, metric: str | Callable[[Any], float] |
         run = SiteRunner(clean, corrupted, m, g, corr_v)
         keys = order(list(g.sites))
         values = dict(zip(keys, run.many(keys)))
-    return result(g, m, clean, corrupted, values, clean_v, corr_v, "exact")
+    out = result(g, m, clean, corrupted, values, clean_v, corr_v, "exact")
+    return replace(out, fallback=run.fallback) if run.fallback else out
 
 
 class SiteRunner:
@@ -227,14 +285,24 @@ class SiteRunner:
     """
 
     def __init__(self, clean: Cells, corrupted: Cells, m: Metric, g: Sites, corr_v: float) -> None:
-        self.clean, self.m, self.g, self.corr_v = clean, m, g, corr_v
+        self.clean, self.corrupted, self.m, self.g, self.corr_v = clean, corrupted, m, g, corr_v
         self.replay: Replay | None = None
         self.work: Cells | None = None
         self.lockstep: Lockstep | None = None
         self.blocks = blocks(g)
+        self.reads: Reads | None = None  # a callable's reads, when it runs on the replay
+        self.cols: tuple[int, ...] | None = None  # and the logit columns it reads (None: all)
+        self.fallback: str | None = None  # why a callable runs on pins instead (None: it does not)
+        need: Reads | None = None
+        cols = None
         if m.of_row is not None and m.position is not None:  # a spec: only logit[position] is read
             cols = m.tokens if m.kind in ("logit_diff", "logit") else None
-            self.replay = Replay(corrupted, {"logit": np.arange(corrupted.T) == m.position}, cols)
+            need = {"logit": np.arange(corrupted.T) == m.position}
+        else:
+            need, cols, self.fallback = _callable_reads(m, clean, corrupted)
+            self.reads, self.cols = need, cols
+        if need is not None:
+            self.replay = Replay(corrupted, need, cols)
             self.lockstep = Lockstep(self.replay)
             clean.engine.ensure({n: np.ones(clean.T, bool) for n in clean.graph.computed})  # every site's values
         else:
@@ -252,9 +320,7 @@ class SiteRunner:
         replay, lockstep = self.replay, self.lockstep
         if replay is None or lockstep is None:
             return [self._pinned(key) for key in keys]
-        of_row, at = self.m.of_row, self.m.position
-        if of_row is None or at is None:  # a replay is made only for a spec metric
-            raise QueryError("a replayed sweep needs a spec metric read at one position.")
+        read = self._reader()
         out: list[float | None] = []
         todo: list[Pins] = []
         ids: list[int] = []
@@ -266,20 +332,38 @@ class SiteRunner:
                 out.append(None)
                 todo.append(pins)
                 ids.append(self.blocks[key])
-        got = iter(lockstep.run(todo, lambda r: of_row(r.values["logit"][at]), ids))
-        return [next(got) if v is None else v for v in out]
+        got = iter(lockstep.run(todo, read, ids))
+        done = [next(got) if v is None else v for v in out]
+        for i, (key, v) in enumerate(zip(keys, done)):
+            if v is _OUTSIDE:  # this site's run read beyond the clean run's reads: pins give its value
+                if self.fallback is None:
+                    self.fallback = "a site's run read cells the clean run did not; those sites ran on pins"
+                done[i] = self._pinned(key)
+        return done
+
+    def _reader(self) -> Callable[[Replay], float]:
+        """The metric of a replay's values: a spec's row function, or the callable served its reads."""
+        m, reads, cols = self.m, self.reads, self.cols
+        of_row, at = m.of_row, m.position
+        if reads is None:
+            if of_row is None or at is None:  # a replay is made only for a spec or a recorded callable
+                raise QueryError("a replayed sweep needs a spec metric or a callable's recorded reads.")
+            return lambda r: of_row(r.values["logit"][at])
+
+        def read(r: Replay) -> float:
+            try:
+                return read_in(m, self.corrupted, r.values, reads, cols)
+            except Outside:
+                return _OUTSIDE
+        return read
 
     def _pinned(self, key: tuple[int, ...]) -> float:
+        if self.work is None:  # a callable's site that read beyond its recorded reads
+            self.work = scratch(self.corrupted)
         work = self.work
-        if work is None:  # made in __init__ whenever there is no replay
-            raise QueryError("a sweep with a callable metric needs its private sheet.")
         eng = work.engine
         pins = site_pins(self.clean, self.g.sites[key].masks)
-        old = [eng.pins.get(n, {}).get(idx) for n, idx, _ in pins]
-        try:
+        with eng.trial():  # leaves the private sheet's values, pins and books as they were
             for n, idx, v in pins:
                 eng.pin(n, idx, v)
             return self.m(work)
-        finally:
-            for (n, idx, _), o in zip(pins, old):
-                eng.pin(n, idx, o)

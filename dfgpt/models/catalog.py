@@ -7,6 +7,7 @@ array([-0.5,  0.2, -0.2,  0.5])
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -130,10 +131,22 @@ def load_weights(name: str | Path = "sort", dtype: str | None = None) -> Weights
         ) from None
     if exists:
         return load_path(path, dtype=dtype)
+    if _HUB.fullmatch(name):
+        raise CheckpointError(
+            f"{name!r} is a Hugging Face Hub name, and dfgpt downloads nothing: it loads a local folder. Save "
+            f"one once with transformers (GPT2LMHeadModel.from_pretrained({name!r}).save_pretrained('gpt2-local') "
+            f"and AutoTokenizer.from_pretrained({name!r}).save_pretrained('gpt2-local')), or point at a folder "
+            "the Hub cache already holds (~/.cache/huggingface/hub/models--.../snapshots/<hash>), then "
+            "dfgpt.load('gpt2-local'). docs/gpt2.md shows how."
+        )
     raise CheckpointError(
         f"no model named {shown!r} and no such path; shipped models are {', '.join(shipped())}."
         + suggest(name, shipped())
     )
+
+
+# A GPT-2 Hub id: gpt2, gpt2-medium, distilgpt2, openai-community/gpt2 (when no such path exists).
+_HUB = re.compile(r"(?:[\w.-]+/)?(?:distil)?gpt2(?:-[\w.]+)?")
 
 
 def _shipped(name: str) -> Weights | None:

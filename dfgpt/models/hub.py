@@ -28,7 +28,7 @@ from .families import config_from_family, family_of, read_family_weights
 from .tokenizer import CharTokenizer, IdTokenizer
 from .weights import Weights
 
-__all__ = ["BPETokenizer", "IdTokenizer", "config_from_hf", "is_dfgpt_config", "load_path"]
+__all__ = ["BPETokenizer", "IdTokenizer", "config_from_hf", "is_dfgpt_config", "load_path", "model_name"]
 
 _GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "erf"}
 _HF_EXAMPLE = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024, "vocab_size": 50257,
@@ -194,9 +194,28 @@ def _model(state: dict[str, Any], cfg: Config, file: Path, tokenizer: Any) -> We
     return Weights(cfg, params, tok, graph)
 
 
+def model_name(d: dict[str, Any], fallback: str) -> str:
+    """A loaded model's name from its config: `name`, else `_name_or_path` unless it is a file path,
+    else `fallback` (the folder's or file's own name).
+
+    `_name_or_path` is where transformers says the weights came from: a Hub id such as
+    "openai-community/gpt2" stays meaningful wherever the folder is copied to, while a path is
+    where it was saved from (often a temporary folder itself), as is the folder's own name.
+
+    >>> model_name({"_name_or_path": "openai-community/gpt2"}, "tmpx1y2"), model_name({}, "my-gpt")
+    ('openai-community/gpt2', 'my-gpt')
+    """
+    for key in ("name", "_name_or_path"):
+        v = d.get(key)
+        if isinstance(v, str) and v.strip() and len(v) <= 200 and not (
+                key == "_name_or_path" and (v.startswith(("/", ".", "~")) or "\\" in v or ":" in v)):
+            return v.strip()
+    return fallback
+
+
 def _family_folder(folder: Path, d: dict[str, Any], dtype: str) -> Weights:
     """A Llama, Mistral, Qwen2, Gemma or GPT-NeoX folder (see dfgpt.models.families)."""
-    cfg = config_from_family(d, dtype, name=folder.name, file=str(folder / "config.json"))
+    cfg = config_from_family(d, dtype, name=model_name(d, folder.name), file=str(folder / "config.json"))
     state, file, stored = read_family_weights(folder)
     tokenizer = BPETokenizer(folder, cfg.vocab_size) if BPETokenizer.present(folder) else None
     w = _model(state, cfg, file, tokenizer)
@@ -207,7 +226,7 @@ def _family_folder(folder: Path, d: dict[str, Any], dtype: str) -> Weights:
 def _hf_folder(folder: Path, d: dict[str, Any], dtype: str) -> Weights:
     if family_of(d, str(folder / "config.json")) is not None:
         return _family_folder(folder, d, dtype)
-    cfg = config_from_hf(d, dtype, name=folder.name, file=str(folder / "config.json"))
+    cfg = config_from_hf(d, dtype, name=model_name(d, folder.name), file=str(folder / "config.json"))
     tokenizer = BPETokenizer(folder, cfg.vocab_size) if BPETokenizer.present(folder) else None
     if (folder / "model.safetensors").exists():
         file = folder / "model.safetensors"
@@ -306,9 +325,9 @@ def load_path(path: str | Path, dtype: str | None = None) -> Weights:
         if is_dfgpt_config(d):
             cfg = Config.from_file(d, cfg_file)
         elif family_of(d, str(cfg_file)) is not None:  # a Llama, Qwen2, ... state dict beside its config.json
-            cfg = config_from_family(d, dt, path.stem, str(cfg_file))
+            cfg = config_from_family(d, dt, model_name(d, path.stem), str(cfg_file))
         else:
-            cfg = config_from_hf(d, dt, path.stem, str(cfg_file))
+            cfg = config_from_hf(d, dt, model_name(d, path.stem), str(cfg_file))
         if dtype:
             cfg = cfg.replace(dtype=dtype)
         bpe = BPETokenizer.present(path.parent)

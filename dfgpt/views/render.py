@@ -283,6 +283,9 @@ def _influence_by_tensor(infl: Any) -> dict[str, float]:
 
 
 _STATES = ("stale", "recomputed", "reused", "unchanged", "pinned")
+# Cells a read computed for the first time after the edit: counted in the label, not coloured, since
+# the edit did not make them stale (on a fresh sheet that is the whole model).
+_FIRST = "computed_first"
 _PRIORITY = ("pinned", "recomputed", "stale", "reused", "unchanged")
 
 
@@ -300,7 +303,7 @@ def _draw_receipt(receipt: Any, sheet: Sheet | None = None) -> graphviz.Digraph:
     sheet = sheet or getattr(receipt, "sheet", None) or getattr(getattr(receipt, "_live", None), "sheet", None)
     if not isinstance(sheet, Sheet):
         raise QueryError("draw(receipt) needs the receipt's sheet: draw(receipt, sheet=sheet).")
-    per = {s: _per_tensor(receipt, s) for s in _STATES}
+    per = {s: _per_tensor(receipt, s) for s in (*_STATES, _FIRST)}
     edited = set()
     for c in getattr(receipt, "cells", ()):  # "wpe[2][1] = 0.5, was -0.058": the name comes first
         try:
@@ -310,6 +313,8 @@ def _draw_receipt(receipt: Any, sheet: Sheet | None = None) -> graphviz.Digraph:
 
     def annotate(n: str) -> tuple[str, dict[str, str]]:
         got = [(s, per[s][n]) for s in _STATES if per[s].get(n)]
+        if per[_FIRST].get(n):
+            got.append(("first computed", per[_FIRST][n]))
         text = ", ".join(f"{s} {c}" for s, c in got) or ("edited" if n in edited else "untouched")
         # The colour is the most telling state present, whatever the counts.
         main = next((s for s in _PRIORITY if per[s].get(n)), None)
