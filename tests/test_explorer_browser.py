@@ -150,7 +150,8 @@ def test_click_through_the_explorer(browser, base, model, shots):
     # the output tensor; click logit[5][A]; its value and formula are the Python API's
     d.find_element(By.CSS_SELECTOR, "a.go[data-home]").click()
     n = ready(d, n)
-    d.find_element(By.CSS_SELECTOR, '.chip[data-tensor="logit"]').click()
+    # the cell click above rendered too, so the count may already be past n: wait for the overview itself
+    wait(d, lambda d: d.find_element(By.CSS_SELECTOR, '.chip[data-tensor="logit"]')).click()
     n = ready(d, n)
     d.find_element(By.CSS_SELECTOR, 'td[data-cell="logit[5][A]"]').click()
     wait(d, lambda d: "logit[5][A]" in d.find_element(By.ID, "cell-name").text)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -480,20 +479,19 @@ def test_a_tour_of_every_view_has_no_console_errors(browser, base):
     assert console_errors(d) == []
 
 
-def test_the_page_answers_within_its_goals_on_sort(browser, base):
-    """Action to result on screen, in Chromium: a click on a cell, an edit, a step; and the page load."""
+def test_each_click_on_a_logit_shows_that_cell_and_a_reload_shows_the_page(browser, base):
+    """A click on a cell, then a page load: each shows what was asked (the time each takes is measured by
+    benchmarks/bench_server.py --browser, never asserted in a test)."""
     d = browser
     open_page(d, f"{base}/?model=sort&text=CABACA&cell=logit[5][A]")
-    times = []
-    for i in range(12):
-        t0 = time.perf_counter()
-        act(d, lambda i=i: d.find_element(By.CSS_SELECTOR, f'td[data-cell="logit[{i % 6}][{"ABC"[i % 3]}]"]').click())
-        times.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
+    python = dfgpt.load("sort").sheet("CABACA")
+    for i in range(6):
+        name = f'logit[{i}][{"ABC"[i % 3]}]'
+        act(d, lambda name=name: d.find_element(By.CSS_SELECTOR, f'td[data-cell="{name}"]').click())
+        assert name in d.find_element(By.ID, "cell-name").text
+        assert float(d.find_element(By.ID, "cell-value").get_attribute("data-value")) == python.value(name)
     open_page(d, f"{base}/?model=sort&text=CABACA")
-    load = time.perf_counter() - t0
-    # generous bounds for a shared test machine; benchmarks/bench_server.py --browser measures the goals
-    assert float(np.percentile(times, 95)) < 1.0 and load < 2.5
+    assert d.find_element(By.ID, "text").get_attribute("value") == "CABACA"
 
 
 def test_an_edit_answered_with_its_view_keeps_the_edit_when_the_cell_is_ranked(model):
