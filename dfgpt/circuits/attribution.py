@@ -26,7 +26,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,8 +93,8 @@ class SwitchGradient:
                 np.ascontiguousarray(w.T)
         return got
 
-    def __call__(self, tokens: np.ndarray, patches: np.ndarray, alpha: float, dlogit: DLogit) -> np.ndarray:
-        """tokens [B, T] (the clean inputs), patches [B, S, T, C] (each pair's corrupted contributions),
+    def __call__(self, tokens: np.ndarray, patches: Sequence[np.ndarray], alpha: float, dlogit: DLogit) -> np.ndarray:
+        """tokens [B, T] (the clean inputs), patches [S, B, T, C] (each pair's corrupted contributions),
         every switch at `alpha` -> ∂metric/∂switch summed over the pairs, [edges]."""
         V = self.forward(tokens, patches, alpha)
         B = tokens.shape[0]
@@ -107,10 +107,14 @@ class SwitchGradient:
                 raise ConfigError(f"the metric reads position {t}, the sweep computed {self.t}")
             seeds[b, t] = self.weight("logit") @ dz.astype(x.dtype)  # [C, V] @ [V] -> [C]
         G = self.backward(V, {self.graph.ops["logit"].ins[0]: seeds}, alpha)
-        delta = patches.transpose(1, 0, 2, 3).reshape(len(self.srcs), -1) - \
-            np.stack([V[n] for n in self.srcs]).reshape(len(self.srcs), -1)  # [S, B·T·C]
-        none = np.zeros_like(x)
-        grads = np.stack([G.get(n, none) for n in self.dests]).reshape(len(self.dests), -1)  # [D, B·T·C]
+        delta = np.empty((len(self.srcs), *x.shape), x.dtype)  # [S, B, T, C]
+        for k, n in enumerate(self.srcs):
+            np.subtract(patches[k], V[n], out=delta[k])
+        grads = np.zeros((len(self.dests), *x.shape), x.dtype)  # [D, B, T, C]
+        for k, n in enumerate(self.dests):
+            if n in G:
+                grads[k] = G[n]
+        delta, grads = delta.reshape(len(delta), -1), grads.reshape(len(grads), -1)
         M = delta @ grads.T  # [S, B·T·C] @ [B·T·C, D] -> [S, D]
         return np.concatenate([M[: self.n_of[d], k] for k, d in enumerate(self.dests)])
 
@@ -120,7 +124,7 @@ class SwitchGradient:
         y = x @ self.weight("logit")
         return y + self.params[op.ins[2]][op.cols()] if len(op.ins) > 2 else y
 
-    def forward(self, tokens: np.ndarray, patches: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
+    def forward(self, tokens: np.ndarray, patches: Sequence[np.ndarray], alpha: float) -> dict[str, np.ndarray]:
         """Every tensor below the logits' input, batched: {name: [B, ...]}."""
         g = self.graph
         V: dict[str, Any] = dict(self.params)
@@ -136,7 +140,7 @@ class SwitchGradient:
                 while len(prefix) < n:
                     k = len(prefix)
                     own = V[self.srcs[k]]
-                    term = own if alpha == 0 else (1 - alpha) * own + alpha * patches[:, k]
+                    term = own if alpha == 0 else (1 - alpha) * own + alpha * patches[k]
                     prefix.append(term.copy() if k == 0 else prefix[-1] + term)
                 total = prefix[n - 1]
                 for b in op.biases:

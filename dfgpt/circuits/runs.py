@@ -154,8 +154,8 @@ class Runs:
             if sweep is None:
                 sweep = sweeps[(T, t)] = SwitchGradient(first.graph, first.model.params, comps, t)
             tokens = np.array([self.cells[i].tokens for i in idx])  # [B, T]
-            patches = np.stack([np.stack([self.cells[i].engine.values[patch_name(s)] for s in comps.sources])
-                                for i in idx])  # [B, S, T, C]
+            patches = [np.stack([self.cells[i].engine.values[patch_name(s)] for i in idx])
+                       for s in comps.sources]  # S × [B, T, C]
 
             def dlogit(b: int, row: np.ndarray, idx: list[int] = idx) -> tuple[int, np.ndarray]:
                 i = idx[b]
