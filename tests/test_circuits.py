@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import circuit_reference as cref
 import numpy as np
@@ -216,6 +217,30 @@ def test_eap_is_the_finite_difference_of_the_metric_in_each_switch(metric):
         assert (up - down) / (2 * h) == pytest.approx(g[i], rel=1e-5, abs=1e-7), runs.components.edges[i].name
     c = dfgpt.eap(model, PAIRS, metric, top=5)
     assert np.array_equal(np.array(c.scores), g)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS.values(), ids=CONFIGS.keys())
+@pytest.mark.parametrize("metric", ["logit_diff:a,c", "kl", "logprob:b"])
+def test_the_batched_switch_gradient_is_the_autodiffs_one_pair_at_a_time(cfg, metric):
+    """The sweep sums in another order (running sums over sources and destinations, one product for
+    every edge): equal to 1e-12 of the largest score in float64; pairs of two lengths, off the path too."""
+    model, _, _ = made(cfg)
+    runs = Runs(model, [*PAIRS, ([2, 1, 0, 1, 1], [2, 1, 0, 0, 1])], metric)
+    for alpha in (0.0, 0.3, 0.7):
+        got, want = runs.gradient(alpha), runs.gradient_by_autodiff(alpha)
+        if alpha == 0 and metric == "kl":  # KL is flat at the clean run: both gradients are rounding
+            assert np.abs(got).max() < 1e-12 and np.abs(want).max() < 1e-12
+            continue
+        assert np.abs(want).max() > 1e-3
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+def test_the_batched_switch_gradient_in_float32_is_the_autodiffs_to_1e_5():
+    model, _, _ = made(replace(SORT_LIKE, dtype="float32"))
+    runs = Runs(model, PAIRS, "logit_diff:a,c")
+    got, want = runs.gradient(), runs.gradient_by_autodiff()
+    assert got.dtype == np.float64 and np.abs(want).max() > 0.1
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
 
 
 def test_eap_ig_scores_sum_to_the_metrics_change_from_clean_to_corrupted():
