@@ -78,6 +78,8 @@ class SwitchGradient:
             if isinstance(op, HeadProj):
                 w = W[:, op.cols].T if op.layout == "out_in" else W[op.cols]  # [hs, C]
             else:
+                if not isinstance(op, Linear):
+                    raise ConfigError(f"{name} is computed by {op.label()}, not a linear layer or head projection")
                 sl = op.cols()
                 w = W[sl].T if op.layout == "out_in" else W[:, sl]  # [K, n]
             whole = w.size == W.size  # a whole weight's transpose is BLAS's as it is: no 150 MB copy of wte
@@ -119,8 +121,10 @@ class SwitchGradient:
         return np.concatenate([M[: self.n_of[d], k] for k, d in enumerate(self.dests)])
 
     def logit_rows(self, x: np.ndarray) -> np.ndarray:
-        """The logits of rows x [R, C] -> [R, V] (the model's own op when it is not a plain linear layer)."""
+        """The logits of rows x [R, C] -> [R, V] (the output layer is a plain linear layer: `Runs` checks)."""
         op = self.graph.ops["logit"]
+        if not isinstance(op, Linear):
+            raise ConfigError(f"the logits are computed by {op.label()}: attribute with Runs.gradient_by_autodiff")
         y = x @ self.weight("logit")
         return y + self.params[op.ins[2]][op.cols()] if len(op.ins) > 2 else y
 

@@ -27,8 +27,8 @@ from ..core.ops import Linear
 from ..errors import QueryError, show
 from ..interventions.metrics import Metric, parse_metric
 from ..models.weights import Weights
-from .circuit_graph import CircuitWeights, circuit_weights, patch_name, switch_name
 from .attribution import SwitchGradient
+from .circuit_graph import CircuitWeights, circuit_weights, patch_name, switch_name
 from .circuit_sheet import CircuitSheet
 from .components import Components
 from .replay import EdgeReplay
@@ -146,7 +146,8 @@ class Runs:
         sweeps = self.__dict__.setdefault("_sweeps", {})
         for (T, t), idx in groups.items():
             first = self.cells[idx[0]]
-            if not isinstance(first.graph.ops["logit"], Linear):  # another output head: the autodiff
+            out = first.graph.ops["logit"]
+            if not isinstance(out, Linear) or out.stride or out.heads:  # another output head: the autodiff
                 for i in idx:
                     total += self.pair_gradient(i, alpha)
                 continue
