@@ -100,10 +100,13 @@ class Runs:
         return len(self.cells)
 
     def replays(self) -> list[EdgeReplay]:
-        """Each run's values copied once for edge tests (made on first use; a spec metric's position)."""
+        """Each run's values copied once for edge tests (made on first use; a spec metric's position, and
+        its logits alone when it reads a few: a logit or a logit difference)."""
         got = self.__dict__.get("_replays")
         if got is None:
-            got = self.__dict__["_replays"] = [EdgeReplay(c, m.position or 0) for c, m in zip(self.cells, self.metrics)]
+            got = self.__dict__["_replays"] = [
+                EdgeReplay(c, m.position or 0, m.tokens if m.kind in ("logit", "logit_diff") else None)
+                for c, m in zip(self.cells, self.metrics)]
         return got
 
     def measure(self) -> float:
