@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import circuit_reference as cref
 import numpy as np
@@ -14,6 +15,7 @@ from dfgpt import Config
 from dfgpt.analysis.formula import formula
 from dfgpt.circuits.circuit import Circuit
 from dfgpt.circuits.components import Components
+from dfgpt.circuits.replay import EdgeReplay
 from dfgpt.circuits.runs import Runs
 from dfgpt.errors import DfgptError, EditError, QueryError, UnknownNameError
 
@@ -218,6 +220,30 @@ def test_eap_is_the_finite_difference_of_the_metric_in_each_switch(metric):
     assert np.array_equal(np.array(c.scores), g)
 
 
+@pytest.mark.parametrize("cfg", CONFIGS.values(), ids=CONFIGS.keys())
+@pytest.mark.parametrize("metric", ["logit_diff:a,c", "kl", "logprob:b"])
+def test_the_batched_switch_gradient_is_the_autodiffs_one_pair_at_a_time(cfg, metric):
+    """The sweep sums in another order (running sums over sources and destinations, one product for
+    every edge): equal to 1e-12 of the largest score in float64; pairs of two lengths, off the path too."""
+    model, _, _ = made(cfg)
+    runs = Runs(model, [*PAIRS, ([2, 1, 0, 1, 1], [2, 1, 0, 0, 1])], metric)
+    for alpha in (0.0, 0.3, 0.7):
+        got, want = runs.gradient(alpha), runs.gradient_by_autodiff(alpha)
+        if alpha == 0 and metric == "kl":  # KL is flat at the clean run: both gradients are rounding
+            assert np.abs(got).max() < 1e-12 and np.abs(want).max() < 1e-12
+            continue
+        assert np.abs(want).max() > 1e-3
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+def test_the_batched_switch_gradient_in_float32_is_the_autodiffs_to_1e_5():
+    model, _, _ = made(replace(SORT_LIKE, dtype="float32"))
+    runs = Runs(model, PAIRS, "logit_diff:a,c")
+    got, want = runs.gradient(), runs.gradient_by_autodiff()
+    assert got.dtype == np.float64 and np.abs(want).max() > 0.1
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
 def test_eap_ig_scores_sum_to_the_metrics_change_from_clean_to_corrupted():
     model, _, _ = made(SORT_LIKE)
     c = dfgpt.eap_ig(model, PAIRS, "logit_diff:a,c", steps=32)
@@ -347,7 +373,7 @@ def test_an_edited_weight_reaches_the_head_outputs_every_time():
 def test_an_edge_test_recomputes_from_the_first_changed_row_and_equals_the_engine_bit_for_bit():
     model, _, _ = made(SORT_LIKE)
     runs = Runs(model, PAIRS[:1], "logit_diff:a,c")
-    rep = runs.replays()[0]
+    rep = EdgeReplay(runs.cells[0], 5)  # the whole logit row (the runs' own replays compute a and c alone)
     before = rep.values["logit"].copy()
     for e in runs.components.edges[::7]:
         row = rep.try_edge(e, 1.0).copy()
@@ -359,5 +385,25 @@ def test_an_edge_test_recomputes_from_the_first_changed_row_and_equals_the_engin
     # The corrupted token sits at position 2: an edge from the embedding leaves rows 0 and 1 as they were.
     x = "h[1].head[0].k.in"
     rep.try_edge(runs.components.edge("emb -> h[1].head[0].k"), 1.0)
-    saved = dict(rep._saved)
+    saved = {n: a for n, _, a in rep._saved}
     assert np.array_equal(saved[x][:2], rep.values[x][:2]) and not np.array_equal(saved[x][2], rep.values[x][2])
+
+
+@pytest.mark.parametrize("metric", ["logit_diff:a,c", "logit:b"])
+def test_an_edge_test_of_a_few_logits_computes_only_those_to_the_rounding_of_one_dot_product(metric):
+    """The columns alone (no 50k-wide row per pair and edge at GPT-2): float64 products of another
+    shape than the engine's row, so equal to 1e-12 of their size, not bit for bit; revert is exact."""
+    model, _, _ = made(SORT_LIKE)
+    runs = Runs(model, PAIRS[:1], metric)
+    rep, m = runs.replays()[0], runs.metrics[0]
+    assert rep.columns is not None and list(rep.columns) == list(m.tokens)
+    before = rep.values["logit"].copy()
+    for e in runs.components.edges[::5]:
+        got = m.of_row(rep.try_edge(e, 1.0))
+        runs.set(e.index, 1.0)
+        want = m(runs.cells[0])
+        runs.set(e.index, 0.0)
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-12), e.name
+        rep.revert()
+        assert np.array_equal(rep.values["logit"], before)
+    assert Runs(model, PAIRS[:1], "kl").replays()[0].columns is None

@@ -7,7 +7,10 @@ reads (the engine's read plan: one row of the last block's MLP and of the logits
 up to the position where a later key or value reads it); `revert()` puts back what the last
 try changed. No revision or cache bookkeeping runs
 per edge and the sheet is never written; the kernels are the engine's (row-canonical in
-exact mode), so the values equal a from-scratch forward bit for bit.
+exact mode), so the values equal a from-scratch forward bit for bit. With `columns` (a metric
+of a few logits: `Runs` passes a logit difference's two) a try computes only those logits, by
+one small product equal to the row's to the rounding of a dot product: at GPT-2 the full row
+reads all of wte (154 MB) per pair and edge, most of an edge test into a late destination.
 
 >>> import dfgpt
 >>> from dfgpt.circuits.runs import Runs
@@ -22,11 +25,13 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ..cells import Cells
+from ..core.ops import Linear
 from ..core.ops.selection import _sel
 from .circuit_graph import input_name, switch_name
 from .components import Edge, Node
@@ -37,7 +42,7 @@ __all__ = ["EdgeReplay"]
 class EdgeReplay:
     """A private copy of one circuit run's values, and the kernels to recompute a destination's cone in it."""
 
-    def __init__(self, cells: Cells, position: int) -> None:
+    def __init__(self, cells: Cells, position: int, columns: Sequence[int] | None = None) -> None:
         g, eng = cells.graph, cells.engine
         self.t = position
         row = np.zeros(eng.T, bool)
@@ -56,7 +61,19 @@ class EdgeReplay:
         self.cap, self.exact = eng.cap, eng.exact
         self._tails: dict[tuple[str, int], Any] = {}  # (tensor, first row) -> the kernel of its rows from there
         self._cones: dict[Node, list[str]] = {}
-        self._saved: list[tuple[str, Any]] = []
+        self._saved: list[tuple[str, Any, Any]] = []  # (tensor, index, its values there before the try)
+        # A metric of a few logits (a logit difference): a try computes only those columns of the
+        # logit row, its weight rows copied once (the full row reads all of wte, 154 MB at GPT-2,
+        # per pair and edge); they equal the full row's to the rounding of one dot product.
+        self.columns: np.ndarray | None = None
+        out = g.ops["logit"]
+        if columns is not None and isinstance(out, Linear) and not out.heads and not out.stride:
+            cols = np.asarray(columns, dtype=np.intp)
+            W = eng.values[out.ins[1]]
+            sl = out.cols()
+            w = W[sl][cols] if out.layout == "out_in" else W[:, sl][:, cols].T  # [k, C]
+            b = eng.values[out.ins[2]][sl][cols] if len(out.ins) > 2 else None
+            self.columns, self.x, self.w, self.b = cols, out.ins[0], np.ascontiguousarray(w), b
 
     def cone(self, dest: Node) -> list[str]:
         """The tensors below a destination that the logit row reads, in graph order (memoised)."""
@@ -67,7 +84,8 @@ class EdgeReplay:
         return got
 
     def try_edge(self, edge: Edge, value: float) -> np.ndarray:
-        """Set one edge's switch and recompute its destination's cone: the logit row at the position, [V]."""
+        """Set one edge's switch and recompute its destination's cone: the logit row at the position, [V]
+        (with `columns`, only those are current: the row is for a metric that reads no other)."""
         return self.try_switches(edge.dest, {edge.slot: value})
 
     def try_switches(self, dest: Node, slots: dict[int, float]) -> np.ndarray:
@@ -77,7 +95,7 @@ class EdgeReplay:
         vals, g = self.values, self.graph
         sw = vals[switch_name(dest)]
         cone = self.cone(dest)
-        self._saved = [(switch_name(dest), sw.copy())]
+        self._saved = [(switch_name(dest), ..., sw.copy())]
         for i, v in slots.items():
             sw[i] = v
         none = 1 << 30
@@ -89,8 +107,14 @@ class EdgeReplay:
                 rows = self.rows[n]
                 if start >= none or rows[-1] < start:
                     continue
+                if n == "logit" and self.columns is not None:  # the metric's columns only
+                    row = vals["logit"][self.t]
+                    self._saved.append(("logit", (self.t, self.columns), row[self.columns].copy()))
+                    y = self.w @ vals[self.x][self.t]  # [k, C] @ [C] -> [k]
+                    row[self.columns] = y if self.b is None else y + self.b
+                    continue
                 old = vals[n].copy()
-                self._saved.append((n, old))
+                self._saved.append((n, ..., old))
                 self._tail(n, start)(vals)
                 ra = g.row_axis[n]
                 diff = np.moveaxis(vals[n] != old, ra, 0).reshape(old.shape[ra], -1).any(axis=1)
@@ -110,8 +134,8 @@ class EdgeReplay:
 
     def revert(self) -> None:
         """Undo the last try: its switch and every tensor it recomputed, as they were."""
-        for n, a in reversed(self._saved):
-            self.values[n][...] = a
+        for n, idx, a in reversed(self._saved):
+            self.values[n][idx] = a
         self._saved = []
 
     def keep(self) -> None:

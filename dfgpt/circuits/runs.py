@@ -23,9 +23,11 @@ import numpy as np
 
 from ..cells import Cells
 from ..core.autodiff import backward, forward
+from ..core.ops import Linear
 from ..errors import QueryError, show
 from ..interventions.metrics import Metric, parse_metric
 from ..models.weights import Weights
+from .attribution import SwitchGradient
 from .circuit_graph import CircuitWeights, circuit_weights, patch_name, switch_name
 from .circuit_sheet import CircuitSheet
 from .components import Components
@@ -98,10 +100,13 @@ class Runs:
         return len(self.cells)
 
     def replays(self) -> list[EdgeReplay]:
-        """Each run's values copied once for edge tests (made on first use; a spec metric's position)."""
+        """Each run's values copied once for edge tests (made on first use; a spec metric's position, and
+        its logits alone when it reads a few: a logit or a logit difference)."""
         got = self.__dict__.get("_replays")
         if got is None:
-            got = self.__dict__["_replays"] = [EdgeReplay(c, m.position or 0) for c, m in zip(self.cells, self.metrics)]
+            got = self.__dict__["_replays"] = [
+                EdgeReplay(c, m.position or 0, m.tokens if m.kind in ("logit", "logit_diff") else None)
+                for c, m in zip(self.cells, self.metrics)]
         return got
 
     def measure(self) -> float:
@@ -134,19 +139,52 @@ class Runs:
 
     def gradient(self, alpha: float = 0.0) -> np.ndarray:
         """∂metric/∂switch of every edge, [edges], mean over the pairs, with every switch at `alpha`:
-        one forward and one backward per pair, by the autodiff in core."""
+        one batched forward and backward per input length (`SwitchGradient`), equal to
+        `gradient_by_autodiff` up to the rounding of sums taken in another order."""
         comps = self.components
         total = np.zeros(len(comps))
-        for cells, m in zip(self.cells, self.metrics):
-            g = cells.graph
-            params = {n: cells.engine.values[n] for n in g.parameters}
-            for d in comps.dests:
-                params[switch_name(d)] = np.full(len(comps.reads[d]), alpha, cells.engine.dtype)
-            V = forward(g, params, np.asarray(cells.tokens)[None], until="logit")
-            # The metric's gradient at this point of the path (its logit row from this forward).
-            t, dz = m.dlogit(_At(cells, V["logit"][0, m.position or 0]))  # type: ignore[arg-type]
-            seed = np.zeros_like(V["logit"])  # [1, T, V]
-            seed[0, t] = dz
-            G = backward(g, V, {"logit": seed})
-            total += np.concatenate([G.get(switch_name(d), np.zeros(len(comps.reads[d]))) for d in comps.dests])
+        groups: dict[tuple[int, int], list[int]] = {}  # (length, metric position) -> pairs
+        for i, (cells, m) in enumerate(zip(self.cells, self.metrics)):
+            groups.setdefault((cells.T, m.position or 0), []).append(i)
+        sweeps = self.__dict__.setdefault("_sweeps", {})
+        for (T, t), idx in groups.items():
+            first = self.cells[idx[0]]
+            out = first.graph.ops["logit"]
+            if not isinstance(out, Linear) or out.stride or out.heads:  # another output head: the autodiff
+                for i in idx:
+                    total += self.pair_gradient(i, alpha)
+                continue
+            sweep = sweeps.get((T, t))
+            if sweep is None:
+                sweep = sweeps[(T, t)] = SwitchGradient(first.graph, first.model.params, comps, t)
+            tokens = np.array([self.cells[i].tokens for i in idx])  # [B, T]
+            patches = [np.stack([self.cells[i].engine.values[patch_name(s)] for i in idx])
+                       for s in comps.sources]  # S × [B, T, C]
+
+            def dlogit(b: int, row: np.ndarray, idx: list[int] = idx) -> tuple[int, np.ndarray]:
+                i = idx[b]
+                return self.metrics[i].dlogit(_At(self.cells[i], row))  # type: ignore[arg-type]
+
+            total += sweep(tokens, patches, alpha, dlogit)
         return total / len(self.cells)
+
+    def gradient_by_autodiff(self, alpha: float = 0.0) -> np.ndarray:
+        """`gradient` by the model's autodiff on the circuit graph, one pair at a time (the slow
+        reference the batched sweep is checked against)."""
+        return np.sum([self.pair_gradient(i, alpha) for i in range(len(self.cells))], axis=0) / len(self.cells)
+
+    def pair_gradient(self, i: int, alpha: float) -> np.ndarray:
+        """One pair's switch gradient by the autodiff in core: one forward and one backward, [edges]."""
+        comps = self.components
+        cells, m = self.cells[i], self.metrics[i]
+        g = cells.graph
+        params = {n: cells.engine.values[n] for n in g.parameters}
+        for d in comps.dests:
+            params[switch_name(d)] = np.full(len(comps.reads[d]), alpha, cells.engine.dtype)
+        V = forward(g, params, np.asarray(cells.tokens)[None], until="logit")
+        # The metric's gradient at this point of the path (its logit row from this forward).
+        t, dz = m.dlogit(_At(cells, V["logit"][0, m.position or 0]))  # type: ignore[arg-type]
+        seed = np.zeros_like(V["logit"])  # [1, T, V]
+        seed[0, t] = dz
+        G = backward(g, V, {"logit": seed})
+        return np.concatenate([G.get(switch_name(d), np.zeros(len(comps.reads[d]))) for d in comps.dests])
