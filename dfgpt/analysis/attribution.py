@@ -2,9 +2,9 @@
 
 `direct_attribution` splits a logit into the direct contributions of the embeddings, every
 attention head, every MLP and the biases through the residual stream, with the final
-LayerNorm's mean and variance held at their actual values; the parts sum to the logit
-exactly (centring is linear, so each part is centred by its own mean and the centring
-terms cancel in the sum).
+norm's statistics held at their actual values (LayerNorm's mean and variance, RMSNorm's mean
+square); the parts sum to the logit exactly (centring is linear, so each part is centred by
+its own mean and the centring terms cancel in the sum).
 
 >>> import dfgpt
 >>> s = dfgpt.load("sort-random").sheet("CABACA")
@@ -48,8 +48,9 @@ class Component:
 class Attribution(Sequence[Component]):
     """A logit split into direct contributions; `total` equals the logit up to rounding."""
 
-    def __init__(self, target: str, logit: float, parts: list[Component]) -> None:
-        self.target, self.logit, self.parts = target, logit, parts
+    def __init__(self, target: str, logit: float, parts: list[Component],
+                 held: str = "ln_f mean and variance held at their values") -> None:
+        self.target, self.logit, self.parts, self.held = target, logit, parts, held
         self.total = float(sum(p.value for p in parts))
 
     @overload
@@ -76,7 +77,7 @@ class Attribution(Sequence[Component]):
 
     def table(self) -> str:
         lines = [f"direct attribution of {self.target} = {self.logit:+.6g} through the residual stream "
-                 "(ln_f mean and variance held at their values; the parts sum to the logit):"]
+                 f"({self.held}; the parts sum to the logit):"]
         for p in sorted(self.parts, key=lambda p: -abs(p.value)):
             lines.append(f"  {p.name:<28} {p.value:>+12.6g}")
         lines.append(f"  {'sum':<28} {self.total:>+12.6g}")
@@ -108,6 +109,9 @@ def direct_attribution(sheet: Cells, target: str) -> Attribution:
     W_U = _linear(graph, "logit").weight_t(e)  # [C, V]
     w = W_U[:, v] if len(cols) == 1 else W_U[:, cols] @ coef  # [C, k] @ [k] -> [C]
     u, centre, bias_term, bias_name = _final_norm(graph, e, t, w)
+    norm = roles.final_norm.rsplit(".", 1)[0]
+    held = (f"{norm} mean and variance held at their values" if centre else
+            f"{norm} mean square held at its value" if norm != roles.final_norm else "no final norm")
 
     def part(r: np.ndarray) -> float:  # [C] -> the direct contribution of a residual part
         return float(((r - r.mean()) if centre else r) @ u)
@@ -141,7 +145,7 @@ def direct_attribution(sheet: Cells, target: str) -> Attribution:
         parts.append(Component(bias_name, "ln_f_bias", None, None, bias_term))
     row_v = e.view("logit")[t]
     logit = float(row_v[v]) if len(cols) == 1 else sum(float(row_v[c]) * float(k) for c, k in zip(cols, coef))
-    return Attribution(target, logit, parts)
+    return Attribution(target, logit, parts, held)
 
 
 def _linear(graph: Graph, name: str) -> Linear:
