@@ -11,6 +11,7 @@ and sampling reusing the rows already computed. Tiny random models (tests/famili
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import sys
@@ -26,6 +27,7 @@ import dfgpt
 from dfgpt.analysis.attribution import direct_attribution
 from dfgpt.cli.main import main as cli
 from dfgpt.views.attention_map import attention_map
+from dfgpt.views.colors import write
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -305,3 +307,13 @@ def test_influence_groups_by_the_familys_heads(saved, family):
     _, _, model = saved[family]
     keys = {g.key for g in model.sheet(CLEAN).influence("logit[5][3]", top=5).by_head()}
     assert keys == {f"layers[{lyr}].head[{h}]" for lyr in range(2) for h in range(4)}
+
+
+def test_the_docs_picture_of_the_llama_block_is_current(tmp_path):
+    families.docs_llama(tmp_path / "tiny-llama")
+    dot = dfgpt.draw(dfgpt.load(str(tmp_path / "tiny-llama")))
+    pics = Path(__file__).parent.parent / "docs" / "images" / "families"
+    if os.environ.get("DFGPT_UPDATE_DOCS") == "1":
+        write(dot, pics / "llama.dot"), write(dot, pics / "llama.svg")
+    assert (pics / "llama.dot").read_text() == dot.source, "stale: DFGPT_UPDATE_DOCS=1 pytest -k docs_picture"
+    assert (pics / "llama.svg").read_bytes().startswith(b"<?xml")
