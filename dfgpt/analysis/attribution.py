@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
-from ..core.ops import Linear, LNOut, RMSOut
+from ..core.ops import Linear, LNOut, Op, RMSOut
 from ..errors import QueryError
 from ..html import table
 from .target import resolve
@@ -103,12 +103,15 @@ def direct_attribution(sheet: Cells, target: str) -> Attribution:
     coef = tgt.weights["logit"][t, cols]  # [k]: 1 for a logit; 1, -1 for a difference
     e, graph = sheet.engine, sheet.graph
     roles = graph.roles
+    if roles is None:  # a graph assembled by hand, not by core.builder
+        raise QueryError("direct attribution needs the model's roles (where the residual stream, heads and final "
+                         "norm live), which this graph does not record; build the model with dfgpt.core.builder.")
     row = np.zeros(sheet.T, bool)
     row[t] = True
     e.ensure({"logit": row})
     W_U = _linear(graph, "logit").weight_t(e)  # [C, V]
     w = W_U[:, v] if len(cols) == 1 else W_U[:, cols] @ coef  # [C, k] @ [k] -> [C]
-    u, centre, bias_term, bias_name = _final_norm(graph, e, t, w)
+    u, centre, bias_term, bias_name = _final_norm(graph.ops.get(roles.final_norm), e, t, w)
     norm = roles.final_norm.rsplit(".", 1)[0]
     held = (f"{norm} mean and variance held at their values" if centre else
             f"{norm} mean square held at its value" if norm != roles.final_norm else "no final norm")
@@ -156,13 +159,12 @@ def _linear(graph: Graph, name: str) -> Linear:
     return op
 
 
-def _final_norm(graph: Graph, e: Engine, t: int, w: np.ndarray) -> tuple[np.ndarray, bool, float, str]:
+def _final_norm(op: Op | None, e: Engine, t: int, w: np.ndarray) -> tuple[np.ndarray, bool, float, str]:
     """The final norm at row t folded into the unembedding direction w: [C] -> (u [C], centre, bias term, bias name).
 
     LayerNorm: u = g · w / √(var + eps), parts centred, plus b · w; RMSNorm: u = (offset + w_n) · w / √(ms + eps),
     nothing centred; no norm: u = w.
     """
-    op = graph.ops.get(graph.roles.final_norm)
     if isinstance(op, LNOut):
         _, _, var, g, *b = op.ins
         u = e.values[g] * w / np.sqrt(float(e.view(var)[t]) + op.eps)

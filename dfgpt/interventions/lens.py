@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cells import Cells
-from ..core.graph import Graph
-from ..core.ops import Linear, LNOut, RMSOut
+from ..core.ops import Linear, LNOut, Op, RMSOut
 from ..errors import QueryError, show
 from ..html import table as html_table
 from .metrics import _token
@@ -105,9 +104,8 @@ class Lens:
                           ["position", *self.positions], rows, note=repr(self))
 
 
-def _final_norm(graph: Graph, values: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+def _final_norm(op: Op | None, values: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """The model's final norm (LayerNorm or RMSNorm, its stored weights) on the last axis: [..., C] -> [..., C]."""
-    op = graph.ops.get(graph.roles.final_norm)
     if isinstance(op, LNOut):
         _, _, _, g, *b = op.ins
         mu = x.mean(axis=-1, keepdims=True)
@@ -132,11 +130,15 @@ def logit_lens(sheet: Cells, target: str | int | Sequence[str | int] | None = No
                          f"pass one, e.g. logit_lens({how}).")
     cfg, T, eng, graph = sheet.config, sheet.T, sheet.engine, sheet.graph
     roles = graph.roles
+    if roles is None:  # a graph assembled by hand, not by core.builder
+        raise QueryError("the logit lens needs the model's roles (its residual stream and final norm), which this "
+                         "graph does not record; build the model with dfgpt.core.builder.")
     x = np.stack([sheet.values(lr.resid_pre) for lr in roles.layers])  # [L, T, C]
     head = graph.ops[roles.logit]
     if not isinstance(head, Linear):  # the builder makes logit a Linear: a broken graph otherwise
         raise TypeError(f"{roles.logit} is computed by {type(head).__name__}, expected a Linear")
-    lensed = _final_norm(graph, eng.values, x) @ head.weight_t(eng)  # [L, T, C] @ [C, V] -> [L, T, V]
+    normed = _final_norm(graph.ops.get(roles.final_norm), eng.values, x)  # [L, T, C]
+    lensed = normed @ head.weight_t(eng)  # [L, T, C] @ [C, V] -> [L, T, V]
     # The last row is the sheet's own logits, not a second ln_f of h[L-1].out: equal bit for bit to
     # what the sheet answers, and a pinned ln_f or logit cell shows as the sheet has it.
     logits = np.concatenate([lensed, sheet.values("logit")[None]])  # [L+1, T, V]
