@@ -20,7 +20,7 @@ import numpy as np
 from .core.evaluate import Engine, Mask
 from .core.names import ALL, Index, parse, path_matches
 from .errors import EditError, IndexError_, TokenError, UnknownNameError, show, suggest
-from .models.checkpoints import to_nanogpt_key
+from .models.checkpoints import saved_keys
 
 if TYPE_CHECKING:
     from .models.weights import Weights
@@ -329,8 +329,9 @@ class Cells:
         return self.graph.specs[self.select(text)[0][0]].kind
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """nanoGPT keys, with the sheet's current (possibly edited) weights."""
-        return {to_nanogpt_key(n): self.engine.values[n].copy() for n in self.graph.parameters}
+        """The checkpoint's keys (nanoGPT's; another family's: transformers'), with the sheet's current weights."""
+        keys = saved_keys(self.graph.parameters, self.config)
+        return {k: self.engine.values[n].copy() for n, k in keys.items()}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.text!r}, T={self.T}, model={self.config.name or 'gpt'})"

@@ -72,3 +72,14 @@ def logits(m: Any, ids: list[int], **kw: Any) -> Any:
     """transformers' outputs for one sequence, no gradient."""
     with torch.no_grad():
         return m(torch.tensor([ids]), **kw)
+
+
+def docs_llama(folder: Path) -> Any:
+    """The small Llama docs/families.md makes (the same seed, sizes and initialisation), saved into folder."""
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, vocab_size=64, max_position_embeddings=32,
+                                      initializer_range=0.3, attn_implementation="eager")
+    hf = transformers.LlamaForCausalLM(config).eval()
+    hf.save_pretrained(str(folder))
+    return hf

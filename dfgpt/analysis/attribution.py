@@ -2,9 +2,9 @@
 
 `direct_attribution` splits a logit into the direct contributions of the embeddings, every
 attention head, every MLP and the biases through the residual stream, with the final
-LayerNorm's mean and variance held at their actual values; the parts sum to the logit
-exactly (centring is linear, so each part is centred by its own mean and the centring
-terms cancel in the sum).
+norm's statistics held at their actual values (LayerNorm's mean and variance, RMSNorm's mean
+square); the parts sum to the logit exactly (centring is linear, so each part is centred by
+its own mean and the centring terms cancel in the sum).
 
 >>> import dfgpt
 >>> s = dfgpt.load("sort-random").sheet("CABACA")
@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
-from ..core.ops import Linear
+from ..core.ops import Linear, LNOut, Op, RMSOut
 from ..errors import QueryError
 from ..html import table
 from .target import resolve
 
 if TYPE_CHECKING:
     from ..cells import Cells
+    from ..core.evaluate import Engine
+    from ..core.graph import Graph
 
 __all__ = ["Attribution", "Component", "direct_attribution"]
 
@@ -46,8 +48,9 @@ class Component:
 class Attribution(Sequence[Component]):
     """A logit split into direct contributions; `total` equals the logit up to rounding."""
 
-    def __init__(self, target: str, logit: float, parts: list[Component]) -> None:
-        self.target, self.logit, self.parts = target, logit, parts
+    def __init__(self, target: str, logit: float, parts: list[Component],
+                 held: str = "ln_f mean and variance held at their values") -> None:
+        self.target, self.logit, self.parts, self.held = target, logit, parts, held
         self.total = float(sum(p.value for p in parts))
 
     @overload
@@ -74,7 +77,7 @@ class Attribution(Sequence[Component]):
 
     def table(self) -> str:
         lines = [f"direct attribution of {self.target} = {self.logit:+.6g} through the residual stream "
-                 "(ln_f mean and variance held at their values; the parts sum to the logit):"]
+                 f"({self.held}; the parts sum to the logit):"]
         for p in sorted(self.parts, key=lambda p: -abs(p.value)):
             lines.append(f"  {p.name:<28} {p.value:>+12.6g}")
         lines.append(f"  {'sum':<28} {self.total:>+12.6g}")
@@ -98,53 +101,76 @@ def direct_attribution(sheet: Cells, target: str) -> Attribution:
                          f"'logit[5][A]' or 'logit_diff:A,C', got {target!r}.")
     t, v = int(rows[0]), int(cols[0])
     coef = tgt.weights["logit"][t, cols]  # [k]: 1 for a logit; 1, -1 for a difference
-    e, cfg, graph = sheet.engine, sheet.config, sheet.graph
+    e, graph = sheet.engine, sheet.graph
+    roles = graph.roles
+    if roles is None:  # a graph assembled by hand, not by core.builder
+        raise QueryError("direct attribution needs the model's roles (where the residual stream, heads and final "
+                         "norm live), which this graph does not record; build the model with dfgpt.core.builder.")
     row = np.zeros(sheet.T, bool)
     row[t] = True
     e.ensure({"logit": row})
-    head_op = graph.ops["logit"]
-    if not isinstance(head_op, Linear):  # graph.build makes logit a Linear: a broken graph otherwise
-        raise TypeError(f"logit is computed by {type(head_op).__name__}, expected a Linear")
-    W_U = head_op.weight_t(e)  # [C, V]
+    W_U = _linear(graph, "logit").weight_t(e)  # [C, V]
     w = W_U[:, v] if len(cols) == 1 else W_U[:, cols] @ coef  # [C, k] @ [k] -> [C]
-    bias_term = 0.0
-    if cfg.layer_norm:
-        scale = 1.0 / np.sqrt(float(e.view("ln_f.var")[t]) + cfg.ln_eps)
-        u = e.values["ln_f.g"] * w * scale
-        if "ln_f.b" in e.values:
-            bias_term = float(e.values["ln_f.b"] @ w)
-    else:
-        u = w
+    u, centre, bias_term, bias_name = _final_norm(graph.ops.get(roles.final_norm), e, t, w)
+    norm = roles.final_norm.rsplit(".", 1)[0]
+    held = (f"{norm} mean and variance held at their values" if centre else
+            f"{norm} mean square held at its value" if norm != roles.final_norm else "no final norm")
 
     def part(r: np.ndarray) -> float:  # [C] -> the direct contribution of a residual part
-        return float(((r - r.mean()) if cfg.layer_norm else r) @ u)
+        return float(((r - r.mean()) if centre else r) @ u)
 
     tok = int(e.tokens[t])
-    parts = [Component(sheet.name("wte", (tok, 0)).rsplit("[", 1)[0], "embedding", None, None,
-                       part(e.values["wte"][tok])),
-             Component(f"wpe[{t}]", "embedding", None, None, part(e.values["wpe"][t]))]
-    hs = cfg.head_size
-    for layer in range(cfg.n_layer):
-        proj = graph.ops[f"h[{layer}].attn.out"]
-        if not isinstance(proj, Linear):  # graph.build makes the projection a Linear
-            raise TypeError(f"h[{layer}].attn.out is computed by {type(proj).__name__}, expected a Linear")
-        W = proj.weight_t(e)  # [C, C] as [in, out]
-        y = e.view(f"h[{layer}].attn.y")[t]
-        for h in range(cfg.n_head):
+    tok_name = sheet.name(roles.embed, (tok, 0)).rsplit("[", 1)[0]
+    if roles.pos_embed is not None:
+        parts = [Component(tok_name, "embedding", None, None, part(e.values[roles.embed][tok])),
+                 Component(f"{roles.pos_embed}[{t}]", "embedding", None, None, part(e.values[roles.pos_embed][t]))]
+    else:  # rotary families: the stream starts as the token's row (Gemma's scaled by √d)
+        parts = [Component(tok_name, "embedding", None, None, part(e.view(roles.layers[0].resid_pre)[t]))]
+    hs = roles.head_size
+    for layer, lr in enumerate(roles.layers):
+        proj = _linear(graph, lr.attn_out)
+        W = proj.weight_t(e)  # [heads · hs, C] as [in, out]
+        y = e.view(lr.z)[t]
+        stage = lr.attn_out.rsplit(".", 1)[0]
+        for h in range(roles.heads):
             sl = slice(h * hs, (h + 1) * hs)
-            parts.append(Component(f"h[{layer}].attn head {h}", "head", layer, h, part(y[sl] @ W[sl])))
+            parts.append(Component(f"{stage} head {h}", "head", layer, h, part(y[sl] @ W[sl])))
         if len(proj.ins) > 2:
-            parts.append(Component(f"h[{layer}].attn.c_proj.b", "attn_bias", layer, None,
-                                   part(e.values[proj.ins[2]])))
-        if cfg.mlp:
-            mop = graph.ops[f"h[{layer}].mlp.out"]
-            r = e.view(f"h[{layer}].mlp.out")[t]
+            parts.append(Component(proj.ins[2], "attn_bias", layer, None, part(e.values[proj.ins[2]])))
+        if lr.mlp_out is not None:
+            mop = graph.ops[lr.mlp_out]
+            r = e.view(lr.mlp_out)[t]
             b = e.values[mop.ins[2]] if len(mop.ins) > 2 else np.zeros_like(r)
-            parts.append(Component(f"h[{layer}].mlp", "mlp", layer, None, part(r - b)))
+            parts.append(Component(lr.mlp_out.rsplit(".", 1)[0], "mlp", layer, None, part(r - b)))
             if len(mop.ins) > 2:
-                parts.append(Component(f"h[{layer}].mlp.c_proj.b", "mlp_bias", layer, None, part(b)))
+                parts.append(Component(mop.ins[2], "mlp_bias", layer, None, part(b)))
     if bias_term:
-        parts.append(Component("ln_f.b", "ln_f_bias", None, None, bias_term))
+        parts.append(Component(bias_name, "ln_f_bias", None, None, bias_term))
     row_v = e.view("logit")[t]
     logit = float(row_v[v]) if len(cols) == 1 else sum(float(row_v[c]) * float(k) for c, k in zip(cols, coef))
-    return Attribution(target, logit, parts)
+    return Attribution(target, logit, parts, held)
+
+
+def _linear(graph: Graph, name: str) -> Linear:
+    """The Linear op computing name (the builder makes logits and projections Linears)."""
+    op = graph.ops[name]
+    if not isinstance(op, Linear):  # a broken graph otherwise
+        raise TypeError(f"{name} is computed by {type(op).__name__}, expected a Linear")
+    return op
+
+
+def _final_norm(op: Op | None, e: Engine, t: int, w: np.ndarray) -> tuple[np.ndarray, bool, float, str]:
+    """The final norm at row t folded into the unembedding direction w: [C] -> (u [C], centre, bias term, bias name).
+
+    LayerNorm: u = g · w / √(var + eps), parts centred, plus b · w; RMSNorm: u = (offset + w_n) · w / √(ms + eps),
+    nothing centred; no norm: u = w.
+    """
+    if isinstance(op, LNOut):
+        _, _, var, g, *b = op.ins
+        u = e.values[g] * w / np.sqrt(float(e.view(var)[t]) + op.eps)
+        return u, True, float(e.values[b[0]] @ w) if b else 0.0, b[0] if b else ""
+    if isinstance(op, RMSOut):
+        _, ms, g = op.ins
+        u = (e.values[g] + op.offset) * w / np.sqrt(float(e.view(ms)[t]) + op.eps)
+        return u, False, 0.0, ""
+    return w, False, 0.0, ""

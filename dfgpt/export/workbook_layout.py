@@ -129,8 +129,9 @@ def layout(sheet: Any) -> tuple[list[str], dict[str, Block], dict[str, int]]:
 
 
 def _axis_label(sheet: Any, axis: str, i: int) -> str | int:
-    if axis == "vocab":
-        return str(sheet.model.vocab[i])
+    if axis == "vocab":  # the token's text; its id where the model has no texts (no tokenizer)
+        vocab = sheet.model.vocab
+        return str(vocab[i]) if i < len(vocab) else str(i)
     return i
 
 

@@ -111,8 +111,9 @@ def _check_path(given: Any, what: str) -> Path:
 
 
 def _token_texts(sheet: Any) -> list[str]:
+    """Every token's text, its id where the model has none (a checkpoint without a tokenizer)."""
     vocab = sheet.model.vocab
-    return [str(v) for v in vocab]
+    return [str(v) for v in vocab] + [str(i) for i in range(len(vocab), sheet.config.vocab_size)]
 
 
 def to_xlsx(sheet: Any, path: str | Path, progress: bool = True) -> ExportResult:

@@ -1,10 +1,11 @@
-"""The logit lens: every layer's residual stream read through `ln_f` and the unembedding.
+"""The logit lens: every layer's residual stream read through the final norm and the unembedding.
 
-Row 0 is the embedding (`emb`), row l + 1 the output of block l (`h[l].out`). The last
-row is the sheet's own `logit` tensor, read as it is (bit for bit, pinned or edited cells
-included); the rows before it are the lens's reading, through `ln_f` computed here from the
-stored `ln_f.g` and `ln_f.b`. Per row and position: the top tokens, and the rank and
-probability of a target token (by default the model's own final prediction there).
+Row 0 is the embedding (`emb`), row l + 1 the output of block l (`h[l].out`, `layers[l].out`). The
+last row is the sheet's own `logit` tensor, read as it is (bit for bit, pinned or edited cells
+included); the rows before it are the lens's reading, through the model's final norm (GPT-2's
+`ln_f`, Llama's RMSNorm `norm`, NeoX's `final_layer_norm`) computed here from its stored
+weights. Per row and position: the top tokens, and the rank and probability of a target token
+(by default the model's own final prediction there).
 Ranks count the tokens with a strictly larger logit, ties broken by token id, so the
 order is total and the same on every machine.
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cells import Cells
+from ..core.ops import Linear, LNOut, Op, RMSOut
 from ..errors import QueryError, show
 from ..html import table as html_table
 from .metrics import _token
@@ -102,14 +104,18 @@ class Lens:
                           ["position", *self.positions], rows, note=repr(self))
 
 
-def _ln(x: np.ndarray, g: np.ndarray | None, b: np.ndarray | None, eps: float) -> np.ndarray:
-    """LayerNorm over the last axis, as the model's ln_f: [..., C] -> [..., C]."""
-    if g is None:
-        return x
-    mu = x.mean(axis=-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
-    y = (x - mu) / np.sqrt(var + eps) * g
-    return y if b is None else y + b
+def _final_norm(op: Op | None, values: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The model's final norm (LayerNorm or RMSNorm, its stored weights) on the last axis: [..., C] -> [..., C]."""
+    if isinstance(op, LNOut):
+        _, _, _, g, *b = op.ins
+        mu = x.mean(axis=-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+        y = (x - mu) / np.sqrt(var + op.eps) * values[g]
+        return y + values[b[0]] if b else y
+    if isinstance(op, RMSOut):
+        w = values[op.ins[2]]
+        return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + op.eps) * (w + op.offset)
+    return x
 
 
 def logit_lens(sheet: Cells, target: str | int | Sequence[str | int] | None = None) -> Lens:
@@ -122,12 +128,17 @@ def logit_lens(sheet: Cells, target: str | int | Sequence[str | int] | None = No
         how = "model.sheet(text)" if hasattr(sheet, "sheet") else "dfgpt.load('sort').sheet('CABACA')"
         raise QueryError(f"logit_lens takes a sheet, got {show(sheet)} ({type(sheet).__name__}); "
                          f"pass one, e.g. logit_lens({how}).")
-    cfg, T, eng = sheet.config, sheet.T, sheet.engine
-    x = np.stack([sheet.values(sheet.graph.block_input(layer)) for layer in range(cfg.n_layer)])  # [L, T, C]
-    g = eng.values.get("ln_f.g") if cfg.layer_norm else None
-    b = eng.values.get("ln_f.b") if cfg.layer_norm and cfg.bias else None
-    head = eng.values["wte" if cfg.tied else "lm_head.w"]  # [V, C]
-    lensed = _ln(x, g, b, cfg.ln_eps) @ head.T  # [L, T, C] @ [C, V] -> [L, T, V]
+    cfg, T, eng, graph = sheet.config, sheet.T, sheet.engine, sheet.graph
+    roles = graph.roles
+    if roles is None:  # a graph assembled by hand, not by core.builder
+        raise QueryError("the logit lens needs the model's roles (its residual stream and final norm), which this "
+                         "graph does not record; build the model with dfgpt.core.builder.")
+    x = np.stack([sheet.values(lr.resid_pre) for lr in roles.layers])  # [L, T, C]
+    head = graph.ops[roles.logit]
+    if not isinstance(head, Linear):  # the builder makes logit a Linear: a broken graph otherwise
+        raise TypeError(f"{roles.logit} is computed by {type(head).__name__}, expected a Linear")
+    normed = _final_norm(graph.ops.get(roles.final_norm), eng.values, x)  # [L, T, C]
+    lensed = normed @ head.weight_t(eng)  # [L, T, C] @ [C, V] -> [L, T, V]
     # The last row is the sheet's own logits, not a second ln_f of h[L-1].out: equal bit for bit to
     # what the sheet answers, and a pinned ln_f or logit cell shows as the sheet has it.
     logits = np.concatenate([lensed, sheet.values("logit")[None]])  # [L+1, T, V]
@@ -142,7 +153,7 @@ def logit_lens(sheet: Cells, target: str | int | Sequence[str | int] | None = No
         name = "per position"
     else:
         raise QueryError(f"target must be a token, a list of {T} tokens (one per position) or None, got {target!r}.")
-    labels = tuple(["emb"] + [f"h[{lyr}]" for lyr in range(cfg.n_layer)])
+    labels = tuple([roles.layers[0].resid_pre] + [lr.resid_post.rsplit(".", 1)[0] for lr in roles.layers])
     positions = tuple(f"{t}:{sheet.token_label(tok)}" for t, tok in enumerate(sheet.tokens))
     vocab = tuple(sheet.token_label(i) for i in range(cfg.vocab_size))
     return Lens(sheet.text, labels, positions, vocab, np.asarray(logits, np.float64), tgt.astype(np.int64), name)

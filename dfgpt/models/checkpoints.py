@@ -28,6 +28,7 @@ __all__ = [
     "params_from_state_dict",
     "read_model_dir",
     "read_weights",
+    "saved_keys",
     "to_dfgpt_key",
     "to_nanogpt_key",
     "write_model_dir",
@@ -50,6 +51,14 @@ def to_dfgpt_key(key: str) -> str:
     is_ln = stem.rsplit(".", 1)[-1] in _LN
     leaf = {"weight": "g" if is_ln else "w", "bias": "b"}.get(leaf, leaf)
     return f"{stem}.{leaf}"
+
+
+def saved_keys(names: list[str], cfg: Config) -> dict[str, str]:
+    """dfgpt parameter name -> its key in the family's checkpoint (nanoGPT's for GPT-2); constants left out."""
+    if cfg.family == "gpt2":
+        return {n: to_nanogpt_key(n) for n in names if n not in ROPE}
+    keys = {n: hf_key(n, cfg) for n in names}
+    return {n: k for n, k in keys.items() if k is not None}
 
 
 def to_nanogpt_key(name: str) -> str:

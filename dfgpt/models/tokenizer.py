@@ -110,15 +110,24 @@ class CharTokenizer:
 
 
 class IdTokenizer:
-    """No tokenizer file: tokens are given as ids."""
+    """No tokenizer file: tokens are given as ids, a list or a text of ids separated by spaces
+    (what `decode` writes, so `--text "3 17 5"` works on the command line)."""
 
     def __init__(self, vocab_size: int) -> None:
         self.vocab: tuple[str, ...] = ()
         self.vocab_size = vocab_size
 
     def encode(self, text: str) -> list[int]:
+        parts = text.split()
+        if parts and all(p.isascii() and p.isdigit() and len(p) < 10 for p in parts):
+            ids = [int(p) for p in parts]
+            if max(ids) < self.vocab_size:
+                return ids
+            raise TokenError(f"token id {max(ids)} in {text[:60]!r} is out of range; this model's ids are "
+                             f"0..{self.vocab_size - 1}.")
         raise TokenError(
-            "this checkpoint came without a tokenizer; give token ids (a list of ints), "
+            f"this checkpoint came without a tokenizer, so {text[:40]!r} cannot be read; give token ids "
+            "(a list of ints, or a text of ids separated by spaces such as '464 2068 7586'), "
             "or put tokenizer.json (or vocab.json + merges.txt) beside the weights."
         )
 

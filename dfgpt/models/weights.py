@@ -16,14 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core.blocks import ROPE
 from ..core.builder import build
 from ..core.config import Config, ConfigError
 from ..core.graph import Graph
 from ..core.rope import rope_tables
 from ..errors import SequenceLengthError, StateDictError, TokenError, show
-from .checkpoints import params_from_state_dict, to_nanogpt_key, write_model_dir
-from .keys import hf_key
+from .checkpoints import params_from_state_dict, saved_keys, write_model_dir
 from .tokenizer import CharTokenizer, IdTokenizer, Tokenizer, display_vocab, visible
 
 __all__ = ["Weights"]
@@ -176,11 +174,7 @@ class Weights:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """nanoGPT keys (another family's: transformers' keys, no rotary tables); the tied head is not repeated."""
-        c = self.config
-        if c.family != "gpt2":
-            keys = {n: hf_key(n, c) for n in self.params}
-            return {k: self.params[n] for n, k in keys.items() if k is not None}
-        return {to_nanogpt_key(n): a for n, a in self.params.items() if n not in ROPE}
+        return {k: self.params[n] for n, k in saved_keys(list(self.params), self.config).items()}
 
     def save(self, path: str | Path) -> None:
         """A folder with config.json and model.safetensors, loadable by `dfgpt.load(path)`."""

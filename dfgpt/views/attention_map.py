@@ -42,14 +42,21 @@ from .colors import (
 __all__ = ["attention_map", "head_diagram", "head_table"]
 
 
+def _pattern(sheet: Sheet, layer: int) -> str:
+    """The attention probabilities of a block ('h[0].attn.att', 'layers[0].self_attn.att')."""
+    roles = sheet.graph.roles
+    return roles.layers[layer].pattern if roles is not None else f"h[{layer}].attn.att"
+
+
 def head_table(sheet: Sheet, layer: int, head: int, compact: bool = False) -> str:
     """One head's heatmap as an HTML table (Graphviz's HTML-like label syntax); `compact`: colour
     only, small squares, tokens as axis labels, for many maps in one picture."""
-    att = sheet.values(f"h[{layer}].attn.att")[head]  # [T, T]
+    pattern = _pattern(sheet, layer)
+    att = sheet.values(pattern)[head]  # [T, T]
     toks = [html.escape(sheet._token_label(t)) for t in sheet.tokens]
     if compact:  # small print for the axes; the colours carry the map
         toks = [f'<FONT POINT-SIZE="7">{t}</FONT>' for t in toks]
-    title = f'<FONT POINT-SIZE="8">head {head}</FONT>' if compact else f"h[{layer}].attn.att[{head}]"
+    title = f'<FONT POINT-SIZE="8">head {head}</FONT>' if compact else f"{pattern}[{head}]"
     rows = [f'<TR><TD COLSPAN="{len(toks) + 1}"><B>{title}</B></TD></TR>',
             "<TR><TD>" + ("" if compact else "q \\ k") + "</TD>"
             + "".join(f"<TD>{tok if compact else f'{s}:{tok}'}</TD>" for s, tok in enumerate(toks)) + "</TR>"]
@@ -91,15 +98,17 @@ def attention_map(sheet: Sheet, layer: int | None = None, path: str | Path | Non
         # whatever order dot likes).
         tables = [f"<TD>{head_table(sheet, lyr, h, compact)}</TD>" for h in range(H)]
         rows = "".join(f"<TR>{''.join(tables[r: r + per_row])}</TR>" for r in range(0, H, per_row))
+        pattern = _pattern(sheet, lyr)
+        stage = pattern.rsplit(".", 1)[0]
         if compact:
-            rows = rows.replace("<TR>", f"<TR><TD><B>h[{lyr}].attn</B></TD>", 1)
-            dot.node(f"h[{lyr}].attn.att", label=f'<<TABLE BORDER="0" CELLSPACING="3">{rows}</TABLE>>')
+            rows = rows.replace("<TR>", f"<TR><TD><B>{stage}</B></TD>", 1)
+            dot.node(pattern, label=f'<<TABLE BORDER="0" CELLSPACING="3">{rows}</TABLE>>')
             continue
-        with dot.subgraph(name=f"cluster_h[{lyr}].attn") as c:
-            c.attr("graph", label=f"h[{lyr}].attn  ({sheet.text!r})", style="rounded", color="#999999")
-            c.node(f"h[{lyr}].attn.att", label=f'<<TABLE BORDER="0" CELLSPACING="12">{rows}</TABLE>>')
+        with dot.subgraph(name=f"cluster_{stage}") as c:
+            c.attr("graph", label=f"{stage}  ({sheet.text!r})", style="rounded", color="#999999")
+            c.node(pattern, label=f'<<TABLE BORDER="0" CELLSPACING="12">{rows}</TABLE>>')
     for a, b in zip(layers, list(layers)[1:]):
-        dot.edge(f"h[{a}].attn.att", f"h[{b}].attn.att", style="invis")
+        dot.edge(_pattern(sheet, a), _pattern(sheet, b), style="invis")
     legend(dot, ("heat", "masked"))
     if path is not None:
         write(dot, path)
@@ -126,15 +135,16 @@ def head_diagram(sheet: Sheet, stage: str, names: list[str]) -> graphviz.Digraph
             cv.node(n, label=tensor_label(graph, n, n, sheet.T, summary(v)), fillcolor=kind_fill(graph, n))
             continue
         for h in range(H):
-            shape = f"{shape_text(v[h].shape)} · {op_kind(graph, n)}"
-            text = summary(v[h]).replace(" mean", "\\nmean")
+            kv = h * v.shape[0] // H  # grouped-query k and v: query head h reads key/value head kv
+            shape = f"{shape_text(v[kv].shape)} · {op_kind(graph, n)}"
+            text = summary(v[kv]).replace(" mean", "\\nmean")
             if tables:
-                tds = (f"{n[len(stage) + 1:]}[{h}]", shape, text.replace("\\n", "  "))
+                tds = (f"{n[len(stage) + 1:]}[{kv}]", shape, text.replace("\\n", "  "))
                 rows[h].append(f'<TR><TD ID="{html.escape(n)}[{h}]" ALIGN="LEFT">{html.escape(tds[0])}</TD>'
                                + "".join(f'<TD ALIGN="LEFT">{html.escape(t)}</TD>' for t in tds[1:]) + "</TR>")
             else:
                 cv.labels[f"{stage}.head[{h}]"] = f"head {h}"
-                cv.node(f"{n}[{h}]", (f"{stage}.head[{h}]",), label="\\n".join([f"{n}[{h}]", shape, text]),
+                cv.node(f"{n}[{h}]", (f"{stage}.head[{h}]",), label="\\n".join([f"{n}[{kv}]", shape, text]),
                         fillcolor=kind_fill(graph, n))
     box = {"lhead": f"cluster_{stage}.heads"} if tables else {}
     cv.labels[f"{stage}.heads"] = f"heads 0..{H - 1}: each reads every input of the stage"

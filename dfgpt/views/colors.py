@@ -221,7 +221,7 @@ def block_table(nid: str, first: int, last: int, rows: list[Row]) -> str:
     wide = any(r[2] for r in rows)
     out = [f'<TR><TD COLSPAN="{3 if wide else 2}" BGCOLOR="{COLORS["cluster"]}"><B>{html.escape(head)}</B></TD></TR>']
     for sub, shape, note, fill, line in rows:
-        tid = html.escape(f"h[{first}].{sub}" if first == last else f"{nid}.{sub}")
+        tid = html.escape(f"{nid}.{sub}")  # nid: 'h[0]' for one block, 'h[0..2]' for a run
         ring = f' COLOR="{line}"' if line == COLORS["cone"] else ""
         cells = [sub, shape] + ([note.replace("\\n", " · ")] if wide else [])
         tds = [f'<TD ID="{tid}" BGCOLOR="{fill}" ALIGN="LEFT"{ring}>{html.escape(c)}</TD>' if i == 0 else

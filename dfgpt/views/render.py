@@ -53,16 +53,39 @@ from .colors import (
 __all__ = ["LEVELS", "draw", "main", "stages", "text_view", "write_docs"]
 
 LEVELS = ("model", "block", "head", "cell")
-_HEAD = re.compile(r"^h\[\d+\]\.attn$")
 
 
 # -- stages and tensors ---------------------------------------------------------------------
+def _family(graph: Graph) -> tuple[str, str | None, str]:
+    """The family's block stem, final norm and attention stage, read from its roles:
+    ('h', 'ln_f', 'attn') for GPT-2, ('layers', 'norm', 'self_attn') for Llama."""
+    roles = graph.roles
+    if roles is None:
+        return "h", "ln_f", "attn"
+    stem = roles.layers[0].resid_post.split("[", 1)[0]
+    final = roles.final_norm.rsplit(".", 1)[0] if "." in roles.final_norm else None
+    final = None if final is None or final.startswith(f"{stem}[") else final  # no final norm: a block's output
+    return stem, final, roles.layers[0].attn_out.split(".")[1]
+
+
+def _block_re(graph: Graph) -> re.Pattern[str]:
+    """A block tensor's name: its layer and the rest (`layers[3].mlp.act` -> 3, 'mlp.act')."""
+    return re.compile(rf"^{re.escape(_family(graph)[0])}\[(\d+)\]\.(.+)$")
+
+
+def _is_head_stage(graph: Graph, key: str) -> bool:
+    """An attention stage of one block ('h[0].attn', 'layers[0].self_attn')."""
+    stem, _, attn = _family(graph)
+    return re.fullmatch(rf"{re.escape(stem)}\[\d+\]\.{re.escape(attn)}", key) is not None
+
+
 def _stage_keys(name: str, graph: Graph) -> list[str]:
     """The clusters a tensor sits in, outermost first: ['h[0]', 'h[0].attn'], ['ln_f'], []."""
+    stem, final, _ = _family(graph)
     parts = name.split(".")
-    if parts[0].startswith("h["):
+    if parts[0].startswith(f"{stem}["):
         return [parts[0]] + ([f"{parts[0]}.{parts[1]}"] if len(parts) > 2 else [])
-    return [parts[0]] if parts[0] == "ln_f" else []
+    return [parts[0]] if parts[0] == final else []
 
 
 def stages(graph: Graph) -> dict[str, list[str]]:
@@ -73,14 +96,19 @@ def stages(graph: Graph) -> dict[str, list[str]]:
             out.setdefault(key, [])
             if name not in out[key]:
                 out[key].append(name)
-    subs = ("ln_1", "attn", "ln_2", "mlp")
+    stem, final, _ = _family(graph)
+    subs: list[str] = []  # a block's stages in the order the graph computes them (ln_1, attn, ln_2, mlp)
+    for key in out:
+        m = re.match(rf"^{re.escape(stem)}\[\d+\]\.(\w+)$", key)
+        if m and m.group(1) not in subs:
+            subs.append(m.group(1))
 
     def rank(key: str) -> tuple[int, int, int]:
-        m = re.match(r"^h\[(\d+)\](?:\.(\w+))?$", key)
+        m = re.match(rf"^{re.escape(stem)}\[(\d+)\](?:\.(\w+))?$", key)
         if m:
             sub = m.group(2)
-            return (1, int(m.group(1)), 0 if sub is None else 1 + (subs.index(sub) if sub in subs else 9))
-        return ({"embedding": 0, "ln_f": 2}.get(key, 3), 0, 0)
+            return (1, int(m.group(1)), 0 if sub is None else 1 + subs.index(sub))
+        return (0 if key == "embedding" else 2 if key == final else 3, 0, 0)
 
     return {k: out[k] for k in sorted(out, key=rank)}
 
@@ -119,11 +147,13 @@ def _tensor_diagram(
     rename = rename or (lambda n: n)
     cv = Canvas(title)  # top to bottom: a model is a tall stack, a block a column of steps
     inside = {rename(n) for n in names}
+    stem = _family(graph)[0]
+    every = f"{stem}[*]"
     for n in names:
         nid = rename(n)
         clusters = tuple(rename(k) for k in _stage_keys(n, graph))
-        if clusters and clusters[0] == "h[*]":
-            cv.labels["h[*]"] = f"block h[0..{graph.config.n_layer - 1}]  × {graph.config.n_layer}"
+        if clusters and clusters[0] == every:
+            cv.labels[every] = f"block {stem}[0..{graph.config.n_layer - 1}]  × {graph.config.n_layer}"
         attrs = {"label": tensor_label(graph, n, nid, T), "fillcolor": kind_fill(graph, n)}
         if decorate is not None:
             attrs.update(decorate(n))
@@ -137,8 +167,8 @@ def _tensor_diagram(
                     attrs.update(decorate(i))
                 cv.node(i, (), **attrs)
             a, b = rename(i), rename(n)
-            if a == "h[*].out" and b.startswith("h[*]"):  # block l reads block l-1: one loop edge
-                if not any(k[0] == a and k[1].startswith("h[*]") for k in cv.edges):
+            if a == f"{every}.out" and b.startswith(every):  # block l reads block l-1: one loop edge
+                if not any(k[0] == a and k[1].startswith(every) for k in cv.edges):
                     cv.edge(a, b, style="dashed", constraint="false", label="next block")
             else:
                 cv.edge(a, b)
@@ -146,7 +176,6 @@ def _tensor_diagram(
 
 
 _KINDS = ("input", "parameter", "computed")
-_BLOCK = re.compile(r"^h\[(\d+)\]\.(.+)$")
 _PER_ROW = 6  # blocks side by side in the expanded model, the cone and the receipt
 
 
@@ -158,7 +187,9 @@ def _draw_model(model: Model | Sheet, expand: bool, annotate: Any = None, title:
         plain = annotate or (lambda n: ("", {"fillcolor": kind_fill(graph, n)}))
         return _stacked(graph, T, title, plain, keys, collapse=annotate is not None)
     # Every block maps onto one set of ids, so block l reading h[l-1].out becomes the loop edge.
-    dot = _tensor_diagram(graph, list(graph.order), T, title, rename=lambda n: re.sub(r"^h\[\d+\]", "h[*]", n))
+    stem = re.escape(_family(graph)[0])
+    dot = _tensor_diagram(graph, list(graph.order), T, title,
+                          rename=lambda n: re.sub(rf"^{stem}\[\d+\]", f"{_family(graph)[0]}[*]", n))
     dot.attr("graph", ranksep="0.22")
     legend(dot, keys)
     return dot
@@ -171,9 +202,10 @@ def _stacked(graph: Graph, T: int | None, title: str, annotate: Any, keys: tuple
     blocks in order in rows of six, left to right."""
     cv = Canvas(title)
     body: list[list[Row]] = [[] for _ in range(graph.config.n_layer)]
+    block, stem = _block_re(graph), _family(graph)[0]
     for n in graph.order:
         note, attrs = annotate(n)
-        m = _BLOCK.match(n)
+        m = block.match(n)
         if m is None:
             cv.node(n, tuple(_stage_keys(n, graph)), label=tensor_label(graph, n, n, T, note), **attrs)
         else:
@@ -185,12 +217,12 @@ def _stacked(graph: Graph, T: int | None, title: str, annotate: Any, keys: tuple
             runs[-1] = (runs[-1][0], layer)
         else:
             runs.append((layer, layer))
-    gid = {layer: f"h[{a}]" if a == b else f"h[{a}..{b}]" for a, b in runs for layer in range(a, b + 1)}
+    gid = {layer: f"{stem}[{a}]" if a == b else f"{stem}[{a}..{b}]" for a, b in runs for layer in range(a, b + 1)}
     for a, b in runs:
         cv.node(gid[a], label=block_table(gid[a], a, b, body[a]), shape="plaintext", style="")
 
     def where(n: str) -> str:
-        m = _BLOCK.match(n)
+        m = block.match(n)
         return gid[int(m.group(1))] if m else n
 
     heads = [gid[a] for a, _ in runs]
@@ -223,9 +255,9 @@ def _draw_block(sheet: Sheet, target: str) -> graphviz.Digraph:
 
 def _draw_head(sheet: Sheet, target: str) -> graphviz.Digraph:
     graph = sheet.graph
-    stage = target if _HEAD.match(target) else f"{target}.attn"
-    if not _HEAD.match(stage) or stage not in stages(graph):
-        heads = [s for s in stages(graph) if _HEAD.match(s)]
+    stage = target if _is_head_stage(graph, target) else f"{target}.{_family(graph)[2]}"
+    if not _is_head_stage(graph, stage) or stage not in stages(graph):
+        heads = [s for s in stages(graph) if _is_head_stage(graph, s)]
         raise UnknownNameError(
             f"level 'head' draws an attention stage; {target!r} is not one. Choose one of {', '.join(heads)}."
         )
@@ -376,7 +408,7 @@ def _guess_level(sheet: Sheet, target: str | None) -> str:
     if not isinstance(target, str):
         raise RenderError(f"a drawing target is a stage or cell name such as 'h[0]' or 'logit[5][A]', got {target!r}.")
     if target in stages(sheet.graph):
-        return "head" if _HEAD.match(target) else "block"
+        return "head" if _is_head_stage(sheet.graph, target) else "block"
     try:
         sheet.cell(target)
     except NameError_ as e:  # not a tensor at all: perhaps a misspelt stage

@@ -19,6 +19,8 @@ from .registry import register
 from .selection import _n_rows
 from .spreadsheet import Formula, Ref, Shape, Span
 
+_NARROW = 8192  # outputs at most this wide take the W @ xᵀ product in fast mode (see Linear.kernel)
+
 __all__ = ['Linear', 'LinearHeads']
 
 
@@ -79,11 +81,18 @@ class Linear(Op):
         cols = self.cols()
         out_in = self.layout == "out_in"
         if not exact and isinstance(sel, slice):  # a block of rows, batched
+            # OpenBLAS's W @ xᵀ (its weight read row by row) runs 10-17% faster than x @ Wᵀ at block widths
+            # (576-3072 wide, 64 rows: measured), the transposed copy back costing little; a vocabulary-wide
+            # product lands in place instead (no 50k-wide temporary, and no gain there).
+            narrow = out_in and self.n_out <= _NARROW
 
             def batched(vals: dict[str, np.ndarray]) -> None:
                 W = vals[w_name]  # looked up per call: an edit may have copied it
-                dst = vals[out_name][sel]  # [R, n]: the product lands in place, no temporary (a 50k-wide logit)
-                np.matmul(vals[x_name][sel], W[cols].T if out_in else W[:, cols], out=dst)  # [R, K] @ [K, n]
+                dst = vals[out_name][sel]  # [R, n]
+                if narrow:
+                    dst[...] = np.matmul(W[cols], vals[x_name][sel].T).T  # [n, K] @ [K, R] -> [R, n]
+                else:
+                    np.matmul(vals[x_name][sel], W[cols].T if out_in else W[:, cols], out=dst)  # [R, K] @ [K, n]
                 if b_name is not None:
                     dst += vals[b_name][cols]
 
