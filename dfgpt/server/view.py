@@ -17,6 +17,7 @@ is never a dead end.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 from ..errors import DfgptError, IndexError_, QueryError
 from ..sheet import Sheet
 from . import api
+from .architecture import architecture_json, tensor_of
 
 __all__ = ["HEAD_PARTS", "INFLUENCE_LIMIT", "View", "locate", "view_json"]
 
@@ -133,6 +135,8 @@ def _cell(sheet: Sheet, name: str, grids: list[dict[str, Any]], small: bool, ran
         out: dict[str, Any] = {}
         for key, cells in (("precedents", sheet.precedents(canon)), ("dependents", sheet.dependents(canon))):
             out[key], out[f"n_{key}"] = cells[:api.LIST_LIMIT], len(cells)
+            # the trace arrows: the tensors the cell reads directly and those that read it, in graph order
+            out.setdefault("trace", {})[key] = list(dict.fromkeys(tensor_of(sheet, c) for c in cells))
         return out
 
     cone: list[Any] = []  # the cell's provenance, made at most once here, and only if nothing remembered serves
@@ -213,6 +217,9 @@ def view_json(sheet: Sheet, v: View, small: bool | None = None, rank: Ranker = _
     except DfgptError as e:
         errors["sampling"] = str(e)
         out["dist"] = api.dist_json(sheet, None, 1.0, None, None)
+    if v.view == "overview":  # the architecture, with the selected cell's block drawn whole
+        m = re.match(r"^h\[(\d+)\]", cell["tensor"]) if cell else None
+        out["architecture"] = architecture_json(sheet, int(m.group(1)) if m else v.block or 0)
     out.update(view={"view": v.view, "block": v.block, "head": v.head, "tensor": v.tensor, "lead": v.lead,
                      "r0": v.r0, "c0": v.c0, "cell": cell["name"] if cell else None},
                grids=grids, cell=cell, errors=errors)
