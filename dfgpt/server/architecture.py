@@ -13,7 +13,7 @@ the boxes in the colours of `dfgpt.views.colors.COLORS` by their `kind`.
 >>> [n["id"] for n in a["nodes"] if n["kind"] == "block"], a["block"]
 (['h[0]', 'h[2]'], 1)
 >>> next(n for n in a["nodes"] if n["id"] == "h[1].attn.att")["label"], ["h[1].mid", "h[1].out"] in a["edges"]
-('attn.att', True)
+('att', True)
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 
 from ..sheet import Sheet
 
-__all__ = ["architecture_json", "tensor_of"]
+__all__ = ["BLOCK", "architecture_json", "block_prefix", "tensor_of"]
 
-_BLOCK = re.compile(r"^h\[(\d+)\]")
+BLOCK = re.compile(r"^([A-Za-z_][\w.]*)\[(\d+)\]")  # a block's tensors: h[3].…, layers[3].…
 
 
 def tensor_of(sheet: Sheet, name: str) -> str:
@@ -41,6 +41,11 @@ def tensor_of(sheet: Sheet, name: str) -> str:
     return name
 
 
+def block_prefix(graph: Any) -> str:
+    """What a block's tensors are named under: `h` (GPT-2), `layers` (Llama, NeoX)."""
+    return next((m.group(1) for n in graph.order if (m := BLOCK.match(n))), "h")
+
+
 def _size(shape: tuple[int, ...]) -> int:
     """A box's width in pixels: grows with the log of the number of cells, so GPT-2's 38.6 M-cell lm_head still fits."""
     n = math.prod(shape) if shape else 1
@@ -52,17 +57,19 @@ def architecture_json(sheet: Sheet, block: int = 0) -> dict[str, Any]:
     graph, T = sheet.graph, sheet.T
     n_layer = sheet.config.n_layer
     block = min(max(block, 0), n_layer - 1)
+    prefix = block_prefix(graph)
+    inner = f"{prefix}[{block}]"
 
     def section(n: str) -> str:  # embedding, before, block, after, output
-        m = _BLOCK.match(n)
+        m = BLOCK.match(n)
         if m:
-            b = int(m.group(1))
+            b = int(m.group(2))
             return "block" if b == block else "before" if b < block else "after"
         return "embedding" if graph.specs[n].stage == "embedding" else "output"
 
     def box(n: str) -> str:  # the box a tensor is drawn in: its own, or its block's
-        m = _BLOCK.match(n)
-        return n if section(n) in ("embedding", "block", "output") else f"h[{m.group(1)}]"  # type: ignore[union-attr]
+        m = BLOCK.match(n)
+        return n if section(n) in ("embedding", "block", "output") else m.group(0)  # type: ignore[union-attr]
 
     def aux(n: str) -> bool:  # a per-position statistic (a norm's mean, a softmax's max): drawn beside its reader
         return graph.specs[n].axes[-1:] == ("pos",)
@@ -75,7 +82,7 @@ def architecture_json(sheet: Sheet, block: int = 0) -> dict[str, Any]:
     offset, rows = 0, {}
     for sec in ("embedding", "before", "block", "after", "output"):
         if sec in ("before", "after"):
-            strip = [f"h[{b}]" for b in (range(block) if sec == "before" else range(block + 1, n_layer))]
+            strip = [f"{prefix}[{b}]" for b in (range(block) if sec == "before" else range(block + 1, n_layer))]
             if strip:
                 rows.update({b: offset for b in strip})
                 offset += 1
@@ -96,28 +103,30 @@ def architecture_json(sheet: Sheet, block: int = 0) -> dict[str, Any]:
                     continue
                 rows[n] = readers[0]
             shape = tuple(spec.shape(T))
-            nodes.append({"id": n, "label": n[len(f"h[{block}]."):] if n.startswith(f"h[{block}].") else n,
+            # the label is the name inside its frame: `q` in h[1].attn, `mid` in h[1] (the frames name the rest)
+            frame = spec.stage if spec.stage.startswith(inner + ".") else inner
+            nodes.append({"id": n, "label": n[len(frame) + 1:] if n.startswith(frame + ".") else n,
                           "kind": spec.kind, "shape": list(shape), "width": _size(shape), "row": rows[n],
                           "part": spec.stage, "link": {"view": "tensor", "tensor": n}})
         elif not any(nd["id"] == box(n) for nd in nodes):
             b = box(n)
             nodes.append({"id": b, "label": b, "kind": "block", "shape": [], "width": 56, "row": rows[b],
-                          "part": b, "link": {"view": "block", "block": int(b[2:-1])}})
+                          "part": b, "link": {"view": "block", "block": int(b[b.rfind("[") + 1:-1])}})
         op = graph.ops.get(n)
         for i in op.ins if op is not None else ():
             e = [box(i), box(n)]
             if i != "temperature" and e[0] != e[1] and e not in edges:
                 edges.append(e)
     parts = []
-    for part in dict.fromkeys(nd["part"] for nd in nodes if nd["part"].startswith(f"h[{block}]") and "." in nd["part"]):
+    for part in dict.fromkeys(nd["part"] for nd in nodes if nd["part"].startswith(inner + ".")):
         mine = [nd for nd in nodes if nd["part"] == part]
         sub = part.split(".", 1)[1]
         link: dict[str, Any] = {"view": "block", "block": block} if "attn" in sub else dict(next(
             nd["link"] for nd in mine if nd["kind"] == "computed"))
         parts.append({"part": part, "label": sub, "rows": [min(nd["row"] for nd in mine),
                                                                    max(nd["row"] for nd in mine)], "link": link})
-    inside = [nd["row"] for nd in nodes if nd["part"].startswith(f"h[{block}]")]
-    return {"block": block, "n_layer": n_layer, "nodes": nodes, "edges": edges, "parts": parts, "rows": offset,
+    inside = [nd["row"] for nd in nodes if nd["part"].startswith(inner)]
+    return {"block": block, "prefix": prefix, "n_layer": n_layer, "nodes": nodes, "edges": edges, "parts": parts, "rows": offset,
             "block_rows": [min(inside), max(inside)]}
 
 

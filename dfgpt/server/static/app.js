@@ -284,7 +284,7 @@ function viewOverview(el, page) {
   for (const f of o.flow) h += `<th>${f.pos}</th>`;
   const prompt = isSort() ? PROMPT[m.name] : null; // a task's prompt, then the model's own tokens
   h += `</tr><tr><th>token</th>${o.flow.map((f) => `<td class="tok${prompt === null ? "" : f.pos < prompt ? " prompt" : " generated"}"${prompt === null ? "" : ` title="${f.pos < prompt ? "prompt" : "generated"}"`}>${esc(f.token)}</td>`).join("")}</tr>`;
-  const rows = ["emb", ...Array.from({ length: m.n_layer }, (_, i) => `h[${i}].out`)];
+  const rows = o.resid;
   rows.forEach((name, r) => {
     h += `<tr><th>${tensorLink(name, 0, name)}</th>`;
     for (const f of o.flow) {
@@ -301,8 +301,8 @@ function viewOverview(el, page) {
     const parts = groupBy(st.tensors, (t) => t.part);
     let inner = "";
     for (const [part, ts] of parts) inner += `<div class="sub"><h3>${esc(part)}</h3><div class="chips">${ts.map(chip).join("")}</div></div>`;
-    if (st.stage.startsWith("h[")) {
-      const b = Number(st.stage.slice(2, -1));
+    if (/\[\d+\]$/.test(st.stage)) {
+      const b = Number(st.stage.slice(st.stage.lastIndexOf("[") + 1, -1));
       const heads = Array.from({ length: m.n_head }, (_, i) => headLink(b, i, `head ${i}`)).join(" ");
       h += `<details class="card block" data-block="${b}"${b === 0 ? " open" : ""}><summary>block ${esc(st.stage)}${blockLink(b, "open block →")}</summary>${inner}<div class="sub"><h3>attention heads</h3>${heads}</div></details>`;
     } else {
@@ -374,7 +374,7 @@ function renderBadge() { // "edited: N changes [list] [reset]": an edited sheet 
 }
 
 // -- the architecture as a picture: the graph dfgpt.draw draws, one block whole; trace arrows ---------------------
-const ROW_H = 34, BOX_H = 20, GAP = 8, LEFT = 64, PAD = 10;
+const ROW_H = 34, BOX_H = 20, GAP = 8, LEFT = 110, PAD = 10;
 function boxOf(a, name) { // the box a tensor is drawn in: its own, or its block's
   if (a.nodes.some((n) => n.id === name)) return name;
   const m = /^h\[(\d+)\]/.exec(name);
@@ -413,11 +413,13 @@ function archSVG(a, cell, compact) {
     + `<defs>${["head", "trace-in", "trace-out"].map((k) => `<marker id="${k}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="${k === "head" ? 6 : 9}" markerHeight="${k === "head" ? 6 : 9}" markerUnits="userSpaceOnUse" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="${k}"/></marker>`).join("")}</defs>`;
   const [b0, b1] = a.block_rows;
   s += `<rect class="blockframe" x="4" y="${PAD + b0 * ROW_H - 8}" width="${width - 8}" height="${(b1 - b0) * ROW_H + BOX_H + 16}" rx="8"/>`
-    + `<a href="${href({ ...CLEAR, view: "block", block: a.block, path: null })}" class="partlink"><text class="framelabel" x="10" y="${PAD + b1 * ROW_H + 6}">h[${a.block}]</text><text class="framenote" x="10" y="${PAD + b1 * ROW_H + 19}">1 of ${a.n_layer}</text></a>`;
-  for (const p of a.parts) {
+    + `<a href="${href({ ...CLEAR, view: "block", block: a.block, path: null })}" class="partlink"><text class="framelabel" x="10" y="${PAD + b1 * ROW_H + 6}">${esc(a.prefix)}[${a.block}]</text><text class="framenote" x="10" y="${PAD + b1 * ROW_H + 19}">1 of ${a.n_layer}</text></a>`;
+  for (const p of a.parts) { // a sub-layer's frame around its own boxes: NeoX's attention and MLP side by side
+    const mine = a.nodes.filter((n) => n.part === p.part).map((n) => pos[n.id]);
+    const x0 = Math.min(...mine.map((q) => q.x)) - 4, x1 = Math.max(...mine.map((q) => q.x + q.w)) + 4;
     const y = PAD + p.rows[0] * ROW_H - 4, h = (p.rows[1] - p.rows[0]) * ROW_H + BOX_H + 8;
-    s += `<rect class="part" x="${LEFT - 4}" y="${y}" width="${width - LEFT - 4}" height="${h}" rx="5"/>`
-      + `<a class="partlink" href="${href({ ...CLEAR, ...p.link, path: null })}"><text class="partlabel" x="${LEFT - 8}" y="${y + 14}" text-anchor="end">${esc(p.label)}</text></a>`;
+    s += `<rect class="part" x="${x0}" y="${y}" width="${x1 - x0}" height="${h}" rx="5"/>`
+      + `<a class="partlink" href="${href({ ...CLEAR, ...p.link, path: null })}"><text class="partlabel" x="${x0 - 3}" y="${y + 14}" text-anchor="end">${esc(short(p.label, 14))}</text></a>`;
   }
   for (const [f, t] of a.edges) if (pos[f] && pos[t]) s += arrow(pos[f], pos[t], "edge");
   if (cell) { // the trace: arrows from what the cell reads, to what reads it (a spreadsheet's trace precedents / dependents)
