@@ -214,7 +214,8 @@ def overview_json(sheet: Sheet) -> dict[str, Any]:
              "p": number(probs[t, nxt[t]]), "norms": [number(n[t]) for n in norms]} for t in range(sheet.T)]
     return {"text": sheet.text, "tokens": [sheet.token_label(i) for i in sheet.tokens], "T": sheet.T,
             "stages": [{"stage": k, "tensors": v} for k, v in stages.items()], "flow": flow,
-            "norm_max": number(max(float(n.max()) for n in norms)), "resid": names, "prediction": prediction_json(sheet)}
+            "norm_max": number(max(float(n.max()) for n in norms)),
+            "resid": names, "prediction": prediction_json(sheet)}
 
 
 # -- what-ifs and generation ------------------------------------------------------------------------

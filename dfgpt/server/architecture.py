@@ -30,7 +30,7 @@ BLOCK = re.compile(r"^([A-Za-z_][\w.]*)\[(\d+)\]")  # a block's tensors: h[3].â€
 
 
 def tensor_of(sheet: Sheet, name: str) -> str:
-    """The tensor a cell name belongs to, by its longest prefix that names a tensor (`h[1].attn.q[0][2][3]` -> `h[1].attn.q`).
+    """The tensor a cell name belongs to: its longest prefix naming a tensor (`h[1].attn.q[0][2][3]` -> `h[1].attn.q`).
 
     >>> import dfgpt
     >>> tensor_of(dfgpt.load("sort-random").sheet("CABACA"), "h[1].attn.q[0][2][3]")
@@ -53,7 +53,7 @@ def _size(shape: tuple[int, ...]) -> int:
 
 
 def architecture_json(sheet: Sheet, block: int = 0) -> dict[str, Any]:
-    """The picture's boxes (id, label, kind, shape, width, row, link) and arrows (`[from, to]` ids), block `block` drawn whole."""
+    """The picture's boxes (id, label, kind, shape, width, row, link) and arrows (`[from, to]`), `block` drawn whole."""
     graph, T = sheet.graph, sheet.T
     n_layer = sheet.config.n_layer
     block = min(max(block, 0), n_layer - 1)
@@ -119,15 +119,15 @@ def architecture_json(sheet: Sheet, block: int = 0) -> dict[str, Any]:
                 edges.append(e)
     parts = []
     for part in dict.fromkeys(nd["part"] for nd in nodes if nd["part"].startswith(inner + ".")):
-        mine = [nd for nd in nodes if nd["part"] == part]
+        members = [nd for nd in nodes if nd["part"] == part]
         sub = part.split(".", 1)[1]
-        link: dict[str, Any] = {"view": "block", "block": block} if "attn" in sub else dict(next(
-            nd["link"] for nd in mine if nd["kind"] == "computed"))
-        parts.append({"part": part, "label": sub, "rows": [min(nd["row"] for nd in mine),
-                                                                   max(nd["row"] for nd in mine)], "link": link})
+        link: dict[str, Any] = {"view": "block", "block": block} if "att" in sub else dict(next(
+            nd["link"] for nd in members if nd["kind"] == "computed"))  # attention: its heads; else its first tensor
+        rows_of = [nd["row"] for nd in members]
+        parts.append({"part": part, "label": sub, "rows": [min(rows_of), max(rows_of)], "link": link})
     inside = [nd["row"] for nd in nodes if nd["part"].startswith(inner)]
-    return {"block": block, "prefix": prefix, "n_layer": n_layer, "nodes": nodes, "edges": edges, "parts": parts, "rows": offset,
-            "block_rows": [min(inside), max(inside)]}
+    return {"block": block, "prefix": prefix, "n_layer": n_layer, "nodes": nodes, "edges": edges, "parts": parts,
+            "rows": offset, "block_rows": [min(inside), max(inside)]}
 
 
 def _reader_row(graph: Any, rows: dict[str, int], n: str) -> int | None:

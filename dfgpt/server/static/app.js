@@ -597,8 +597,8 @@ document.addEventListener("keydown", (ev) => {
 let FOCUS = null;
 document.addEventListener("click", (ev) => { // a plain click on a link of this page: the view in one request, no reload
   const a = ev.target.closest("a[href]");
-  if (!a || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0 || a.id === "home" || a.target) return;
-  const url = new URL(a.href);
+  if (!a || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0 || a.id === "home" || a.getAttribute("target")) return;
+  const url = new URL(a.getAttribute("href"), location.href); // an SVG link's .href is not a text
   if (url.origin !== location.origin || url.pathname !== "/") return;
   ev.preventDefault();
   navigate(fromQuery(url.searchParams), true);
