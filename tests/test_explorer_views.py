@@ -188,6 +188,19 @@ def test_the_overview_of_another_family_draws_its_block(browser, base, name):
     assert "layers[0].out" in got and "layers[1]" in got
     assert [e.text for e in d.find_elements(By.CSS_SELECTOR, "table.flow th a.tensor-link")][:3] == [
         "emb", "layers[0].out", "layers[1].out"]
+    n = renders(d)
+    d.find_element(By.CSS_SELECTOR, '#arch a.box[data-tensor="layers[1]"]').click()  # the block, with its heads
+    ready(d, n)
+    assert d.find_element(By.CSS_SELECTOR, "#view h1").text.startswith("block layers[1]")
+    assert len(d.find_elements(By.CSS_SELECTOR, "a.head-card")) == 4
+    n = renders(d)
+    d.find_element(By.CSS_SELECTOR, 'a.head-card[data-head="3"]').click()
+    ready(d, n)
+    attn = "layers[1].self_attn" if name == "llama" else "layers[1].attention"
+    assert [t.get_attribute("data-tensor") for t in d.find_elements(By.CSS_SELECTOR, "table.grid")] == [
+        f"{attn}.{p}" for p in ("att", "score", "q", "k", "v")]
+    open_page(d, f"{base}/?model={name}&text=ABCD&path=0")  # the path, by this family's names
+    assert len(d.find_elements(By.CSS_SELECTOR, "#path a.dot")) == 3 + 4 * 2 + 3
 
 
 def test_trace_arrows_are_the_cell_s_precedents_and_dependents_and_its_cone_is_outlined(browser, base, model, shots):

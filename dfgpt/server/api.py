@@ -215,7 +215,7 @@ def overview_json(sheet: Sheet) -> dict[str, Any]:
     return {"text": sheet.text, "tokens": [sheet.token_label(i) for i in sheet.tokens], "T": sheet.T,
             "stages": [{"stage": k, "tensors": v} for k, v in stages.items()], "flow": flow,
             "norm_max": number(max(float(n.max()) for n in norms)),
-            "resid": names, "prediction": prediction_json(sheet)}
+            "resid": names, "prefix": prefix, "prediction": prediction_json(sheet)}
 
 
 # -- what-ifs and generation ------------------------------------------------------------------------

@@ -17,7 +17,6 @@ is never a dead end.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 from ..errors import DfgptError, IndexError_, QueryError
 from ..sheet import Sheet
 from . import api
-from .architecture import architecture_json, tensor_of
+from .architecture import BLOCK, architecture_json, block_prefix, tensor_of
 
 __all__ = ["HEAD_PARTS", "INFLUENCE_LIMIT", "View", "locate", "view_json"]
 
@@ -92,16 +91,27 @@ def _place(sheet: Sheet, tensor: str, idx: list[int]) -> dict[str, Any]:
     return {"tensor": tensor, "lead": lead, "r0": row // w * w, "c0": col // w * w}
 
 
+def _attention(sheet: Sheet, block: int) -> str:
+    """A block's attention sub-layer, by the family's names: `h[1].attn` (GPT-2), `layers[1].self_attn` (Llama)."""
+    inner = f"{block_prefix(sheet.graph)}[{block}]."
+    return next((n[:-4] for n in sheet.graph.order if n.startswith(inner) and n.endswith(".att")), inner + "attn")
+
+
 def _grids(sheet: Sheet, v: View, n_layer: int, n_head: int) -> list[dict[str, Any]]:
     if v.view in ("block", "head"):
-        b = v.block
+        b, p = v.block, block_prefix(sheet.graph)
         if b is None or not 0 <= b < n_layer:
-            raise IndexError_(f"block {b} is not a block of this model; its blocks are h[0] to h[{n_layer - 1}].")
+            raise IndexError_(f"block {b} is not a block of this model; its blocks are {p}[0] to {p}[{n_layer - 1}].")
+        attn = _attention(sheet, b)
         if v.view == "block":
-            return [api.tensor_json(sheet, f"h[{b}].attn.att", i) for i in range(n_head)]
+            return [api.tensor_json(sheet, f"{attn}.att", i) for i in range(n_head)]
         if v.head is None or not 0 <= v.head < n_head:
-            raise IndexError_(f"head {v.head} is not a head of h[{b}]; its heads are 0 to {n_head - 1}.")
-        return [api.tensor_json(sheet, f"h[{b}].attn.{p}", v.head) for p in HEAD_PARTS]
+            raise IndexError_(f"head {v.head} is not a head of {p}[{b}]; its heads are 0 to {n_head - 1}.")
+        out = []
+        for part in HEAD_PARTS:  # grouped-query attention: a key/value head serves n_head // n_kv_head query heads
+            kv = sheet.graph.specs[f"{attn}.{part}"].shape(sheet.T)[0]
+            out.append(api.tensor_json(sheet, f"{attn}.{part}", v.head // (n_head // kv)))
+        return out
     if v.view == "tensor" and v.tensor:
         return [api.tensor_json(sheet, v.tensor, v.lead, v.r0, v.c0)]
     return []
@@ -218,8 +228,8 @@ def view_json(sheet: Sheet, v: View, small: bool | None = None, rank: Ranker = _
         errors["sampling"] = str(e)
         out["dist"] = api.dist_json(sheet, None, 1.0, None, None)
     if v.view == "overview":  # the architecture, with the selected cell's block drawn whole
-        m = re.match(r"^h\[(\d+)\]", cell["tensor"]) if cell else None
-        out["architecture"] = architecture_json(sheet, int(m.group(1)) if m else v.block or 0)
+        m = BLOCK.match(cell["tensor"]) if cell else None
+        out["architecture"] = architecture_json(sheet, int(m.group(2)) if m else v.block or 0)
     out.update(view={"view": v.view, "block": v.block, "head": v.head, "tensor": v.tensor, "lead": v.lead,
                      "r0": v.r0, "c0": v.c0, "cell": cell["name"] if cell else None},
                grids=grids, cell=cell, errors=errors)

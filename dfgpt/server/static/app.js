@@ -314,10 +314,11 @@ function viewOverview(el, page) {
 
 function viewBlock(el, page) {
   const b = S.block, m = page.model;
-  let h = `<h1>block h[${b}] <small>${b > 0 ? blockLink(b - 1, `← h[${b - 1}]`) + " " : ""}${b < m.n_layer - 1 ? blockLink(b + 1, `h[${b + 1}] →`) : ""}</small></h1>`;
+  const P = page.overview.prefix; // h (GPT-2), layers (Llama, NeoX)
+  let h = `<h1>block ${P}[${b}] <small>${b > 0 ? blockLink(b - 1, `← ${P}[${b - 1}]`) + " " : ""}${b < m.n_layer - 1 ? blockLink(b + 1, `${P}[${b + 1}] →`) : ""}</small></h1>`;
   h += `<div class="card"><h2>attention of each head (query position ↓, key position →); open a head</h2><div class="heads">`;
   for (let i = 0; i < m.n_head; i++) h += `<a class="head-card" data-block="${b}" data-head="${i}" href="${href({ ...CLEAR, view: "head", block: b, head: i })}"><span class="hint">head ${i}</span><span class="gridwrap small" id="att-${i}"></span></a>`;
-  const st = page.overview.stages.find((s) => s.stage === `h[${b}]`);
+  const st = page.overview.stages.find((s) => s.stage === `${P}[${b}]`);
   h += `</div></div><div class="card"><h2>the block's tensors, by sub-layer</h2>`;
   for (const [part, ts] of groupBy(st.tensors, (t) => t.part)) h += `<div class="sub"><h3>${esc(part)}</h3><div class="chips">${ts.map(chip).join("")}</div></div>`;
   el.innerHTML = h + "</div>";
@@ -326,13 +327,13 @@ function viewBlock(el, page) {
 
 function viewHead(el, page) {
   const b = S.block, hd = S.head, m = page.model;
-  let h = `<h1>h[${b}].attn head ${hd} <small>`;
+  let h = `<h1>${esc(page.grids[0].name.replace(/\.att$/, ""))} head ${hd} <small>`;
   for (let i = 0; i < m.n_head; i++) if (i !== hd) h += headLink(b, i, `head ${i}`) + " ";
   h += `</small></h1><div class="headgrid">`;
   const what = { att: "attention map: softmax of the scores", score: "scores q·k/√d (masked: future keys)", q: "queries", k: "keys", v: "values" };
   page.grids.forEach((t, i) => {
     const p = t.name.split(".").pop();
-    h += `<div class="card"><h2><span class="name">${tensorLink(t.name, hd, `${esc(t.name)}[${hd}]`)}</span> — ${what[p]}</h2><div class="gridwrap small" id="g-${i}"></div></div>`;
+    h += `<div class="card"><h2><span class="name">${tensorLink(t.name, t.lead.length ? t.lead[0] : hd, `${esc(t.name)}[${t.lead.length ? t.lead[0] : hd}]`)}</span> — ${what[p]}</h2><div class="gridwrap small" id="g-${i}"></div></div>`;
   });
   el.innerHTML = h + "</div>";
   page.grids.forEach((t, i) => fillGrid($(`#g-${i}`), t, false));
@@ -356,10 +357,10 @@ function viewTensor(el, page) {
 function crumbs(page) {
   const parts = [`<a class="go" data-home="1" href="${href({ ...CLEAR, view: "overview" })}" title="${esc(page.text)}">${esc(S.model)} · “${esc(short(page.text, 24))}”</a>`];
   const t = S.tensor || "";
-  const blk = S.view === "tensor" ? (t.match(/^h\[(\d+)\]/) || [])[1] : S.block;
-  if (blk !== undefined && blk !== null && S.view !== "overview") parts.push(blockLink(blk, `block h[${blk}]`));
+  const blk = S.view === "tensor" ? (t.match(/^[A-Za-z_][\w.]*\[(\d+)\]\./) || [])[1] : S.block;
+  if (blk !== undefined && blk !== null && S.view !== "overview") parts.push(blockLink(blk, `block ${page.overview.prefix}[${blk}]`));
   if (S.view === "head") parts.push(`<span>head ${S.head}</span>`);
-  if (S.view === "tensor" && /\.attn\.(q|k|v|score|att)$/.test(t)) parts.push(headLink(blk, S.lead, `head ${S.lead}`));
+  if (S.view === "tensor" && /\.(attn|self_attn|attention)\.(q|k|v|score|att)$/.test(t)) parts.push(headLink(blk, S.lead, `head ${S.lead}`));
   if (S.view === "tensor") parts.push(tensorLink(t, S.lead, esc(t)));
   if (S.cell) parts.push(cellLink(S.cell));
   $("#crumbs-path").innerHTML = parts.join('<span class="sep">›</span>');
@@ -457,14 +458,17 @@ function pathSteps(page) {
     : `We follow position ${t} (“${esc(tok)}”) through the model to the token it predicts next.` }];
   steps.push({ title: "the token", state: cell("tokens", `[${t}]`), text: `Position ${t} holds the token “${esc(tok)}”. Every number below is a cell of the sheet: click one for its formula, or type a new value to see what changes.` });
   steps.push({ title: "embedding", state: cell("emb", `[${t}][0]`), text: `The token becomes a vector of ${m.n_embd} numbers: its row of the token embedding plus the position's row of the position embedding (the formula shows both cells). This row is the start of the residual stream.` });
-  for (let b = 0; b < m.n_layer; b++) {
-    if (have.has(`h[${b}].attn.att`)) steps.push({ title: `block ${b}: attention`, state: { ...CLEAR, view: "head", block: b, head: 0, cell: `h[${b}].attn.att[0][${t}][${t}]` },
+  const P = o.prefix, names = o.stages.flatMap((s) => s.tensors.map((x) => x.name));
+  for (let b = 0; b < m.n_layer; b++) { // by the family's names: h[b].attn (GPT-2), layers[b].self_attn (Llama)
+    const att = names.find((n) => n.startsWith(`${P}[${b}].`) && n.endsWith(".att")) || "", attn = att.slice(0, -4);
+    if (att) steps.push({ title: `block ${b}: attention`, state: { ...CLEAR, view: "head", block: b, head: 0, cell: `${att}[0][${t}][${t}]` },
       text: `Row ${t} of head 0's attention map: how much position ${t} takes from each position up to itself (the rows sum to 1; later positions are masked). The other heads are one click away.` });
-    if (have.has(`h[${b}].attn.out`)) steps.push({ title: `block ${b}: attention out`, state: cell(`h[${b}].attn.out`, `[${t}][0]`), text: `The heads' mixed values, projected back to the stream's width: what attention adds to position ${t}.` });
-    if (have.has(`h[${b}].mlp.out`)) steps.push({ title: `block ${b}: MLP`, state: cell(`h[${b}].mlp.out`, `[${t}][0]`), text: `The MLP reads position ${t} alone (no mixing across positions) and adds its output to the stream.` });
-    if (have.has(`h[${b}].out`)) steps.push({ title: `block ${b}: out`, state: cell(`h[${b}].out`, `[${t}][0]`), text: `The residual stream after block ${b}: what came in, plus attention, plus the MLP.` });
+    if (have.has(`${attn}.out`)) steps.push({ title: `block ${b}: attention out`, state: cell(`${attn}.out`, `[${t}][0]`), text: `The heads' mixed values, projected back to the stream's width: what attention adds to position ${t}.` });
+    if (have.has(`${P}[${b}].mlp.out`)) steps.push({ title: `block ${b}: MLP`, state: cell(`${P}[${b}].mlp.out`, `[${t}][0]`), text: `The MLP reads position ${t} alone (no mixing across positions) and adds its output to the stream.` });
+    if (have.has(`${P}[${b}].out`)) steps.push({ title: `block ${b}: out`, state: cell(`${P}[${b}].out`, `[${t}][0]`), text: `The residual stream after block ${b}: what came in, plus attention, plus the MLP.` });
   }
-  if (have.has("ln_f.out")) steps.push({ title: "final norm", state: cell("ln_f.out", `[${t}][0]`), text: "The last LayerNorm rescales the stream before it is read out." });
+  const norm = names.find((n) => !/\[\d+\]/.test(n) && n !== "emb" && n.endsWith(".out")); // ln_f.out, norm.out
+  if (norm) steps.push({ title: "final norm", state: cell(norm, `[${t}][0]`), text: "The last LayerNorm rescales the stream before it is read out." });
   steps.push({ title: "logits", state: cell("logit", `[${t}][${pred}]`), text: `One score per token of the vocabulary: the dot product of the normalised stream with that token's row of the unembedding. “${esc(pred)}” scores highest.` });
   steps.push({ title: "prediction", state: cell("prob", `[${t}][${pred}]`), text: `Softmax turns the scores into probabilities: the model predicts “${esc(pred)}” after position ${t}. Edit any cell on the way (a weight, a token, an activation) and watch this number move.` });
   return steps;
