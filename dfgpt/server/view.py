@@ -195,7 +195,9 @@ def view_json(sheet: Sheet, v: View, small: bool | None = None, rank: Ranker = _
     cfg = sheet.config
     small = sheet.model.n_params <= INFLUENCE_LIMIT if small is None else small
     errors: dict[str, str] = {}
-    out: dict[str, Any] = {"overview": api.overview_json(sheet)}
+    # the overview (~70 ms at GPT-2 size T = 64: 13 norms of [T, C], the flow) changes only with an edit
+    out: dict[str, Any] = {"overview": memo(("overview", sheet.engine.revision, sheet.T),
+                                            lambda: api.overview_json(sheet))}
     view, fields = v.view, {}
     if view is None:
         view = "tensor" if (v.cell or v.tensor) else "head" if v.head is not None else (
@@ -229,7 +231,8 @@ def view_json(sheet: Sheet, v: View, small: bool | None = None, rank: Ranker = _
         out["dist"] = api.dist_json(sheet, None, 1.0, None, None)
     if v.view == "overview":  # the architecture, with the selected cell's block drawn whole
         m = BLOCK.match(cell["tensor"]) if cell else None
-        out["architecture"] = architecture_json(sheet, int(m.group(2)) if m else v.block or 0)
+        block = int(m.group(2)) if m else v.block or 0
+        out["architecture"] = memo(("architecture", sheet.T, block), lambda: architecture_json(sheet, block))
     out.update(view={"view": v.view, "block": v.block, "head": v.head, "tensor": v.tensor, "lead": v.lead,
                      "r0": v.r0, "c0": v.c0, "cell": cell["name"] if cell else None},
                grids=grids, cell=cell, errors=errors)
