@@ -140,11 +140,11 @@ const CLEAR = { block: null, head: null, tensor: null, lead: 0, r0: 0, c0: 0, ce
 const sameSheet = (a, b) => a.model === b.model && a.text === b.text && JSON.stringify(a.edits) === JSON.stringify(b.edits);
 
 // -- loading a view: one request -------------------------------------------------------------------
-async function load(push, receiptOf) {
+async function load(push, receiptOf, asked) { // asked: the view's request, already under way (the page's first)
   const seq = ++loadSeq, t0 = performance.now();
   if (!receiptOf) writeURL(push);
   try {
-    const r = receiptOf ? await receiptOf() : await post("view", {});
+    const r = receiptOf ? await receiptOf() : await (asked || post("view", {}));
     if (seq !== loadSeq) return; // a later click already asked
     const page = r.page || r;
     if (receiptOf) { STALE = r.stale_by_tensor || {}; CHANGED = true; showReceipt(r); }
@@ -670,14 +670,17 @@ function defaultText(m) { // an input every model reads: CABACA for the sort mod
 }
 
 (async function start() {
+  Object.assign(S, fromQuery(new URLSearchParams(location.search)));
+  // an address naming its model and input asks for its view beside the colours and the models: one round trip less
+  const asked = S.model && S.text ? post("view", {}) : null;
+  if (asked) asked.catch(() => {}); // its error is shown by load(), which awaits it
   const [colors, models] = await Promise.all([request("/api/colors"), request("/api/models")]);
   COLORS = colors; MODELS = models.models;
   $("#model").innerHTML = MODELS.map((m) => `<option value="${esc(m.name)}">${esc(m.name)}</option>`).join("");
-  Object.assign(S, fromQuery(new URLSearchParams(location.search)));
   if (!S.model) S.model = MODELS[0].name;
   $("#model").value = S.model;
   const m = MODELS.find((x) => x.name === S.model);
   if (!S.text) S.text = defaultText(m || MODELS[0]);
   $("#text").value = S.text;
-  load(false);
+  load(false, null, asked);
 })();
