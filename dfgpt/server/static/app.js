@@ -491,9 +491,11 @@ function linkify(formula) { // cell names in a formula become links; a name inde
   return esc(formula).replace(NAME, (m) =>
     vars.some((v) => m.includes(`[${v}]`)) ? `<span class="range">${m}</span>` : cellLink(m.replace(/&amp;/g, "&"), m));
 }
+const SHOWN = 120; // links in a precedents or dependents list: a GPT-2 logit reads 1,536 cells (Ctrl+G reaches any)
 function names(list, n) {
-  const shown = list.map((c) => cellLink(c)).join(" ");
-  return (shown || '<span class="hint">none</span>') + (n > list.length ? ` <span class="hint">… ${n - list.length} more</span>` : "");
+  const shown = list.slice(0, SHOWN).map((c) => cellLink(c)).join(" ");
+  const rest = n - Math.min(SHOWN, list.length);
+  return (shown || '<span class="hint">none</span>') + (rest > 0 ? ` <span class="hint">… ${rest.toLocaleString("en")} more</span>` : "");
 }
 function renderCell(c) {
   const body = $("#cell-body");
