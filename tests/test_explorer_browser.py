@@ -39,7 +39,8 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
          "--hide-scrollbars",
          "--force-device-scale-factor=1", "--font-render-hinting=none", f"--window-size={SIZE[0]},{SIZE[1]}")
-NAMES = ("overview", "block", "head", "cell", "edit", "generate", "narrow")  # the screenshots docs/explorer.md shows
+NAMES = ("overview", "block", "head", "cell", "edit", "generate", "narrow",  # the screenshots docs/explorer.md shows
+         "architecture", "trace", "path")  # the last three: taken by test_explorer_views.py
 NARROW = (1024, 768)
 
 

@@ -401,7 +401,8 @@ def test_9_a_keyboard_only_path(browser, base, model):
     d = browser
     sheet = model.sheet("CABACA")
     open_page(d, f"{base}/?model=sort&text=CABACA")
-    hrefs = [a.get_attribute("href") for a in d.find_elements(By.CSS_SELECTOR, "#view a, #crumbs a, #dist a")]
+    hrefs = [a.get_dom_attribute("href")  # the attribute: an SVG link's `href` property is an object, not a text
+             for a in d.find_elements(By.CSS_SELECTOR, "#view a, #crumbs a, #dist a")]
     assert hrefs and all(h and "/?" in h for h in hrefs)  # real links: openable, copyable, focusable
     body = d.find_element(By.TAG_NAME, "body")
 

@@ -26,6 +26,7 @@ from ..errors import IndexError_, QueryError, UnknownNameError, suggest
 from ..generation.generate import sample_dist
 from ..model import Model
 from ..sheet import Sheet
+from .architecture import BLOCK, block_prefix
 
 __all__ = [
     "WINDOW",
@@ -186,11 +187,11 @@ def prediction_json(sheet: Sheet, pos: int | None = None) -> dict[str, Any]:
                                   "prob": number(probs[v])} for v in order]}
 
 
-def _stage_of(name: str) -> str:
-    parts = name.split(".")
-    if parts[0].startswith("h["):
-        return parts[0]
-    return {"wte": "embedding", "wpe": "embedding", "tokens": "embedding", "emb": "embedding"}.get(parts[0], "output")
+def _stage_of(sheet: Sheet, name: str) -> str:
+    m = BLOCK.match(name)  # h[3] (GPT-2), layers[3] (Llama, NeoX)
+    if m:
+        return m.group(0)
+    return "embedding" if sheet.graph.specs[name].stage == "embedding" else "output"
 
 
 def overview_json(sheet: Sheet) -> dict[str, Any]:
@@ -201,9 +202,11 @@ def overview_json(sheet: Sheet) -> dict[str, Any]:
         spec = g.specs[t]
         if t == "temperature":
             continue
-        stages.setdefault(_stage_of(t), []).append(
+        stages.setdefault(_stage_of(sheet, t), []).append(
             {"name": t, "kind": spec.kind, "shape": list(spec.shape(sheet.T)), "part": spec.stage})
-    resid = [sheet.values("emb")] + [sheet.values(f"h[{i}].out") for i in range(cfg.n_layer)]
+    prefix = block_prefix(g)
+    names = ["emb"] + [f"{prefix}[{i}].out" for i in range(cfg.n_layer)]
+    resid = [sheet.values(n) for n in names]
     norms = [np.linalg.norm(r, axis=-1) for r in resid]
     probs = sheet.values("prob")
     nxt = np.argmax(sheet.values("logit"), axis=-1)
@@ -211,7 +214,8 @@ def overview_json(sheet: Sheet) -> dict[str, Any]:
              "p": number(probs[t, nxt[t]]), "norms": [number(n[t]) for n in norms]} for t in range(sheet.T)]
     return {"text": sheet.text, "tokens": [sheet.token_label(i) for i in sheet.tokens], "T": sheet.T,
             "stages": [{"stage": k, "tensors": v} for k, v in stages.items()], "flow": flow,
-            "norm_max": number(max(float(n.max()) for n in norms)), "prediction": prediction_json(sheet)}
+            "norm_max": number(max(float(n.max()) for n in norms)),
+            "resid": names, "prefix": prefix, "prediction": prediction_json(sheet)}
 
 
 # -- what-ifs and generation ------------------------------------------------------------------------

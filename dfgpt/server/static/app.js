@@ -10,7 +10,7 @@ const W = 64; // the server's window of rows and columns
 const VIEW_KEYS = ["view", "block", "head", "tensor", "lead", "r0", "c0", "cell"];
 const NUMS = ["block", "head", "lead", "r0", "c0"];
 const DEFAULTS = { model: null, text: null, view: null, block: null, head: null, tensor: null, lead: 0, r0: 0, c0: 0,
-  cell: null, edits: [], temperature: 1, top_k: 0, top_p: 1, seed: 0 };
+  cell: null, edits: [], temperature: 1, top_k: 0, top_p: 1, seed: 0, path: null };
 const S = { ...DEFAULTS };
 let COLORS = {}, MODELS = [], PAGE = null, HISTORY = { undo: 0, redo: 0 }, STALE = {}, BEFORE = {}, CHANGED = false;
 let distSeq = 0, loadSeq = 0, busy = 0, LOADED = false;
@@ -111,6 +111,7 @@ function fromQuery(q) {
     const v = q.has(k) ? Number(q.get(k)) : d;
     out[k] = Number.isFinite(v) ? v : d;
   }
+  out.path = q.has("path") && Number.isInteger(Number(q.get("path"))) ? Number(q.get("path")) : null;
   for (const e of q.getAll("edit")) { const i = e.lastIndexOf("="); if (i > 0) out.edits.push([e.slice(0, i), Number(e.slice(i + 1))]); }
   return out;
 }
@@ -118,13 +119,14 @@ function toQuery(st) {
   const q = new URLSearchParams();
   for (const k of ["model", "text", ...VIEW_KEYS]) {
     const v = st[k];
-    if (v === null || v === undefined || (["lead", "r0", "c0"].includes(k) && !v) || (k === "view" && v === "overview")) continue;
+    if (v === null || v === undefined || (["lead", "r0", "c0"].includes(k) && !v) || (k === "view" && v === "overview" && !st.cell)) continue;
     q.set(k, v);
   }
   if (st.temperature !== 1) q.set("temperature", st.temperature);
   if (st.top_k) q.set("top_k", st.top_k);
   if (st.top_p !== 1) q.set("top_p", st.top_p);
   if (st.seed) q.set("seed", st.seed);
+  if (st.path !== null && st.path !== undefined) q.set("path", st.path);
   for (const [n, v] of st.edits) q.append("edit", `${n}=${v}`);
   return "/?" + q.toString().replace(/%5B/g, "[").replace(/%5D/g, "]").replace(/%2A/g, "*").replace(/%3D/g, "=");
 }
@@ -138,11 +140,11 @@ const CLEAR = { block: null, head: null, tensor: null, lead: 0, r0: 0, c0: 0, ce
 const sameSheet = (a, b) => a.model === b.model && a.text === b.text && JSON.stringify(a.edits) === JSON.stringify(b.edits);
 
 // -- loading a view: one request -------------------------------------------------------------------
-async function load(push, receiptOf) {
+async function load(push, receiptOf, asked) { // asked: the view's request, already under way (the page's first)
   const seq = ++loadSeq, t0 = performance.now();
   if (!receiptOf) writeURL(push);
   try {
-    const r = receiptOf ? await receiptOf() : await post("view", {});
+    const r = receiptOf ? await receiptOf() : await (asked || post("view", {}));
     if (seq !== loadSeq) return; // a later click already asked
     const page = r.page || r;
     if (receiptOf) { STALE = r.stale_by_tensor || {}; CHANGED = true; showReceipt(r); }
@@ -194,6 +196,7 @@ function show(page, push) {
   else if (S.view === "head") viewHead(el, page);
   else if (S.view === "tensor") viewTensor(el, page);
   else viewOverview(el, page);
+  if (S.path !== null) el.insertAdjacentHTML("afterbegin", pathHTML(page));
   crumbs(page);
   renderBadge();
   renderCell(page.cell);
@@ -275,10 +278,13 @@ const cellLink = (name, text) => `<a class="ref" data-cell="${esc(name)}" href="
 function viewOverview(el, page) {
   const o = page.overview, m = page.model;
   let h = `<h1>${esc(m.name)} <small>${esc(m.title)}</small></h1>`;
+  if (S.path === null) h += `<p class="start"><a class="go" id="path-start" href="${href({ ...CLEAR, view: "overview", path: 0 })}">follow one token through the model, step by step →</a></p>`;
+  if (page.architecture) h += `<div class="card" id="arch-card"><h2>the architecture: embedding → ${m.n_layer} blocks → logits${page.cell ? ` · the trace of <span class="name">${esc(page.cell.name)}</span>: <span class="key in">reads</span> <span class="key out">read by</span> <span class="key cone">in its cone</span>` : " · every box opens its tensor, block or heads"}</h2><div class="scroll">${archSVG(page.architecture, page.cell)}</div></div>`;
   h += `<div class="card"><h2>the flow of “<span class="name">${esc(short(o.text, 60))}</span>” through the model: size of the residual stream per position</h2><div class="scroll"><table class="flow"><tr><th></th>`;
   for (const f of o.flow) h += `<th>${f.pos}</th>`;
-  h += `</tr><tr><th>token</th>${o.flow.map((f) => `<td class="tok">${esc(f.token)}</td>`).join("")}</tr>`;
-  const rows = ["emb", ...Array.from({ length: m.n_layer }, (_, i) => `h[${i}].out`)];
+  const prompt = isSort() ? PROMPT[m.name] : null; // a task's prompt, then the model's own tokens
+  h += `</tr><tr><th>token</th>${o.flow.map((f) => `<td class="tok${prompt === null ? "" : f.pos < prompt ? " prompt" : " generated"}"${prompt === null ? "" : ` title="${f.pos < prompt ? "prompt" : "generated"}"`}>${esc(f.token)}</td>`).join("")}</tr>`;
+  const rows = o.resid;
   rows.forEach((name, r) => {
     h += `<tr><th>${tensorLink(name, 0, name)}</th>`;
     for (const f of o.flow) {
@@ -287,14 +293,16 @@ function viewOverview(el, page) {
     }
     h += "</tr>";
   });
-  h += `<tr><th>${tensorLink("prob", 0, "next")}</th>${o.flow.map((f) => `<td class="tok" title="p = ${f.p}">${esc(f.next)} <small>${fmt(f.p)}</small></td>`).join("")}</tr></table></div></div>`;
+  h += `<tr><th>${tensorLink("prob", 0, "next")}</th>${o.flow.map((f) => `<td class="tok" title="p = ${f.p}">${esc(f.next)} <small>${fmt(f.p)}</small></td>`).join("")}</tr></table></div>`;
+  if (prompt !== null) h += `<p class="hint" id="prompt-note"><span class="tok prompt">prompt</span> positions 0–${prompt - 1}, the letters to sort; <span class="tok generated">generated</span> from ${prompt} on, the sorted letters the model writes.</p>`;
+  h += "</div>";
   h += `<div class="cards">`;
   for (const st of o.stages) {
     const parts = groupBy(st.tensors, (t) => t.part);
     let inner = "";
     for (const [part, ts] of parts) inner += `<div class="sub"><h3>${esc(part)}</h3><div class="chips">${ts.map(chip).join("")}</div></div>`;
-    if (st.stage.startsWith("h[")) {
-      const b = Number(st.stage.slice(2, -1));
+    if (/\[\d+\]$/.test(st.stage)) {
+      const b = Number(st.stage.slice(st.stage.lastIndexOf("[") + 1, -1));
       const heads = Array.from({ length: m.n_head }, (_, i) => headLink(b, i, `head ${i}`)).join(" ");
       h += `<details class="card block" data-block="${b}"${b === 0 ? " open" : ""}><summary>block ${esc(st.stage)}${blockLink(b, "open block →")}</summary>${inner}<div class="sub"><h3>attention heads</h3>${heads}</div></details>`;
     } else {
@@ -306,10 +314,11 @@ function viewOverview(el, page) {
 
 function viewBlock(el, page) {
   const b = S.block, m = page.model;
-  let h = `<h1>block h[${b}] <small>${b > 0 ? blockLink(b - 1, `← h[${b - 1}]`) + " " : ""}${b < m.n_layer - 1 ? blockLink(b + 1, `h[${b + 1}] →`) : ""}</small></h1>`;
+  const P = page.overview.prefix; // h (GPT-2), layers (Llama, NeoX)
+  let h = `<h1>block ${P}[${b}] <small>${b > 0 ? blockLink(b - 1, `← ${P}[${b - 1}]`) + " " : ""}${b < m.n_layer - 1 ? blockLink(b + 1, `${P}[${b + 1}] →`) : ""}</small></h1>`;
   h += `<div class="card"><h2>attention of each head (query position ↓, key position →); open a head</h2><div class="heads">`;
   for (let i = 0; i < m.n_head; i++) h += `<a class="head-card" data-block="${b}" data-head="${i}" href="${href({ ...CLEAR, view: "head", block: b, head: i })}"><span class="hint">head ${i}</span><span class="gridwrap small" id="att-${i}"></span></a>`;
-  const st = page.overview.stages.find((s) => s.stage === `h[${b}]`);
+  const st = page.overview.stages.find((s) => s.stage === `${P}[${b}]`);
   h += `</div></div><div class="card"><h2>the block's tensors, by sub-layer</h2>`;
   for (const [part, ts] of groupBy(st.tensors, (t) => t.part)) h += `<div class="sub"><h3>${esc(part)}</h3><div class="chips">${ts.map(chip).join("")}</div></div>`;
   el.innerHTML = h + "</div>";
@@ -318,13 +327,13 @@ function viewBlock(el, page) {
 
 function viewHead(el, page) {
   const b = S.block, hd = S.head, m = page.model;
-  let h = `<h1>h[${b}].attn head ${hd} <small>`;
+  let h = `<h1>${esc(page.grids[0].name.replace(/\.att$/, ""))} head ${hd} <small>`;
   for (let i = 0; i < m.n_head; i++) if (i !== hd) h += headLink(b, i, `head ${i}`) + " ";
   h += `</small></h1><div class="headgrid">`;
   const what = { att: "attention map: softmax of the scores", score: "scores q·k/√d (masked: future keys)", q: "queries", k: "keys", v: "values" };
   page.grids.forEach((t, i) => {
     const p = t.name.split(".").pop();
-    h += `<div class="card"><h2><span class="name">${tensorLink(t.name, hd, `${esc(t.name)}[${hd}]`)}</span> — ${what[p]}</h2><div class="gridwrap small" id="g-${i}"></div></div>`;
+    h += `<div class="card"><h2><span class="name">${tensorLink(t.name, t.lead.length ? t.lead[0] : hd, `${esc(t.name)}[${t.lead.length ? t.lead[0] : hd}]`)}</span> — ${what[p]}</h2><div class="gridwrap small" id="g-${i}"></div></div>`;
   });
   el.innerHTML = h + "</div>";
   page.grids.forEach((t, i) => fillGrid($(`#g-${i}`), t, false));
@@ -348,10 +357,10 @@ function viewTensor(el, page) {
 function crumbs(page) {
   const parts = [`<a class="go" data-home="1" href="${href({ ...CLEAR, view: "overview" })}" title="${esc(page.text)}">${esc(S.model)} · “${esc(short(page.text, 24))}”</a>`];
   const t = S.tensor || "";
-  const blk = S.view === "tensor" ? (t.match(/^h\[(\d+)\]/) || [])[1] : S.block;
-  if (blk !== undefined && blk !== null && S.view !== "overview") parts.push(blockLink(blk, `block h[${blk}]`));
+  const blk = S.view === "tensor" ? (t.match(/^[A-Za-z_][\w.]*\[(\d+)\]\./) || [])[1] : S.block;
+  if (blk !== undefined && blk !== null && S.view !== "overview") parts.push(blockLink(blk, `block ${page.overview.prefix}[${blk}]`));
   if (S.view === "head") parts.push(`<span>head ${S.head}</span>`);
-  if (S.view === "tensor" && /\.attn\.(q|k|v|score|att)$/.test(t)) parts.push(headLink(blk, S.lead, `head ${S.lead}`));
+  if (S.view === "tensor" && /\.(attn|self_attn|attention)\.(q|k|v|score|att)$/.test(t)) parts.push(headLink(blk, S.lead, `head ${S.lead}`));
   if (S.view === "tensor") parts.push(tensorLink(t, S.lead, esc(t)));
   if (S.cell) parts.push(cellLink(S.cell));
   $("#crumbs-path").innerHTML = parts.join('<span class="sep">›</span>');
@@ -365,6 +374,116 @@ function renderBadge() { // "edited: N changes [list] [reset]": an edited sheet 
     + ` <a id="reset" href="${href({ edits: [] })}" title="the unedited model">reset</a><span class="field-error" id="badge-error" role="alert" hidden></span>`;
 }
 
+// -- the architecture as a picture: the graph dfgpt.draw draws, one block whole; trace arrows ---------------------
+const ROW_H = 34, BOX_H = 20, GAP = 8, LEFT = 110, PAD = 10;
+function boxOf(a, name) { // the box a tensor is drawn in: its own, or its block's
+  if (a.nodes.some((n) => n.id === name)) return name;
+  const m = /^h\[(\d+)\]/.exec(name);
+  return m ? `h[${m[1]}]` : null;
+}
+function archLayout(a) {
+  const rows = new Map();
+  for (const n of a.nodes) { if (!rows.has(n.row)) rows.set(n.row, []); rows.get(n.row).push(n); }
+  let width = 0;
+  for (const ns of rows.values()) width = Math.max(width, ns.reduce((s, n) => s + n.width + GAP, -GAP));
+  const pos = {};
+  for (const [r, ns] of rows) {
+    let x = LEFT + PAD + (width - ns.reduce((s, n) => s + n.width + GAP, -GAP)) / 2;
+    for (const n of ns) { pos[n.id] = { x, y: PAD + r * ROW_H, w: n.width }; x += n.width + GAP; }
+  }
+  return { pos, width: LEFT + 2 * PAD + width, height: 2 * PAD + a.rows * ROW_H - (ROW_H - BOX_H) };
+}
+function arrow(p, q, cls) { // from box p to box q: down between rows, sideways within one
+  let d;
+  if (Math.abs(p.y - q.y) < 1) {
+    const [x1, x2] = p.x < q.x ? [p.x + p.w, q.x] : [p.x, q.x + q.w];
+    d = `M${x1},${p.y + BOX_H / 2} L${x2},${q.y + BOX_H / 2}`;
+  } else {
+    const x1 = p.x + p.w / 2, y1 = p.y + (q.y > p.y ? BOX_H : 0), x2 = q.x + q.w / 2, y2 = q.y + (q.y > p.y ? 0 : BOX_H);
+    const bend = Math.abs(y2 - y1) > ROW_H ? (x1 < x2 ? -1 : 1) * Math.min(60, Math.abs(y2 - y1) / 3) : 0;
+    d = `M${x1},${y1} C${x1 + bend},${(y1 + y2) / 2} ${x2 + bend},${(y1 + y2) / 2} ${x2},${y2}`;
+  }
+  return `<path class="${cls}" d="${d}" marker-end="url(#${cls === "edge" ? "head" : cls})"/>`;
+}
+function archSVG(a, cell, compact) {
+  const { pos, width, height } = archLayout(a);
+  const cone = cell ? cell.cone.tensors : {};
+  const inCone = (id) => Object.keys(cone).some((t) => t === id || boxOf(a, t) === id);
+  const target = cell ? boxOf(a, cell.tensor) : null;
+  let s = `<svg class="arch" id="arch" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="the architecture of ${esc(PAGE.model.name)}">`
+    + `<defs>${["head", "trace-in", "trace-out"].map((k) => `<marker id="${k}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="${k === "head" ? 6 : 9}" markerHeight="${k === "head" ? 6 : 9}" markerUnits="userSpaceOnUse" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="${k}"/></marker>`).join("")}</defs>`;
+  const [b0, b1] = a.block_rows;
+  s += `<rect class="blockframe" x="4" y="${PAD + b0 * ROW_H - 8}" width="${width - 8}" height="${(b1 - b0) * ROW_H + BOX_H + 16}" rx="8"/>`
+    + `<a href="${href({ ...CLEAR, view: "block", block: a.block, path: null })}" class="partlink"><text class="framelabel" x="10" y="${PAD + b1 * ROW_H + 6}">${esc(a.prefix)}[${a.block}]</text><text class="framenote" x="10" y="${PAD + b1 * ROW_H + 19}">1 of ${a.n_layer}</text></a>`;
+  for (const p of a.parts) { // a sub-layer's frame around its own boxes: NeoX's attention and MLP side by side
+    const mine = a.nodes.filter((n) => n.part === p.part).map((n) => pos[n.id]);
+    const x0 = Math.min(...mine.map((q) => q.x)) - 4, x1 = Math.max(...mine.map((q) => q.x + q.w)) + 4;
+    const y = PAD + p.rows[0] * ROW_H - 4, h = (p.rows[1] - p.rows[0]) * ROW_H + BOX_H + 8;
+    s += `<rect class="part" x="${x0}" y="${y}" width="${x1 - x0}" height="${h}" rx="5"/>`
+      + `<a class="partlink" href="${href({ ...CLEAR, ...p.link, path: null })}"><text class="partlabel" x="${x0 - 3}" y="${y + 14}" text-anchor="end">${esc(short(p.label, 14))}</text></a>`;
+  }
+  for (const [f, t] of a.edges) if (pos[f] && pos[t]) s += arrow(pos[f], pos[t], "edge");
+  if (cell) { // the trace: arrows from what the cell reads, to what reads it (a spreadsheet's trace precedents / dependents)
+    for (const p of cell.trace.precedents) { const f = boxOf(a, p); if (pos[f] && pos[target] && f !== target) s += arrow(pos[f], pos[target], "trace-in"); }
+    for (const d of cell.trace.dependents) { const t = boxOf(a, d); if (pos[t] && pos[target] && t !== target) s += arrow(pos[target], pos[t], "trace-out"); }
+  }
+  for (const n of a.nodes) {
+    const p = pos[n.id], kind = n.kind === "block" ? "blockbox" : n.kind;
+    const cls = `${kind}${inCone(n.id) ? " in-cone" : ""}${n.id === target ? " traced" : ""}`;
+    const link = n.kind === "block" ? { ...CLEAR, view: "block", block: n.link.block } : { ...CLEAR, view: "tensor", tensor: n.id };
+    const count = cone[n.id] ? `; ${cone[n.id].toLocaleString("en")} cells in the cone` : "";
+    s += `<a class="box" data-tensor="${esc(n.id)}" href="${href({ ...link, path: null })}"><title>${esc(n.id)} ${n.shape.join("×")}${count}</title>`
+      + `<rect class="${cls}" x="${p.x}" y="${p.y}" width="${p.w}" height="${BOX_H}" rx="3"/>`
+      + `<text x="${p.x + p.w / 2}" y="${p.y + 14}" text-anchor="middle">${esc(short(n.label, Math.floor(p.w / 6.2)))}</text></a>`;
+  }
+  return s + "</svg>";
+}
+function traceHTML(c) { // the cell panel's trace: what the cell reads → its tensor → what reads it
+  const col = (list) => list.map((t) => `<a class="tbox" href="${href({ ...CLEAR, view: "tensor", tensor: t, path: null })}">${esc(t)}</a>`).join("") || '<span class="hint">none</span>';
+  return `<div class="trace" id="cell-trace"><div class="tcol" id="trace-precedents">${col(c.trace.precedents)}</div><div class="tarrow in">↓ reads</div>`
+    + `<div class="tcol"><span class="tbox traced">${esc(c.tensor)}</span></div><div class="tarrow out">↓ read by</div><div class="tcol" id="trace-dependents">${col(c.trace.dependents)}</div></div>`
+    + `<a id="trace-arch" class="go" href="${href({ ...CLEAR, view: "overview", cell: c.name, path: null })}">trace it on the architecture →</a>`;
+}
+
+// -- the learner's path: one output token's computation, stage by stage, on the real cells ---------------------
+const PROMPT = { sort: 6, "sort-random": 6, "sort-neat": 6 }; // the task's prompt length: the rest is generated
+function isSort() { return Boolean(PAGE && PROMPT[PAGE.model.name] && PAGE.model.vocab); }
+function pathSteps(page) {
+  const o = page.overview, m = page.model, t = o.T - 1, tok = o.tokens[t];
+  const have = new Set(o.stages.flatMap((s) => s.tensors.map((x) => x.name)));
+  const pred = o.flow[t].next;
+  const cell = (tensor, idx) => ({ ...CLEAR, view: "tensor", tensor, cell: `${tensor}${idx}` });
+  const steps = [{ title: "the task", state: { ...CLEAR, view: "overview" }, text: isSort()
+    ? `<b>sort</b> reads ${PROMPT[m.name]} letters (A, B, C) and writes them in sorted order, one letter at a time. The prompt is positions 0–${PROMPT[m.name] - 1}; from ${PROMPT[m.name]} on, the letters are the model's own (press “generate one token”). We follow position ${t} (“${esc(tok)}”) through the model to the letter it predicts next.`
+    : `We follow position ${t} (“${esc(tok)}”) through the model to the token it predicts next.` }];
+  steps.push({ title: "the token", state: cell("tokens", `[${t}]`), text: `Position ${t} holds the token “${esc(tok)}”. Every number below is a cell of the sheet: click one for its formula, or type a new value to see what changes.` });
+  steps.push({ title: "embedding", state: cell("emb", `[${t}][0]`), text: `The token becomes a vector of ${m.n_embd} numbers: its row of the token embedding plus the position's row of the position embedding (the formula shows both cells). This row is the start of the residual stream.` });
+  const P = o.prefix, names = o.stages.flatMap((s) => s.tensors.map((x) => x.name));
+  for (let b = 0; b < m.n_layer; b++) { // by the family's names: h[b].attn (GPT-2), layers[b].self_attn (Llama)
+    const att = names.find((n) => n.startsWith(`${P}[${b}].`) && n.endsWith(".att")) || "", attn = att.slice(0, -4);
+    if (att) steps.push({ title: `block ${b}: attention`, state: { ...CLEAR, view: "head", block: b, head: 0, cell: `${att}[0][${t}][${t}]` },
+      text: `Row ${t} of head 0's attention map: how much position ${t} takes from each position up to itself (the rows sum to 1; later positions are masked). The other heads are one click away.` });
+    if (have.has(`${attn}.out`)) steps.push({ title: `block ${b}: attention out`, state: cell(`${attn}.out`, `[${t}][0]`), text: `The heads' mixed values, projected back to the stream's width: what attention adds to position ${t}.` });
+    if (have.has(`${P}[${b}].mlp.out`)) steps.push({ title: `block ${b}: MLP`, state: cell(`${P}[${b}].mlp.out`, `[${t}][0]`), text: `The MLP reads position ${t} alone (no mixing across positions) and adds its output to the stream.` });
+    if (have.has(`${P}[${b}].out`)) steps.push({ title: `block ${b}: out`, state: cell(`${P}[${b}].out`, `[${t}][0]`), text: `The residual stream after block ${b}: what came in, plus attention, plus the MLP.` });
+  }
+  const norm = names.find((n) => !/\[\d+\]/.test(n) && n !== "emb" && n.endsWith(".out")); // ln_f.out, norm.out
+  if (norm) steps.push({ title: "final norm", state: cell(norm, `[${t}][0]`), text: "The last LayerNorm rescales the stream before it is read out." });
+  steps.push({ title: "logits", state: cell("logit", `[${t}][${pred}]`), text: `One score per token of the vocabulary: the dot product of the normalised stream with that token's row of the unembedding. “${esc(pred)}” scores highest.` });
+  steps.push({ title: "prediction", state: cell("prob", `[${t}][${pred}]`), text: `Softmax turns the scores into probabilities: the model predicts “${esc(pred)}” after position ${t}. Edit any cell on the way (a weight, a token, an activation) and watch this number move.` });
+  return steps;
+}
+function pathHTML(page) {
+  const steps = pathSteps(page), k = Math.min(Math.max(S.path, 0), steps.length - 1), st = steps[k];
+  const go = (i, text, id) => i < 0 || i >= steps.length ? `<span class="page off">${text}</span>`
+    : `<a class="page" id="${id}" href="${href({ ...steps[i].state, path: i })}">${text}</a>`;
+  const value = page.cell && page.cell.name === st.state.cell ? ` <span class="mono" id="path-value">${esc(page.cell.name)} = ${esc(fmt(page.cell.value))}</span>` : "";
+  return `<div class="card path" id="path"><h2>follow one token · step ${k + 1} of ${steps.length}: ${esc(st.title)}</h2>`
+    + `<p id="path-text">${st.text}${value}</p><div class="row">${go(k - 1, "← back", "path-prev")} ${go(k + 1, "next →", "path-next")}`
+    + ` <a class="page" id="path-close" href="${href({ path: null })}">close</a>`
+    + `<span class="steps">${steps.map((x, i) => `<a class="dot${i === k ? " on" : ""}" href="${href({ ...x.state, path: i })}" title="${esc(x.title)}">${i + 1}</a>`).join("")}</span></div></div>`;
+}
+
 // -- the cell panel -------------------------------------------------------------------------------------
 const NAME = /[A-Za-z_]\w*(?:\[[^\]\s]+\]|\.[A-Za-z_]\w*)*\[[^\]\s]+\]/g; // a whole dotted name, every [...] in it
 function linkify(formula) { // cell names in a formula become links; a name indexed by a sum's variable stays text
@@ -372,9 +491,11 @@ function linkify(formula) { // cell names in a formula become links; a name inde
   return esc(formula).replace(NAME, (m) =>
     vars.some((v) => m.includes(`[${v}]`)) ? `<span class="range">${m}</span>` : cellLink(m.replace(/&amp;/g, "&"), m));
 }
+const SHOWN = 120; // links in a precedents or dependents list: a GPT-2 logit reads 1,536 cells (Ctrl+G reaches any)
 function names(list, n) {
-  const shown = list.map((c) => cellLink(c)).join(" ");
-  return (shown || '<span class="hint">none</span>') + (n > list.length ? ` <span class="hint">… ${n - list.length} more</span>` : "");
+  const shown = list.slice(0, SHOWN).map((c) => cellLink(c)).join(" ");
+  const rest = n - Math.min(SHOWN, list.length);
+  return (shown || '<span class="hint">none</span>') + (rest > 0 ? ` <span class="hint">… ${rest.toLocaleString("en")} more</span>` : "");
 }
 function renderCell(c) {
   const body = $("#cell-body");
@@ -385,7 +506,8 @@ function renderCell(c) {
     <div class="formula" id="cell-formula">${linkify(c.formula)}</div>
     <div class="kv"><span>precedents <kbd>Ctrl+[</kbd></span><div class="list" id="cell-precedents">${names(c.precedents, c.n_precedents)}</div>
     <span>dependents <kbd>Ctrl+]</kbd></span><div class="list" id="cell-dependents">${names(c.dependents, c.n_dependents)}</div>
-    <span>cone</span><div id="cell-cone" class="hint">it reads ${c.cone.cells.toLocaleString("en")} cells in ${Object.keys(c.cone.tensors).length} tensors, directly or not (outlined in red on the grids)</div></div>
+    <span>cone</span><div id="cell-cone" class="hint">it reads ${c.cone.cells.toLocaleString("en")} cells in ${Object.keys(c.cone.tensors).length} tensors, directly or not (outlined in red on the grids)</div>
+    <span>trace</span><div>${traceHTML(c)}</div></div>
     <form class="edit" id="edit-form"><input id="edit-value" aria-label="new value of ${esc(c.name)}" placeholder="new value: ${editable}" value="${c.kind === "input" ? "" : esc(c.value)}"><button id="edit-apply">set</button></form>
     <span class="field-error" id="edit-error" role="alert" hidden></span>
     <h2 style="margin-top:10px">top influences (gradient × value)</h2><div id="influence" class="hint">…</div>`;
@@ -481,8 +603,8 @@ document.addEventListener("keydown", (ev) => {
 let FOCUS = null;
 document.addEventListener("click", (ev) => { // a plain click on a link of this page: the view in one request, no reload
   const a = ev.target.closest("a[href]");
-  if (!a || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0 || a.id === "home" || a.target) return;
-  const url = new URL(a.href);
+  if (!a || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0 || a.id === "home" || a.getAttribute("target")) return;
+  const url = new URL(a.getAttribute("href"), location.href); // an SVG link's .href is not a text
   if (url.origin !== location.origin || url.pathname !== "/") return;
   ev.preventDefault();
   navigate(fromQuery(url.searchParams), true);
@@ -550,14 +672,17 @@ function defaultText(m) { // an input every model reads: CABACA for the sort mod
 }
 
 (async function start() {
+  Object.assign(S, fromQuery(new URLSearchParams(location.search)));
+  // an address naming its model and input asks for its view beside the colours and the models: one round trip less
+  const asked = S.model && S.text ? post("view", {}) : null;
+  if (asked) asked.catch(() => {}); // its error is shown by load(), which awaits it
   const [colors, models] = await Promise.all([request("/api/colors"), request("/api/models")]);
   COLORS = colors; MODELS = models.models;
   $("#model").innerHTML = MODELS.map((m) => `<option value="${esc(m.name)}">${esc(m.name)}</option>`).join("");
-  Object.assign(S, fromQuery(new URLSearchParams(location.search)));
   if (!S.model) S.model = MODELS[0].name;
   $("#model").value = S.model;
   const m = MODELS.find((x) => x.name === S.model);
   if (!S.text) S.text = defaultText(m || MODELS[0]);
   $("#text").value = S.text;
-  load(false);
+  load(false, null, asked);
 })();
