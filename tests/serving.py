@@ -38,3 +38,18 @@ def running(models: Mapping[str, Any], **kw: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def dask_client(workers: int) -> Iterator[Any]:
+    """A Dask client of a local cluster of `workers` one-thread processes on 127.0.0.1, closed after."""
+    import distributed  # imported when asked: the server tests do not need Dask
+
+    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       dashboard_address="127.0.0.1:0")
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

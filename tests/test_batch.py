@@ -19,6 +19,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import random_model
+from serving import dask_client
 
 import dfgpt
 from dfgpt.batch import api
@@ -500,15 +501,8 @@ def test_the_cli_ablates_and_ranks_influence_over_inputs(tmp_path, capsys):
 # -- on a Dask cluster ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address="127.0.0.1:0")
-    c = distributed.Client(cluster)
-    try:
+    with dask_client(2) as c:
         yield c
-    finally:
-        c.close()
-        cluster.close()
 
 
 def test_a_distributed_sweep_equals_the_in_process_one_exactly(client):

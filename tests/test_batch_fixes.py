@@ -20,6 +20,7 @@ import time
 import numpy as np
 import pytest
 from conftest import random_model
+from serving import dask_client
 
 import dfgpt
 from dfgpt.batch import api, plan, worker
@@ -39,15 +40,8 @@ def same(a, b):
 
 @pytest.fixture(scope="module")
 def client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address="127.0.0.1:0")
-    c = distributed.Client(cluster)
-    try:
+    with dask_client(1) as c:
         yield c
-    finally:
-        c.close()
-        cluster.close()
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import os
 import re
 import struct
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -55,21 +57,32 @@ def base(model):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
+@contextmanager
+def chromium(width: int = 1440, height: int = 900) -> Iterator[WebDriver]:
+    """A fresh Chromium (its own profile: no cookie, no history) whose page is width × height whatever the
+    window frame, its console recorded: every browser test starts its browser here."""
     options = Options()
     options.binary_location = "/usr/bin/chromium"
     for flag in FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.TemporaryDirectory()
-    options.add_argument(f"--user-data-dir={profile.name}")
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_window_size(*SIZE)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",  # the page itself SIZE, whatever the window frame
-                           {"width": SIZE[0], "height": SIZE[1], "deviceScaleFactor": 1, "mobile": False})
-    yield driver
-    driver.quit()
-    profile.cleanup()
+        if not flag.startswith("--window-size"):
+            options.add_argument(flag)
+    options.add_argument(f"--window-size={width},{height}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    with tempfile.TemporaryDirectory() as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium(*SIZE) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

@@ -7,22 +7,16 @@ Server tests ask the JSON API (Starlette's test client); browser tests drive a r
 from __future__ import annotations
 
 import json
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from serving import running
 from starlette.testclient import TestClient
-from test_explorer_browser import FLAGS, cell_value, ready, renders, wait
+from test_explorer_browser import cell_value, chromium, ready, renders, wait
 
 import dfgpt
 from dfgpt.generation.generate import sample_dist
@@ -50,27 +44,6 @@ def wide():
 def base(model, wide):
     with running({"sort": model, "wide": wide}) as url:
         yield url
-
-
-@contextmanager
-def chromium(width: int = 1440, height: int = 900) -> Iterator[WebDriver]:
-    """A fresh Chromium (its own profile: no cookie, no history) of this page size, its console recorded."""
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in FLAGS:
-        if not flag.startswith("--window-size"):
-            options.add_argument(flag)
-    options.add_argument(f"--window-size={width},{height}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    with tempfile.TemporaryDirectory() as profile:
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
-        try:
-            yield driver
-        finally:
-            driver.quit()
 
 
 @pytest.fixture(scope="module")

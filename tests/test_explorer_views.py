@@ -11,17 +11,13 @@ with DFGPT_UPDATE_DOCS=1), at 1440 × 900 and 1024 × 768.
 from __future__ import annotations
 
 import re
-import tempfile
 
 import numpy as np
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from serving import running
-from test_explorer_browser import FLAGS, SHOTS, UPDATE, open_page, ready, renders, wait
+from test_explorer_browser import SHOTS, UPDATE, chromium, open_page, ready, renders, wait
 
 import dfgpt
 from dfgpt.models.catalog import random_params
@@ -51,17 +47,8 @@ def base(model):
 
 @pytest.fixture(scope="module")
 def browser():
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.TemporaryDirectory()
-    options.add_argument(f"--user-data-dir={profile.name}")
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    size(driver, WIDE)
-    yield driver
-    driver.quit()
-    profile.cleanup()
+    with chromium(*WIDE) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")
