@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import tracemalloc
 from fractions import Fraction
 
 import numpy as np
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dfgpt
+from dfgpt.cli import train as train_cli
 from dfgpt.cli.main import main
 from dfgpt.core.config import MAX_LAYERS, Config, ConfigError, physical_memory
 from dfgpt.errors import (
@@ -28,6 +30,7 @@ from dfgpt.errors import (
     UnknownNameError,
 )
 from dfgpt.export.writers import ExportError
+from dfgpt.generation import generate as generation_module
 from dfgpt.generation.generate import MAX_NEW_TOKENS, GenerateError
 from dfgpt.views.colors import RenderError, new_digraph, write
 
@@ -57,10 +60,14 @@ def _hf_config(**fields) -> dict:
 def test_absurd_n_layer_in_a_hugging_face_config_is_refused_with_the_memory_it_needs(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(_hf_config(n_layer=1e30)))
     (tmp_path / "model.safetensors").write_bytes(b"never read")
-    t0 = time.perf_counter()
-    with pytest.raises(ConfigError) as e:
-        dfgpt.load(tmp_path)
-    assert time.perf_counter() - t0 < 1
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as e:
+            dfgpt.load(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, peak  # refused from the config's numbers: nothing of that size is allocated
     msg = str(e.value)
     assert msg.startswith("config.json: this config needs 8.72e+32 parameters, 3.49e+24 GB as float32")
     assert f"this machine has {physical_memory() / 1e9:.3g} GB of memory" in msg
@@ -135,9 +142,13 @@ def test_a_tokenizer_id_of_10_to_the_8_costs_only_the_real_vocabulary(tmp_path):
     (tmp_path / "tokenizer.json").write_text(json.dumps(d))
     cfg = Config(n_layer=1, n_head=1, n_embd=4, block_size=8, vocab_size=V)
     random_model(cfg, seed=0)[0].save(tmp_path)
-    t0 = time.perf_counter()
-    model = dfgpt.load(tmp_path / "model.safetensors")
-    assert time.perf_counter() - t0 < 5
+    tracemalloc.start()
+    try:
+        model = dfgpt.load(tmp_path / "model.safetensors")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, peak  # no table sized by the id 10**8 (800 MB as int64)
     assert len(model.vocab) == V
     assert model.tokenizer.encode("the mat")[-1] == 10**8
     with pytest.raises(TokenError, match="out of range"):
@@ -146,11 +157,14 @@ def test_a_tokenizer_id_of_10_to_the_8_costs_only_the_real_vocabulary(tmp_path):
 
 
 # -- generation ----------------------------------------------------------------------------
-def test_cropped_generation_is_bounded(sort_random):
-    t0 = time.perf_counter()
+def test_cropped_generation_is_bounded(sort_random, monkeypatch):
+    def no_decoding(*a, **k):
+        pytest.fail("a token was decoded before max_new_tokens was refused")
+
+    monkeypatch.setattr(generation_module, "_run", no_decoding)  # refused from the arguments, before any forward
     with pytest.raises(GenerateError) as e:
         sort_random.generate("CAB", max_new_tokens=10**9, crop=True)
-    assert time.perf_counter() - t0 < 1
+    monkeypatch.undo()
     assert str(e.value) == (
         f"max_new_tokens=1000000000 is more than one call generates (at most {MAX_NEW_TOKENS:,}); "
         "generate in pieces, feeding each output back as the next prompt."
@@ -199,12 +213,15 @@ def test_draw_below_a_regular_file_is_one_line(capsys, tmp_path, level):
     ("afile/sub", "is below '{tmp}/afile', which is a file, not a folder"),
     ("y" * 5000, "File name too long"),
 ])
-def test_train_out_that_cannot_be_a_folder_is_refused_before_training(capsys, tmp_path, out, words):
+def test_train_out_that_cannot_be_a_folder_is_refused_before_training(capsys, monkeypatch, tmp_path, out, words):
     (tmp_path / "afile").write_text("x")
     path = out if out.startswith("/") else str(tmp_path / out)
-    t0 = time.perf_counter()
+
+    def no_training(*a, **k):
+        pytest.fail("training started before --out was checked")
+
+    monkeypatch.setattr(train_cli, "train_sort", no_training)
     err = _one_line_error(*_cli(capsys, "train", "sort", "--out", path))
-    assert time.perf_counter() - t0 < 5  # refused before any training step
     assert words.format(tmp=tmp_path) in err
 
 
@@ -276,6 +293,7 @@ def test_grad_value_of_a_cell_pinned_to_negative_zero_keeps_its_sign(sort_random
 
 
 # -- any name of up to 5,000 characters is a DfgptError within a second -----------------------
+HANG = 30  # seconds: a call that takes this long on sort is stuck (each takes milliseconds), whatever the load
 NAMES = st.one_of(
     st.text(max_size=5000),
     st.text(alphabet="h[]0123456789.:*,-_ abcdefgilmnoprstuvwxyzABC", max_size=5000),
@@ -292,7 +310,7 @@ NAMES = st.one_of(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                 HealthCheck.too_slow])
 @given(name=NAMES)
-def test_no_name_raises_anything_but_a_dfgpt_error_within_a_second(sort_random, name):
+def test_no_name_raises_anything_but_a_dfgpt_error_and_none_hangs(sort_random, name):
     s = sort_random.sheet("CABACA")
     calls = [
         s.value, s.formula, s.precedents, s.dependents, s.provenance, s.influence, s.cells,
@@ -304,7 +322,7 @@ def test_no_name_raises_anything_but_a_dfgpt_error_within_a_second(sort_random, 
             call(name)
         except DfgptError:
             pass
-        assert time.perf_counter() - t0 < 1, (call, name[:80])
+        assert time.perf_counter() - t0 < HANG, (call, name[:80])  # a hang guard, not a speed goal
 
 
 def test_usage_errors_are_one_line_too(capsys):

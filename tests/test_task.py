@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -68,12 +67,10 @@ def test_task_score_counts_against_brute_force():
     assert score.correct == 729 - len(want_broken) and score.newly_broken == ()
 
 
-def test_the_shipped_model_scores_729_quickly():
+def test_the_shipped_model_scores_729():  # its speed is benchmarks/bench_task.py's
     s = dfgpt.load("sort").sheet("CABACA")
-    t = time.perf_counter()
     score = s.task_score()
     assert score.correct == 729 and str(score) == "sort task: 729/729 inputs sorted (100.0%)"
-    assert time.perf_counter() - t < 10  # ~0.4 s alone; generous for a shared machine
 
 
 @pytest.mark.parametrize("cfg", [CONFIGS["plain"].replace(block_size=10), dfgpt.load("aab").config])
