@@ -169,6 +169,8 @@ def _found(model: Model, name: str, p: Mapping[str, Any]) -> tuple[Circuit, dict
                         "and open it with `dfgpt serve --circuit c.json`.")
     elif threshold is None and top is None:
         top = 20
+    elif threshold is not None and top is not None:
+        raise _fail("threshold", f"{method} keeps the top-k edges or those with |score| >= threshold: give one of them.")
     if method != "eap-ig":
         steps = None
     elif steps is None:

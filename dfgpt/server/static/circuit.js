@@ -8,7 +8,8 @@
 const METRICS = ["kl", "logit_diff:B,C", "prob:B", "logprob:B", "logit:B"]; // suggestions; any spec is typed
 
 function askCircuit() { // the view's request: the circuit's fields, and the page around it (show)
-  const body = { pairs: S.pairs.length ? S.pairs : undefined, metric: S.metric || undefined, method: S.method || undefined,
+  const pairs = S.pairs.length ? S.pairs : S.circuit ? [] : defaultPairs(); // sort's task pairs are the server's default
+  const body = { pairs: pairs.length ? pairs : undefined, metric: S.metric || undefined, method: S.method || undefined,
     threshold: S.threshold ?? undefined, top: S.top ?? undefined, steps: S.steps ?? undefined, keep: S.keep,
     circuit: S.circuit || undefined };
   const t0 = performance.now(), what = S.circuit ? `opening ${S.circuit}` : `finding the circuit (${S.method || "acdc"}`
@@ -56,7 +57,7 @@ function circuitForm() {
     + `<textarea id="circuit-pairs" rows="${Math.min(6, Math.max(2, pairs.split("\n").length))}" spellcheck="false">${esc(pairs)}</textarea>${err("pairs")}</div>`
     + `<div class="cfields"><label>metric <input id="circuit-metric" list="circuit-metrics" value="${esc(f.metric || S.metric || "kl")}" spellcheck="false"${loaded ? " disabled" : ""}>`
     + `<datalist id="circuit-metrics">${METRICS.map((x) => `<option value="${esc(x)}">`).join("")}</datalist>${err("metric")}</label>`
-    + `<label>method <select id="circuit-method"${loaded ? " disabled" : ""}>${["acdc", "eap", "eap-ig"].map((x) => `<option${x === method ? " selected" : ""}>${x}</option>`).join("")}</select>${err("method")}</label>`
+    + `<label>method <select id="circuit-method"${loaded ? " disabled" : ""}>${["acdc", "eap", "eap-ig"].map((x) => `<option value="${x}"${x === method ? " selected" : ""}>${x}</option>`).join("")}</select>${err("method")}</label>`
     + `<label>threshold <input id="circuit-threshold" size="6" value="${val("threshold")}" placeholder="${method === "acdc" ? "0.1" : "none"}"${loaded ? " disabled" : ""}>${err("threshold")}</label>`
     + `<label>top-k <input id="circuit-top" size="4" value="${val("top")}" placeholder="${method === "acdc" ? "—" : "20"}"${loaded || method === "acdc" ? " disabled" : ""}>${err("top")}</label>`
     + `<label>steps <input id="circuit-steps" size="3" value="${val("steps")}" placeholder="${method === "eap-ig" ? "5" : "—"}"${loaded || method !== "eap-ig" ? " disabled" : ""}>${err("steps")}</label>`
@@ -88,7 +89,7 @@ function viewCircuit(el, answer) {
   $("#circuit-method").addEventListener("change", () => { // each method's own fields
     const m = $("#circuit-method").value;
     $("#circuit-top").disabled = m === "acdc"; $("#circuit-steps").disabled = m !== "eap-ig";
-    if (m === "acdc") $("#circuit-top").value = "";
+    $("#circuit-top").value = ""; $("#circuit-threshold").value = ""; // a threshold means another thing to each method
     $("#circuit-top").placeholder = m === "acdc" ? "—" : "20"; $("#circuit-threshold").placeholder = m === "acdc" ? "0.1" : "none";
   });
   const keep = $("#circuit-keep");
