@@ -208,6 +208,7 @@ function show(page, push) {
   $("#top-k").max = String(Math.min(50, page.model.vocab_size));
   $("#undo").disabled = !HISTORY.undo; $("#redo").disabled = !HISTORY.redo;
   const el = $("#view");
+  document.body.classList.toggle("circuit-view", S.view === "circuit"); // the what-if and next-token tools step aside
   if (S.view === "circuit") viewCircuit(el, CIRCUIT);
   else if (S.view === "block") viewBlock(el, page);
   else if (S.view === "head") viewHead(el, page);

@@ -69,18 +69,18 @@ function viewCircuit(el, answer) {
   let h = `<h1>circuit <small>edges between the embedding, the heads, the MLPs and the logits</small></h1>` + circuitForm();
   if (answer) {
     const c = answer.circuit, faith = typeof c.faithfulness === "number" ? `${(100 * c.faithfulness).toFixed(0)}%` : num(c.faithfulness);
-    h += `<div class="card" id="circuit-summary"><h2>${esc(c.method)} circuit of <span class="name">${esc(c.metric)}</span> over ${c.pairs} pair${c.pairs === 1 ? "" : "s"}</h2>`
+    h += `<div class="cgrid"><div class="card" id="circuit-summary"><h2>${esc(c.method)} circuit of <span class="name">${esc(c.metric)}</span> over ${c.pairs} pair${c.pairs === 1 ? "" : "s"}</h2>`
       + `<div class="cnums"><div><b id="circuit-kept">${c.kept.length.toLocaleString("en")}</b> of ${c.n_edges.toLocaleString("en")} edges</div>`
       + `<div class="clean">clean <b>${signedNum(c.clean)}</b></div><div class="corrupted">corrupted <b>${signedNum(c.corrupted)}</b></div>`
       + `<div>circuit alone <b id="circuit-value" data-value="${esc(String(c.value))}">${signedNum(c.value)}</b></div><div>faithfulness <b id="circuit-faith">${faith}</b></div></div>`
       + `<label class="toggle"><input type="checkbox" id="circuit-keep"${S.keep ? " checked" : ""}> keep only these edges (every other edge patched from the corrupted run), pair by pair</label>`
       + (answer.keep ? keepHTML(answer.keep, c) : "") + `</div>`;
-    h += `<div class="ctwo"><div class="card" id="circuit-picture-card"><h2>the circuit, from the embedding up: a box opens its head, block or tensor</h2>`
+    h += `<div class="card" id="circuit-picture-card"><h2>the circuit, from the embedding up: a box opens its head, block or tensor</h2>`
       + `<p class="hint"><span class="key pos">blue</span>: score &gt; 0, <span class="key neg">red</span>: &lt; 0, wider: larger; q, k, v: the head's input the edge feeds</p>`
       + `<div class="scroll" id="circuit-picture">${answer.picture || `<p class="hint">${esc(answer.picture_error || "")}</p>`}</div></div>`;
     h += `<div class="card" id="circuit-edges-card"><h2>kept edges, by |score|</h2><div class="scroll tall"><table class="infl" id="circuit-edges"><tr><td>#</td><td>from</td><td>to</td><td class="n">score</td></tr>`
       + c.kept.map((e, i) => `<tr data-edge="${esc(e.edge)}"><td>${i + 1}</td><td>${nodeA(e.src)}</td><td>${nodeA(e.dest)}</td><td class="n" data-score="${esc(String(e.score))}">${signedNum(e.score)}</td></tr>`).join("")
-      + `</table></div></div></div><div class="card" id="circuit-curve-card"><h2>faithfulness: the metric with only the best k edges kept</h2><div class="scroll" id="circuit-curve">${answer.curve || ""}</div></div>`;
+      + `</table></div></div><div class="card" id="circuit-curve-card"><h2>faithfulness: the metric with only the best k edges kept</h2><div class="scroll" id="circuit-curve">${answer.curve || ""}</div></div></div>`;
   }
   el.innerHTML = h;
   const pic = $("#circuit-picture svg");
@@ -104,7 +104,10 @@ function keepHTML(k, c) {
 }
 
 function linkNodes(svg) { // Graphviz's node groups, each wrapped in a link to its view (the picture itself is untouched)
-  // its own size (points), shrunk to its card by CSS when wider (the viewBox keeps its shape)
+  for (const k of ["width", "height"]) { // points drawn as pixels: three quarters of Graphviz's size, shrunk further to fit its card
+    const v = svg.getAttribute(k);
+    if (v && v.endsWith("pt")) svg.setAttribute(k, v.slice(0, -2));
+  }
   svg.setAttribute("role", "img"); svg.setAttribute("aria-label", "the circuit");
   for (const g of svg.querySelectorAll("g.node")) {
     const node = g.querySelector("title").textContent;
