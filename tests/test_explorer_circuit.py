@@ -89,6 +89,13 @@ def act(d: WebDriver, do) -> None:
     ready(d, n)
 
 
+def api_calls(d: WebDriver) -> list[str]:
+    """The /api/ requests the page made since the last call (the browser's resource timing)."""
+    got = d.execute_script("const e = performance.getEntriesByType('resource').map((r) => r.name);"
+                           "performance.clearResourceTimings(); return e;")
+    return [u.split("/api/", 1)[1].split("?")[0] for u in got if "/api/" in u]
+
+
 def kept_rows(d: WebDriver) -> list[str]:
     return [e.get_attribute("data-edge") for e in d.find_elements(By.CSS_SELECTOR, "#circuit-edges tr[data-edge]")]
 
@@ -165,10 +172,11 @@ def test_a_saved_circuit_opens_by_its_file_name(model, found, tmp_path):
     got = client.post("/api/circuit", json={"model": "sort", "text": "CABACA", "circuit": "sort-b"}).json()
     assert [e["edge"] for e in got["circuit"]["kept"]] == DOCS_EDGES
     assert got["fields"]["circuit"] == "sort-b" and got["fields"]["pairs"] == []
-    r = client.post("/api/circuit", json={"model": "sort", "text": "CABACA", "circuit": "sort-b", "keep": True})
-    assert r.status_code == 400 and r.json()["field"] == "pairs"  # a saved circuit holds no pairs: the page gives them
     got = client.post("/api/circuit", json={"model": "sort", "text": "CABACA", "circuit": "sort-b", "keep": True,
-                                            "pairs": [list(p) for p in SORT_PAIRS]}).json()
+                                            "pairs": [list(p) for p in SORT_PAIRS[:2]]}).json()
+    assert [r["clean"] for r in got["keep"]["rows"]] == [SORT_PAIRS[0][0], SORT_PAIRS[1][0]]  # the pairs it is given
+    got = client.post("/api/circuit", json={"model": "sort", "text": "CABACA", "circuit": "sort-b", "keep": True}).json()
+    assert got["fields"]["pairs"] == [list(p) for p in SORT_PAIRS]  # a saved circuit holds no pairs: sort's by default
     assert got["keep"]["mean"] == pytest.approx(found.value, rel=1e-6)
     with pytest.raises(dfgpt.DfgptError, match="not those of any served model"):
         load_circuits([path], {"aab": dfgpt.load("aab")})
@@ -187,9 +195,14 @@ def test_the_picture_is_drawn_in_the_one_colour_map(found):
 def test_the_circuit_view_in_chromium_shows_acdc_s_edges_and_its_nodes_open_their_views(browser, base, found):
     d = browser
     open_page(d, f"{base}/?model=sort&text=CABACA")
+    api_calls(d)
     act(d, lambda: d.find_element(By.ID, "circuit-start").click())
     assert kept_rows(d) == DOCS_EDGES
-    scores = [float(e.get_attribute("data-score")) for e in d.find_elements(By.CSS_SELECTOR, "#circuit-edges td[data-score]")]
+    assert api_calls(d) == ["circuit"]  # one request per interaction
+    act(d, lambda: d.find_element(By.ID, "circuit-keep").click())
+    assert api_calls(d) == ["circuit"] and len(d.find_elements(By.CSS_SELECTOR, "#circuit-keep-table tr")) == 6
+    scores = [float(e.get_attribute("data-score"))
+              for e in d.find_elements(By.CSS_SELECTOR, "#circuit-edges td[data-score]")]
     assert scores == [found.score(e) for e in DOCS_EDGES]
     assert d.find_element(By.ID, "circuit-kept").text == "5"
     assert d.find_element(By.ID, "circuit-faith").text == "100%"
@@ -251,6 +264,19 @@ def test_the_circuit_view_by_keyboard_alone(browser, base):
     tab_to('#circuit-picture a.circuit-node[data-node="h[0].head[1]"]')
     act(d, lambda: d.switch_to.active_element.send_keys(Keys.ENTER))
     assert "view=head&block=0&head=1" in d.current_url
+
+
+def test_a_saved_circuit_in_chromium_and_keeping_only_its_edges_on_sort_s_pairs(browser, model, found, tmp_path):
+    d = browser
+    circuits = load_circuits([found.save(tmp_path / "sort-b.json")], {"sort": model})
+    with running({"sort": model}, circuits=circuits) as url:
+        open_page(d, f"{url}/?model=sort&text=CABACA&view=circuit&circuit=sort-b")
+        assert kept_rows(d) == DOCS_EDGES and "sort-b" in d.find_element(By.CSS_SELECTOR, "#circuit-form h2").text
+        assert d.find_element(By.ID, "circuit-method").get_attribute("disabled")  # found already: nothing to choose
+        act(d, lambda: d.find_element(By.ID, "circuit-sort-pairs").click())
+        rows = d.find_elements(By.CSS_SELECTOR, "#circuit-keep-table td[data-value]")
+        assert len(rows) == 4 and "circuit=sort-b" in d.current_url and "keep=1" in d.current_url
+        assert float(d.find_element(By.ID, "circuit-keep-mean").text) == pytest.approx(found.value, rel=1e-3)
 
 
 def test_the_address_of_a_circuit_shows_the_same_circuit_in_another_browser(browser, base, model):

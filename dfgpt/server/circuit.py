@@ -50,7 +50,9 @@ SORT_PAIRS = (("BACACAAAA", "CACACAAAA"), ("CABACAAAA", "CACACAAAA"), ("ACABCAAA
               ("CAACABAAA", "CAACACAAA"))
 ACDC_LIMIT = 5_000  # edges ACDC may test while the page waits (seconds); past it: eap, or the CLI and --circuit
 MAX_PAIRS = 64
-_FOUND: OrderedDict[tuple[Any, ...], Circuit] = OrderedDict()  # circuits by (model, fields): pure, shared, bounded
+# circuits by (model, fields): pure functions of the weights, so shared by the sessions; bounded. Each entry holds
+# its model, so that the id in its key cannot be reused by another model while the entry lives.
+_FOUND: OrderedDict[tuple[Any, ...], tuple[Model, Circuit]] = OrderedDict()
 _LOCK = threading.Lock()
 
 
@@ -99,7 +101,7 @@ def _pairs(model: Model, p: Mapping[str, Any], name: str) -> list[tuple[list[int
         raise _fail("pairs", f"expected a list of [clean, corrupted] pairs of texts, {example}.")
     if len(v) > MAX_PAIRS:
         raise _fail("pairs", f"{len(v)} pairs are more than the page runs ({MAX_PAIRS}); use `dfgpt circuit --pairs`.")
-    out = []
+    out: list[tuple[list[int], list[int]]] = []
     for i, (clean, bad) in enumerate(v):
         ids = []
         for text, what in ((clean, "clean"), (bad, "corrupted")):
@@ -170,7 +172,8 @@ def _found(model: Model, name: str, p: Mapping[str, Any]) -> tuple[Circuit, dict
     elif threshold is None and top is None:
         top = 20
     elif threshold is not None and top is not None:
-        raise _fail("threshold", f"{method} keeps the top-k edges or those with |score| >= threshold: give one of them.")
+        raise _fail("threshold", f"{method} keeps the top-k edges or those with |score| >= threshold: "
+                    "give one of them.")
     if method != "eap-ig":
         steps = None
     elif steps is None:
@@ -181,7 +184,8 @@ def _found(model: Model, name: str, p: Mapping[str, Any]) -> tuple[Circuit, dict
               "threshold": threshold, "top": top, "steps": steps}
     key = (id(model), tuple((tuple(a), tuple(b)) for a, b in pairs), metric, method, threshold, top, steps)
     with _LOCK:
-        got = _FOUND.get(key)
+        hit = _FOUND.get(key)
+    got = hit[1] if hit is not None and hit[0] is model else None
     if got is None:
         both = [(a, b) for a, b in pairs]
         if method == "acdc":
@@ -191,7 +195,7 @@ def _found(model: Model, name: str, p: Mapping[str, Any]) -> tuple[Circuit, dict
         else:
             got = eap_ig(model, both, metric, steps=steps or 5, top=top, threshold=threshold)  # type: ignore[arg-type]
         with _LOCK:
-            _FOUND[key] = got
+            _FOUND[key] = (model, got)
             while len(_FOUND) > 8:
                 _FOUND.popitem(last=False)
     return got, fields, pairs
@@ -218,6 +222,10 @@ def _kept_only(model: Model, c: Circuit, pairs: list[Any]) -> dict[str, Any]:
     return {"rows": rows, "mean": float(np.mean([r["circuit_metric"] for r in rows])), "position": at}
 
 
+def _on(v: Any) -> bool:
+    return v not in (None, False, "", "0", 0)
+
+
 def _finite(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)
 
@@ -240,7 +248,7 @@ def circuit_json(model: Model, p: Mapping[str, Any], name: str = "sort",
         fields: dict[str, Any] = {"pairs": [], "metric": c.metric, "method": c.method,
                                   "threshold": c.params.get("threshold"), "top": c.params.get("top"),
                                   "steps": c.params.get("steps"), "circuit": file}
-        if p.get("pairs"):
+        if p.get("pairs") or _on(p.get("keep")):  # its pairs are not saved: the page gives them (sort's by default)
             pairs = _pairs(model, p, name)
             fields["pairs"] = [[_text(model, a), _text(model, b)] for a, b in pairs]
     else:
@@ -262,9 +270,6 @@ def circuit_json(model: Model, p: Mapping[str, Any], name: str = "sort",
         out["picture_error"] = str(e)
     if c.curve:
         out["curve"] = c.curve_svg()
-    if p.get("keep") not in (None, False, "", "0", 0):
-        if not pairs:
-            raise _fail("pairs", "keeping only the circuit's edges runs each pair: give the pairs the circuit was "
-                        "found over, e.g. [[\"CABACAAAA\", \"CACACAAAA\"]].")
+    if _on(p.get("keep")):
         out["keep"] = _kept_only(model, c, pairs)
     return out

@@ -53,7 +53,7 @@ function circuitForm() {
   return `<form class="card" id="circuit-form"><h2>${loaded ? `the circuit loaded from <span class="name">${esc(loaded)}</span>` : "find a circuit: which edges carry a behaviour"}</h2>`
     + (loaded ? `<p class="hint">Saved by <code>dfgpt circuit … -o ${esc(loaded)}.json</code>. Give its pairs to keep only its edges on them; <a class="go" id="circuit-new" href="${href({ ...CLEAR, view: "circuit", circuit: null, path: null })}">find a new circuit</a>.</p>` : "")
     + `<div class="cform"><div class="pairs"><label for="circuit-pairs">pairs, one a line: <i>clean</i> | <i>corrupted</i>, all of one length</label>`
-    + (m && isSortModel(m) && !loaded ? ` <a class="go" id="circuit-sort-pairs" href="${href({ view: "circuit", circuit: null, pairs: [] })}">the sort task's pairs</a>` : "")
+    + (m && isSortModel(m) ? ` <a class="go" id="circuit-sort-pairs" href="${href({ view: "circuit", pairs: [], keep: S.keep || Boolean(loaded) })}">the sort task's pairs</a>` : "")
     + `<textarea id="circuit-pairs" rows="${Math.min(6, Math.max(2, pairs.split("\n").length))}" spellcheck="false">${esc(pairs)}</textarea>${err("pairs")}</div>`
     + `<div class="cfields"><label>metric <input id="circuit-metric" list="circuit-metrics" value="${esc(f.metric || S.metric || "kl")}" spellcheck="false"${loaded ? " disabled" : ""}>`
     + `<datalist id="circuit-metrics">${METRICS.map((x) => `<option value="${esc(x)}">`).join("")}</datalist>${err("metric")}</label>`
@@ -125,6 +125,7 @@ function runCircuit() { // the form, read into the address's state: one request
   const bad = pairs.findIndex(([a, b]) => !a || !b);
   if (bad >= 0) return fieldError("pairs", { message: `line ${bad + 1}: write two inputs, clean | corrupted, e.g. CABACAAAA | CACACAAAA.` });
   const numOrNull = (id) => { const v = $(id).value.trim(); return v === "" || $(id).disabled ? null : v; };
+  if (S.circuit) S.keep = true; // a loaded circuit's pairs are run to keep only its edges on them
   Object.assign(S, { view: "circuit", pairs, metric: $("#circuit-metric").value.trim() || null, method: $("#circuit-method").value,
     threshold: numOrNull("#circuit-threshold"), top: numOrNull("#circuit-top"), steps: numOrNull("#circuit-steps") });
   load(true);
