@@ -175,7 +175,8 @@ def test_a_saved_circuit_opens_by_its_file_name(model, found, tmp_path):
     got = client.post("/api/circuit", json={"model": "sort", "text": "CABACA", "circuit": "sort-b", "keep": True,
                                             "pairs": [list(p) for p in SORT_PAIRS[:2]]}).json()
     assert [r["clean"] for r in got["keep"]["rows"]] == [SORT_PAIRS[0][0], SORT_PAIRS[1][0]]  # the pairs it is given
-    got = client.post("/api/circuit", json={"model": "sort", "text": "CABACA", "circuit": "sort-b", "keep": True}).json()
+    got = client.post("/api/circuit", json={"model": "sort", "text": "CABACA", "circuit": "sort-b",
+                                            "keep": True}).json()
     assert got["fields"]["pairs"] == [list(p) for p in SORT_PAIRS]  # a saved circuit holds no pairs: sort's by default
     assert got["keep"]["mean"] == pytest.approx(found.value, rel=1e-6)
     with pytest.raises(dfgpt.DfgptError, match="not those of any served model"):

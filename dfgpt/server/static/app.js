@@ -55,7 +55,8 @@ function plain(message) { // the Python API's message, without Python
     .replace(/cannot parse name '([^']*)' at '[^']*':/g, "$1 is not a cell name:")
     .replace(/; see sheet\.tensors\(\)\.?/g, "; the model overview lists them.")
     .replace(/start a sheet from a shorter input/g, "shorten the input")
-    .replace(/sheet\.(\w+)\(/g, "$1(");
+    .replace(/sheet\.(\w+)\(/g, "$1(")
+    .replace(/, or a callable of a sheet/g, "");
 }
 function fieldError(field, e) {
   const el = $(`#${field}-error`);

@@ -54,7 +54,7 @@ function circuitForm() {
     + (loaded ? `<p class="hint">Saved by <code>dfgpt circuit … -o ${esc(loaded)}.json</code>. Give its pairs to keep only its edges on them; <a class="go" id="circuit-new" href="${href({ ...CLEAR, view: "circuit", circuit: null, path: null })}">find a new circuit</a>.</p>` : "")
     + `<div class="cform"><div class="pairs"><label for="circuit-pairs">pairs, one a line: <i>clean</i> | <i>corrupted</i>, all of one length</label>`
     + (m && isSortModel(m) ? ` <a class="go" id="circuit-sort-pairs" href="${href({ view: "circuit", pairs: [], keep: S.keep || Boolean(loaded) })}">the sort task's pairs</a>` : "")
-    + `<textarea id="circuit-pairs" rows="${Math.min(6, Math.max(2, pairs.split("\n").length))}" spellcheck="false">${esc(pairs)}</textarea>${err("pairs")}</div>`
+    + `<textarea id="circuit-pairs" rows="${Math.min(6, Math.max(2, pairs.split("\n").length))}" spellcheck="false"${m && isSortModel(m) ? ` placeholder="empty: the sort task's four pairs"` : ""}>${esc(pairs)}</textarea>${err("pairs")}</div>`
     + `<div class="cfields"><label>metric <input id="circuit-metric" list="circuit-metrics" value="${esc(f.metric || S.metric || "kl")}" spellcheck="false"${loaded ? " disabled" : ""}>`
     + `<datalist id="circuit-metrics">${METRICS.map((x) => `<option value="${esc(x)}">`).join("")}</datalist>${err("metric")}</label>`
     + `<label>method <select id="circuit-method"${loaded ? " disabled" : ""}>${["acdc", "eap", "eap-ig"].map((x) => `<option value="${x}"${x === method ? " selected" : ""}>${x}</option>`).join("")}</select>${err("method")}</label>`
@@ -83,6 +83,7 @@ function viewCircuit(el, answer) {
       + `</table></div></div><div class="card" id="circuit-curve-card"><h2>faithfulness: the metric with only the best k edges kept</h2><div class="scroll" id="circuit-curve">${answer.curve || ""}</div></div></div>`;
   }
   el.innerHTML = h;
+  document.body.classList.add("circuit-view");
   const pic = $("#circuit-picture svg");
   if (pic) linkNodes(pic);
   $("#circuit-form").addEventListener("submit", (ev) => { ev.preventDefault(); runCircuit(); });
@@ -108,6 +109,8 @@ function linkNodes(svg) { // Graphviz's node groups, each wrapped in a link to i
     const v = svg.getAttribute(k);
     if (v && v.endsWith("pt")) svg.setAttribute(k, v.slice(0, -2));
   }
+  const box = svg.parentElement; // a picture much wider than its card is read at its size, scrolled, not shrunk to a blur
+  if (Number(svg.getAttribute("width")) > 1.6 * box.clientWidth) box.classList.add("wide");
   svg.setAttribute("role", "img"); svg.setAttribute("aria-label", "the circuit");
   for (const g of svg.querySelectorAll("g.node")) {
     const node = g.querySelector("title").textContent;
