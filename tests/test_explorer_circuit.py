@@ -25,6 +25,7 @@ from test_explorer_browser import SHOTS, UPDATE, chromium, ready, renders, wait
 
 import dfgpt
 from dfgpt.circuits.circuit_sheet import CircuitSheet
+from dfgpt.cli.main import main as cli_main
 from dfgpt.interventions.metrics import parse_metric
 from dfgpt.models.catalog import random_params
 from dfgpt.server.app import create_app
@@ -183,6 +184,19 @@ def test_a_saved_circuit_opens_by_its_file_name(model, found, tmp_path):
         load_circuits([path], {"aab": dfgpt.load("aab")})
 
 
+def test_serve_opens_a_saved_circuit_and_prints_its_address(monkeypatch, capsys, found, tmp_path):
+    apps = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: apps.append(app))
+    path = found.save(tmp_path / "sort-b.json")
+    assert cli_main(["serve", "--circuit", str(path), "--port", "8123"]) == 0
+    assert "circuit sort-b: http://127.0.0.1:8123/?model=sort&view=circuit&circuit=sort-b" in capsys.readouterr().out
+    got = TestClient(apps[0], base_url="http://127.0.0.1").post(
+        "/api/circuit", json={"model": "sort", "text": "CABACA", "circuit": "sort-b"}).json()
+    assert [e["edge"] for e in got["circuit"]["kept"]] == DOCS_EDGES
+    assert cli_main(["serve", "--model", "aab", "--circuit", str(path)]) == 2 and len(apps) == 1
+    assert "its 172 edges are not those of any served model (aab)" in capsys.readouterr().err
+
+
 def test_the_picture_is_drawn_in_the_one_colour_map(found):
     dot = found.dot()
     used = set(re.findall(r'(?:fillcolor|color)="(#[0-9a-f]{6})"', dot))
@@ -197,9 +211,12 @@ def test_the_circuit_view_in_chromium_shows_acdc_s_edges_and_its_nodes_open_thei
     d = browser
     open_page(d, f"{base}/?model=sort&text=CABACA")
     api_calls(d)
+    d.execute_script("window.BUSY = 0; new MutationObserver(() => { if (!document.getElementById('busy').hidden) "
+                     "window.BUSY++; }).observe(document.getElementById('busy'), {attributes: true});")
     act(d, lambda: d.find_element(By.ID, "circuit-start").click())
     assert kept_rows(d) == DOCS_EDGES
-    assert api_calls(d) == ["circuit"]  # one request per interaction
+    assert api_calls(d) == ["circuit"]  # one request per interaction, with the busy indicator while it runs
+    assert d.execute_script("return window.BUSY") >= 1
     act(d, lambda: d.find_element(By.ID, "circuit-keep").click())
     assert api_calls(d) == ["circuit"] and len(d.find_elements(By.CSS_SELECTOR, "#circuit-keep-table tr")) == 6
     scores = [float(e.get_attribute("data-score"))
@@ -217,6 +234,18 @@ def test_the_circuit_view_in_chromium_shows_acdc_s_edges_and_its_nodes_open_thei
     assert kept_rows(d) == DOCS_EDGES
     act(d, lambda: d.find_element(By.CSS_SELECTOR, '#circuit-edges a[data-node="h[1].mlp"]').click())
     assert "view=block&block=1" in d.current_url
+
+
+def test_a_new_input_or_an_undo_on_the_circuit_view_keeps_the_circuit(browser, base):
+    d = browser
+    open_page(d, f"{base}/?model=sort&text=CABACA&view=circuit")
+    box = d.find_element(By.ID, "text")
+    box.clear()
+    act(d, lambda: box.send_keys("CBACBA", Keys.ENTER))  # a token edit of the sheet: its receipt, the circuit stays
+    assert shown_errors(d) == {} and kept_rows(d) == DOCS_EDGES and "text=CBACBA" in d.current_url
+    act(d, lambda: d.find_element(By.TAG_NAME, "body").send_keys(Keys.CONTROL, "z"))
+    assert shown_errors(d) == {} and kept_rows(d) == DOCS_EDGES and "text=CABACA" in d.current_url
+    assert "view=circuit" in d.current_url
 
 
 def test_a_bad_metric_is_said_at_its_field_and_fixed_there(browser, base):

@@ -111,6 +111,8 @@ def _view_of(p: Params) -> View:
     temperature, top_k, top_p = _controls(p)
     name = p.get("cell")
     tensor = p.get("tensor")
+    if view == "circuit":  # the circuit view's page: the top bar, the cell and the distribution, no grid
+        view, tensor = "tensor", None
     return View(view=view if isinstance(view, str) and view else None, block=_int(p, "block", None),
                 head=_int(p, "head", None), tensor=tensor if isinstance(tensor, str) and tensor else None,
                 lead=_int(p, "lead", 0) or 0, r0=_int(p, "r0", 0) or 0, c0=_int(p, "c0", 0) or 0,
@@ -346,7 +348,7 @@ def circuit(s: Session, p: Params, loaded: Mapping[str, Circuit] | None = None) 
     name = _str(p, "model", "sort")
     out = circuit_json(s.model(name), p, name, loaded)
     if p.get("show"):  # the top bar, the cell panel and the distribution: the page's view without a grid
-        out["page"] = _page(s, {**p, "view": "tensor", "tensor": None}, _sheet(s, p))
+        out["page"] = _page(s, {**p, "view": "circuit"}, _sheet(s, p))
     return out
 
 
