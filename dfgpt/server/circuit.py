@@ -27,7 +27,7 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ MAX_PAIRS = 64
 # circuits by (model, fields): pure functions of the weights, so shared by the sessions; bounded. Each entry holds
 # its model, so that the id in its key cannot be reused by another model while the entry lives.
 _FOUND: OrderedDict[tuple[Any, ...], tuple[Model, Circuit]] = OrderedDict()
+_MADE: OrderedDict[tuple[Any, ...], tuple[Model, Circuit, Any]] = OrderedDict()  # pictures, keep-only rows
 _LOCK = threading.Lock()
 
 
@@ -212,14 +213,31 @@ def _kept_only(model: Model, c: Circuit, pairs: list[Any]) -> dict[str, Any]:
         sheet = CircuitSheet(model, clean)
         metric = parse_metric(c.metric, sheet)  # a KL reads the clean distribution here, before the patch
         at = metric.position or 0
-        row = {"clean": _text(model, clean), "corrupted": _text(model, bad), "clean_metric": metric(sheet),
-               "corrupted_metric": metric(model.sheet(bad)),
+        row = {"clean": _text(model, clean), "corrupted": _text(model, bad), "clean_metric": _finite(metric(sheet)),
+               "corrupted_metric": _finite(metric(model.sheet(bad))),
                "clean_prediction": sheet.token_label(int(np.argmax(sheet.value(f"logit[{at}]"))))}
         sheet.keep_only(c.kept, source=bad)
-        row["circuit_metric"] = metric(sheet)
+        kept = metric(sheet)
+        row["circuit_metric"] = _finite(kept)
         row["circuit_prediction"] = sheet.token_label(int(np.argmax(sheet.value(f"logit[{at}]"))))
-        rows.append(row)
-    return {"rows": rows, "mean": float(np.mean([r["circuit_metric"] for r in rows])), "position": at}
+        rows.append((row, kept))
+    return {"rows": [r for r, _ in rows], "mean": _finite(float(np.mean([k for _, k in rows]))), "position": at}
+
+
+def _remembered(model: Model, c: Circuit, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """A circuit's picture, curve or keep-only rows, made once (the entry holds the model and the circuit, so the
+    ids in its key stay theirs while it lives)."""
+    full = (id(model), id(c), *key)
+    with _LOCK:
+        hit = _MADE.get(full)
+    if hit is not None and hit[0] is model and hit[1] is c:
+        return hit[2]
+    got = make()
+    with _LOCK:
+        _MADE[full] = (model, c, got)
+        while len(_MADE) > 32:
+            _MADE.popitem(last=False)
+    return got
 
 
 def _on(v: Any) -> bool:
@@ -263,13 +281,19 @@ def circuit_json(model: Model, p: Mapping[str, Any], name: str = "sort",
                     "kept": [{"edge": e, "src": e.split(" -> ")[0], "dest": e.split(" -> ")[1],
                               "score": _finite(c.scores[idx[e]])} for e in kept],
                     "curve": [[k, _finite(v)] for k, v in c.curve]}}
+    out.update(_remembered(model, c, ("pictures",), lambda: _pictures(c)))
+    if _on(p.get("keep")):
+        key = ("keep", tuple((tuple(a), tuple(b)) for a, b in pairs))
+        out["keep"] = _remembered(model, c, key, lambda: _kept_only(model, c, pairs))
+    return out
+
+
+def _pictures(c: Circuit) -> dict[str, str | None]:
+    """The circuit's picture as SVG (or why not: too many components), and its faithfulness curve."""
+    out: dict[str, str | None] = {"picture": None, "picture_error": None, "curve": c.curve_svg() if c.curve else None}
     try:
         svg = c.picture().pipe(format="svg").decode("utf-8")
         out["picture"] = svg[svg.index("<svg"):]  # the same picture, without its XML prolog (it sits in a page)
     except OutputError as e:
         out["picture_error"] = str(e)
-    if c.curve:
-        out["curve"] = c.curve_svg()
-    if _on(p.get("keep")):
-        out["keep"] = _kept_only(model, c, pairs)
     return out
