@@ -389,6 +389,13 @@ def test_the_circuit_view_fits_both_window_sizes_and_its_screenshots(base, size,
         assert struct.unpack(">II", Path(path).read_bytes()[16:24]) == size
 
 
+def test_the_page_s_circuit_script_ships_with_it(client):
+    r = client.get("/static/circuit.js")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    assert "function viewCircuit" in r.text
+    assert '<script src="/static/circuit.js"></script>' in client.get("/").text
+
+
 def test_the_docs_show_the_circuit_view():
     text = (Path(__file__).resolve().parent.parent / "docs" / "explorer.md").read_text(encoding="utf-8")
     assert "images/explorer/circuit.png" in text and "images/explorer/circuit-narrow.png" in text
