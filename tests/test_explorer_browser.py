@@ -42,7 +42,8 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
          "--hide-scrollbars",
          "--force-device-scale-factor=1", "--font-render-hinting=none", f"--window-size={SIZE[0]},{SIZE[1]}")
 NAMES = ("overview", "block", "head", "cell", "edit", "generate", "narrow",  # the screenshots docs/explorer.md shows
-         "architecture", "trace", "path")  # the last three: taken by test_explorer_views.py
+         "architecture", "trace", "path",  # these three: taken by test_explorer_views.py
+         "circuit", "circuit-narrow")  # these two: by test_explorer_circuit.py
 NARROW = (1024, 768)
 
 

@@ -7,6 +7,7 @@ import math
 
 from ..errors import QueryError
 from ..server.app import load_models, serve
+from ..server.circuit import load_circuits
 
 __all__ = ["register"]
 
@@ -24,8 +25,9 @@ def _serve(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError:
         raise QueryError("`dfgpt serve` needs Starlette and uvicorn: pip install -e \".[serve]\".") from None
-    serve(load_models(args.model or ["sort"]), host=args.host, port=args.port,
-          max_sessions=args.max_sessions, idle_seconds=args.idle_minutes * 60)
+    models = load_models(args.model or ["sort"])
+    serve(models, host=args.host, port=args.port, max_sessions=args.max_sessions,
+          idle_seconds=args.idle_minutes * 60, circuits=load_circuits(args.circuit or [], models))
     return 0
 
 
@@ -38,4 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default 127.0.0.1, this machine only; another is warned about)")
     p.add_argument("--max-sessions", type=int, default=32, help="browser sessions kept at once (default 32)")
     p.add_argument("--idle-minutes", type=float, default=30.0, help="a session idle this long is dropped (default 30)")
+    p.add_argument("--circuit", action="append", default=None, metavar="FILE",
+                   help="a circuit saved by `dfgpt circuit ... -o circuit.json`, shown in the circuit view "
+                        "(repeatable; it opens on the served model whose edges it has)")
     p.set_defaults(func=_serve)

@@ -22,10 +22,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..circuits.circuit import Circuit
 from ..errors import DfgptError, QueryError, UnknownNameError
 from ..model import Model, load
 from ..views.colors import COLORS, heat
 from . import routes
+from .circuit import matching
 from .sessions import SessionStore
 
 __all__ = ["COOKIE", "LOCAL_HOSTS", "colors_css", "create_app", "load_models", "serve", "warm"]
@@ -34,7 +36,7 @@ COOKIE = "dfgpt_session"
 MAX_BODY = 64 * 1024  # bytes of JSON a request may send
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "style.css": "text/css; charset=utf-8"}
+          "circuit.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 STATUS = {UnknownNameError: 404}  # every other DfgptError is a 400
 log = logging.getLogger("dfgpt.server")
 
@@ -87,7 +89,10 @@ def _error(e: DfgptError, status: int | None = None) -> JSONResponse:
     from starlette.responses import JSONResponse
 
     status = status or next((code for cls, code in STATUS.items() if isinstance(e, cls)), 400)
-    return JSONResponse({"error": type(e).__name__, "message": str(e)}, status_code=status)
+    body = {"error": type(e).__name__, "message": str(e)}
+    if isinstance(getattr(e, "field", None), str):  # the form field the page shows it at (the circuit view's)
+        body["field"] = e.field  # type: ignore[attr-defined]
+    return JSONResponse(body, status_code=status)
 
 
 async def _body(request: Any) -> bytes | int:
@@ -153,10 +158,11 @@ def _host_guard(app: Any, hosts: Sequence[str]) -> Any:
 
 
 def create_app(models: Mapping[str, Model], max_sessions: int = 32, idle_seconds: float = 1800.0,
-               hosts: Sequence[str] | None = None) -> Starlette:
+               hosts: Sequence[str] | None = None, circuits: Mapping[str, Circuit] | None = None) -> Starlette:
     """The explorer for these models (name -> Model), with its bounded store of sessions at `app.state.store`.
 
     hosts: the Host headers answered (None: any); `serve` on this machine answers only its own names.
+    circuits: saved circuits the circuit view opens by name (`dfgpt serve --circuit FILE`).
     """
     # Starlette is the `serve` extra: imported when an app is made, so the rest of dfgpt works without it.
     from starlette.applications import Starlette
@@ -167,20 +173,21 @@ def create_app(models: Mapping[str, Model], max_sessions: int = 32, idle_seconds
     from starlette.routing import Route
 
     store = SessionStore(models, max_sessions=max_sessions, idle_seconds=idle_seconds)
+    gets, posts = routes.tables(circuits)
     assets = {n: resources.files("dfgpt.server").joinpath("static", n).read_bytes() for n in STATIC}
     css = colors_css().encode()
 
     async def call(request: Request) -> Response:
         verb = request.path_params["verb"]
-        table = routes.GET if request.method == "GET" else routes.POST
+        table = gets if request.method == "GET" else posts
         try:
             handler = table.get(verb)
             if handler is None:
-                other = routes.POST if request.method == "GET" else routes.GET
+                other = posts if request.method == "GET" else gets
                 if verb in other:
                     raise QueryError(f"/api/{verb} takes {'POST' if request.method == 'GET' else 'GET'}.")
                 raise UnknownNameError(f"no API endpoint /api/{verb}; the endpoints are "
-                                       f"{', '.join(sorted(routes.GET))} (GET) and {', '.join(sorted(routes.POST))} "
+                                       f"{', '.join(sorted(gets))} (GET) and {', '.join(sorted(posts))} "
                                        "(POST).")
             if request.method == "GET":
                 params: dict[str, Any] = dict(request.query_params)
@@ -261,5 +268,8 @@ def serve(models: Mapping[str, Model], host: str = "127.0.0.1", port: int = 8000
     first = next(iter(models))
     print(f"dfgpt explorer: http://{shown}:{port}/?model={first}  (models: {', '.join(models)}; Ctrl-C stops)",
           flush=True)
+    for name, c in (kw.get("circuits") or {}).items():  # each loaded circuit opens on the model whose edges it has
+        owner = next(m for m, model in models.items() if matching(model, c))
+        print(f"  circuit {name}: http://{shown}:{port}/?model={owner}&view=circuit&circuit={name}", flush=True)
     hosts = ["127.0.0.1", "localhost", "[::1]"] if host in LOCAL_HOSTS else None
     uvicorn.run(create_app(models, hosts=hosts, **kw), host=host, port=port, log_level="warning")

@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from ..circuits.circuit import Circuit
 from ..errors import QueryError
 from ..model import Model
 from . import api
+from .circuit import circuit_json
 from .sessions import Session, encode
 from .view import View, locate, view_json
 
-__all__ = ["GET", "POST"]
+__all__ = ["GET", "POST", "tables"]
 
 Params = Mapping[str, Any]
 Handler = Callable[[Session, Params], dict[str, Any]]
@@ -109,6 +111,8 @@ def _view_of(p: Params) -> View:
     temperature, top_k, top_p = _controls(p)
     name = p.get("cell")
     tensor = p.get("tensor")
+    if view == "circuit":  # the circuit view's page: the top bar, the cell and the distribution, no grid
+        view, tensor = "tensor", None
     return View(view=view if isinstance(view, str) and view else None, block=_int(p, "block", None),
                 head=_int(p, "head", None), tensor=tensor if isinstance(tensor, str) and tensor else None,
                 lead=_int(p, "lead", 0) or 0, r0=_int(p, "r0", 0) or 0, c0=_int(p, "c0", 0) or 0,
@@ -336,3 +340,21 @@ GET: dict[str, Handler] = {"models": models, "overview": overview, "cell": cell,
                            "tensor": tensor, "cone": cone, "influence": influence, "dist": dist, "view": page,
                            "goto": goto}
 POST: dict[str, Handler] = {"view": page, "set": set_cell, "undo": undo, "redo": redo, "input": new_input, "step": step}
+
+
+# -- the circuit view -----------------------------------------------------------------------------
+def circuit(s: Session, p: Params, loaded: Mapping[str, Circuit] | None = None) -> dict[str, Any]:
+    """A circuit over pairs (or a loaded one) with, when the page asks (`show`), the page around it."""
+    name = _str(p, "model", "sort")
+    out = circuit_json(s.model(name), p, name, loaded)
+    if p.get("show"):  # the top bar, the cell panel and the distribution: the page's view without a grid
+        out["page"] = _page(s, {**p, "view": "circuit"}, _sheet(s, p))
+    return out
+
+
+def tables(loaded: Mapping[str, Circuit] | None = None) -> tuple[dict[str, Handler], dict[str, Handler]]:
+    """The GET and POST handlers, the circuit view's with the circuits `dfgpt serve --circuit` loaded."""
+    def found(s: Session, p: Params) -> dict[str, Any]:
+        return circuit(s, p, loaded)
+
+    return {**GET, "circuit": found}, {**POST, "circuit": found}

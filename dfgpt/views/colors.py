@@ -65,6 +65,12 @@ COLORS: dict[str, str] = {
     # provenance
     "cone": "#e0301e",  # outline / fill accent of a tensor in the cone
     "outside": "#f4f4f4",  # a tensor with no cell in the cone
+    # circuits (dfgpt.circuits.circuit draws with these; tests/test_explorer_circuit.py checks they agree)
+    "circuit_head": "#dbe8f5",  # an attention head
+    "circuit_mlp": "#e6f2dc",  # an MLP
+    "circuit_node": "#f3f0e8",  # the embedding, the logits
+    "edge_positive": "#2b6cb0",  # an edge (or the clean level) whose score is positive
+    "edge_negative": "#c53030",  # negative (or the corrupted level)
     # furniture
     "external": "#ffffff",  # a tensor drawn only because a drawn op reads it
     "note": "#fff2a8",  # "summarised: N more cells" notes

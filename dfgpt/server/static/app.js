@@ -10,10 +10,12 @@ const W = 64; // the server's window of rows and columns
 const VIEW_KEYS = ["view", "block", "head", "tensor", "lead", "r0", "c0", "cell"];
 const NUMS = ["block", "head", "lead", "r0", "c0"];
 const DEFAULTS = { model: null, text: null, view: null, block: null, head: null, tensor: null, lead: 0, r0: 0, c0: 0,
-  cell: null, edits: [], temperature: 1, top_k: 0, top_p: 1, seed: 0, path: null };
+  cell: null, edits: [], temperature: 1, top_k: 0, top_p: 1, seed: 0, path: null,
+  pairs: [], metric: null, method: null, threshold: null, top: null, steps: null, keep: false, circuit: null };
+const CIRCUIT_KEYS = ["metric", "method", "threshold", "top", "steps", "circuit"]; // the circuit view's fields (and pair=, keep=1)
 const S = { ...DEFAULTS };
 let COLORS = {}, MODELS = [], PAGE = null, HISTORY = { undo: 0, redo: 0 }, STALE = {}, BEFORE = {}, CHANGED = false;
-let distSeq = 0, loadSeq = 0, busy = 0, LOADED = false;
+let distSeq = 0, loadSeq = 0, busy = 0, LOADED = false, CIRCUIT = null; // CIRCUIT: the circuit view's answer
 const RANKED = new Set(); // cells whose influence the user asked for (large models rank on request)
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -44,7 +46,7 @@ function signed(v, absmax) {
 const isProb = (name) => /(^|\.)(att|prob)$/.test(name);
 
 // -- errors, in the user's words, at the field they belong to ------------------------------------------
-class ApiError extends Error { constructor(kind, message) { super(message); this.kind = kind; } }
+class ApiError extends Error { constructor(kind, message, field) { super(message); this.kind = kind; this.field = field; } }
 function plain(message) { // the Python API's message, without Python
   return String(message)
     .replace(/;? ?write e\.g\. sheet\.set\('[^']*', ([^)]*)\)\.?/g, "; type a number, e.g. $1.")
@@ -53,14 +55,17 @@ function plain(message) { // the Python API's message, without Python
     .replace(/cannot parse name '([^']*)' at '[^']*':/g, "$1 is not a cell name:")
     .replace(/; see sheet\.tensors\(\)\.?/g, "; the model overview lists them.")
     .replace(/start a sheet from a shorter input/g, "shorten the input")
-    .replace(/sheet\.(\w+)\(/g, "$1(");
+    .replace(/sheet\.(\w+)\(/g, "$1(")
+    .replace(/, or a callable of a sheet/g, "");
 }
 function fieldError(field, e) {
   const el = $(`#${field}-error`);
   let msg = plain(e.message || e);
   if (field === "text" && e.kind === "TokenError") msg += capitalsHint($("#text").value);
   el.textContent = msg; el.hidden = false;
-  const input = { text: "#text", model: "#model", whatif: "#whatif-cell", edit: "#edit-value", goto: "#goto" }[field];
+  const input = { text: "#text", model: "#model", whatif: "#whatif-cell", edit: "#edit-value", goto: "#goto",
+    pairs: "#circuit-pairs", metric: "#circuit-metric", method: "#circuit-method", threshold: "#circuit-threshold",
+    top: "#circuit-top", steps: "#circuit-steps" }[field];
   if (input && $(input)) $(input).setAttribute("aria-invalid", "true");
 }
 function clearErrors() {
@@ -89,7 +94,7 @@ async function request(url, init) {
   try {
     const r = await fetch(url, init);
     const data = await r.json();
-    if (!r.ok) throw new ApiError(data.error, data.message);
+    if (!r.ok) throw new ApiError(data.error, data.message, data.field);
     return data;
   } finally { setBusy(-1); }
 }
@@ -112,6 +117,9 @@ function fromQuery(q) {
     out[k] = Number.isFinite(v) ? v : d;
   }
   out.path = q.has("path") && Number.isInteger(Number(q.get("path"))) ? Number(q.get("path")) : null;
+  for (const k of CIRCUIT_KEYS) if (q.has(k)) out[k] = q.get(k);
+  out.keep = q.get("keep") === "1";
+  out.pairs = q.getAll("pair").map((x) => { const i = x.indexOf("|"); return i < 0 ? [x, ""] : [x.slice(0, i), x.slice(i + 1)]; });
   for (const e of q.getAll("edit")) { const i = e.lastIndexOf("="); if (i > 0) out.edits.push([e.slice(0, i), Number(e.slice(i + 1))]); }
   return out;
 }
@@ -128,7 +136,13 @@ function toQuery(st) {
   if (st.seed) q.set("seed", st.seed);
   if (st.path !== null && st.path !== undefined) q.set("path", st.path);
   for (const [n, v] of st.edits) q.append("edit", `${n}=${v}`);
-  return "/?" + q.toString().replace(/%5B/g, "[").replace(/%5D/g, "]").replace(/%2A/g, "*").replace(/%3D/g, "=");
+  if (st.view === "circuit") { // the circuit's fields, only on its view (a link out of it leaves them behind)
+    for (const [a, b] of st.pairs || []) q.append("pair", `${a}|${b}`);
+    for (const k of CIRCUIT_KEYS) if (st[k] !== null && st[k] !== undefined && st[k] !== "") q.set(k, st[k]);
+    if (st.keep) q.set("keep", "1");
+  }
+  return "/?" + q.toString().replace(/%5B/g, "[").replace(/%5D/g, "]").replace(/%2A/g, "*").replace(/%3D/g, "=")
+    .replace(/%7C/g, "|").replace(/%2C/g, ",").replace(/%3A/g, ":");
 }
 function writeURL(push) {
   const url = toQuery(S);
@@ -144,9 +158,10 @@ async function load(push, receiptOf, asked) { // asked: the view's request, alre
   const seq = ++loadSeq, t0 = performance.now();
   if (!receiptOf) writeURL(push);
   try {
-    const r = receiptOf ? await receiptOf() : await (asked || post("view", {}));
+    const r = receiptOf ? await receiptOf() : await (asked || (S.view === "circuit" ? askCircuit() : post("view", {})));
     if (seq !== loadSeq) return; // a later click already asked
     const page = r.page || r;
+    CIRCUIT = r.circuit ? r : receiptOf && S.view === "circuit" ? CIRCUIT : null; // an edit keeps the circuit shown
     if (receiptOf) { STALE = r.stale_by_tensor || {}; CHANGED = true; showReceipt(r); }
     else if (page.receipt) showReceipt(page.receipt, page.receipt.restored);
     show(page, Boolean(receiptOf));
@@ -170,13 +185,14 @@ function clearErrorsBut(errors) {
 let FAIL_FIELD = null;
 function failed(e, action) { // a request that could not be answered: said at its field, the page still usable
   const m = String(e.message || e);
-  let field = FAIL_FIELD || (action ? "whatif" : "text");
+  let field = FAIL_FIELD || (action ? "whatif" : e.field || "text");
   if (!action && /no model .* is served/.test(m)) field = "model";
   else if (!action && /^edits:/.test(m)) field = "badge";
   clearErrors();
   if (field === "badge") renderBadge();
+  if (S.view === "circuit" && !action && !$("#circuit-form")) viewCircuit($("#view"), null); // the form, to fix a field
   fieldError(field, e);
-  if (!LOADED) $("#view").innerHTML = `<p class="hint" id="view-help">The sheet could not be computed: fix the ${field === "model" ? "model (choose one above)" : field === "badge" ? "edits (reset them)" : "input above and press run"}.</p>`;
+  if (!LOADED && !e.field) $("#view").innerHTML = `<p class="hint" id="view-help">The sheet could not be computed: fix the ${field === "model" ? "model (choose one above)" : field === "badge" ? "edits (reset them)" : "input above and press run"}.</p>`;
   if (field === "model" && MODELS.length) { $("#model").value = ""; }
 }
 function show(page, push) {
@@ -185,6 +201,7 @@ function show(page, push) {
   S.text = page.text; S.edits = page.edits;
   Object.assign(S, { view: page.view.view, block: page.view.block, head: page.view.head, tensor: page.view.tensor,
     lead: page.view.lead, r0: page.view.r0, c0: page.view.c0 });
+  if (CIRCUIT) Object.assign(S, { view: "circuit", tensor: null }, CIRCUIT.fields); // the circuit as the server understood it
   if (page.view.cell) S.cell = page.view.cell; else if (!(page.errors || {}).cell) S.cell = null;
   writeURL(push);
   $("#model").value = S.model;
@@ -192,7 +209,9 @@ function show(page, push) {
   $("#top-k").max = String(Math.min(50, page.model.vocab_size));
   $("#undo").disabled = !HISTORY.undo; $("#redo").disabled = !HISTORY.redo;
   const el = $("#view");
-  if (S.view === "block") viewBlock(el, page);
+  document.body.classList.toggle("circuit-view", S.view === "circuit"); // the what-if and next-token tools step aside
+  if (S.view === "circuit") viewCircuit(el, CIRCUIT);
+  else if (S.view === "block") viewBlock(el, page);
   else if (S.view === "head") viewHead(el, page);
   else if (S.view === "tensor") viewTensor(el, page);
   else viewOverview(el, page);
@@ -278,7 +297,8 @@ const cellLink = (name, text) => `<a class="ref" data-cell="${esc(name)}" href="
 function viewOverview(el, page) {
   const o = page.overview, m = page.model;
   let h = `<h1>${esc(m.name)} <small>${esc(m.title)}</small></h1>`;
-  if (S.path === null) h += `<p class="start"><a class="go" id="path-start" href="${href({ ...CLEAR, view: "overview", path: 0 })}">follow one token through the model, step by step →</a></p>`;
+  if (S.path === null) h += `<p class="start"><a class="go" id="path-start" href="${href({ ...CLEAR, view: "overview", path: 0 })}">follow one token through the model, step by step →</a>`
+    + ` <span class="sep">·</span> <a class="go" id="circuit-start" href="${href({ ...CLEAR, view: "circuit", path: null })}">find the circuit behind a behaviour →</a></p>`;
   if (page.architecture) h += `<div class="card" id="arch-card"><h2>the architecture: embedding → ${m.n_layer} blocks → logits${page.cell ? ` · the trace of <span class="name">${esc(page.cell.name)}</span>: <span class="key in">reads</span> <span class="key out">read by</span> <span class="key cone">in its cone</span>` : " · every box opens its tensor, block or heads"}</h2><div class="scroll">${archSVG(page.architecture, page.cell)}</div></div>`;
   h += `<div class="card"><h2>the flow of “<span class="name">${esc(short(o.text, 60))}</span>” through the model: size of the residual stream per position</h2><div class="scroll"><table class="flow"><tr><th></th>`;
   for (const f of o.flow) h += `<th>${f.pos}</th>`;
@@ -360,6 +380,7 @@ function crumbs(page) {
   const blk = S.view === "tensor" ? (t.match(/^[A-Za-z_][\w.]*\[(\d+)\]\./) || [])[1] : S.block;
   if (blk !== undefined && blk !== null && S.view !== "overview") parts.push(blockLink(blk, `block ${page.overview.prefix}[${blk}]`));
   if (S.view === "head") parts.push(`<span>head ${S.head}</span>`);
+  if (S.view === "circuit") parts.push(`<span>circuit</span>`);
   if (S.view === "tensor" && /\.(attn|self_attn|attention)\.(q|k|v|score|att)$/.test(t)) parts.push(headLink(blk, S.lead, `head ${S.lead}`));
   if (S.view === "tensor") parts.push(tensorLink(t, S.lead, esc(t)));
   if (S.cell) parts.push(cellLink(S.cell));
@@ -674,7 +695,7 @@ function defaultText(m) { // an input every model reads: CABACA for the sort mod
 (async function start() {
   Object.assign(S, fromQuery(new URLSearchParams(location.search)));
   // an address naming its model and input asks for its view beside the colours and the models: one round trip less
-  const asked = S.model && S.text ? post("view", {}) : null;
+  const asked = S.model && S.text && S.view !== "circuit" ? post("view", {}) : null; // (circuit.js is not read yet)
   if (asked) asked.catch(() => {}); // its error is shown by load(), which awaits it
   const [colors, models] = await Promise.all([request("/api/colors"), request("/api/models")]);
   COLORS = colors; MODELS = models.models;
