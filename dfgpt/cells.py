@@ -120,8 +120,9 @@ class Cells:
             m = masks.get(tensor)
             if m is None:
                 continue
-            for idx in np.argwhere(m):
-                out.append(self.name(tensor, tuple(int(i) for i in idx)))
+            # flat indices, then unravelled: np.argwhere over GPT-2's 38.6M-cell lm_head mask costs ~65 ms
+            for idx in zip(*(a.tolist() for a in np.unravel_index(np.flatnonzero(m), m.shape))):
+                out.append(self.name(tensor, idx))
                 if limit is not None and len(out) >= limit:
                     return out
         return out

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .batches import note_batch, note_batches, rows_moved
 from .cones import Mask, Pending
 from .ops.fused import LayerNormRows, SoftmaxRows
 from .ops.linear import LinearHeads
@@ -116,6 +117,8 @@ class Engine(Store):
             self._keep(sched.ran_names)
         for kernel in sched.kernels:
             kernel(vals)
+        if not self.exact and self.batch_T != -1:
+            self.batch_T = note_batches(self.batch_T, T, sched.ran_at[:, :T])
         if fresh:  # every bookkeeping dict held its default: the outcome is memoised per revision
             self._fresh_books(sched, rev)
         else:
@@ -231,6 +234,8 @@ class Engine(Store):
             if self.dropped:
                 self.restore_for((name, *op.ins))
             op.forward(self, rows)
+            if not self.exact:
+                self.batch_T = note_batch(self.batch_T, self.T, rows)
             if name in self.transient:  # op.forward runs op.kernel(_sel(rows)): replayed so
                 self.record(name, op, _sel(rows))
             self.verified[name][rows] = rev
@@ -344,6 +349,8 @@ class Engine(Store):
             fresh = bool((verified[idx] < 0).all())
         cut = 0
         if idx.size:
+            if not self.exact:
+                self.batch_T = note_batch(self.batch_T, self.T, idx)
             op = self.graph.ops[name]
             if self.dropped:
                 self.restore_for((name, *op.ins))
@@ -363,21 +370,25 @@ class Engine(Store):
                             w.setdefault(r, None)
             else:
                 ra = self.graph.row_axis[name]
-                old = np.take(arr, idx, axis=ra)
+                old = np.take(arr, idx, axis=ra)  # a copy: the forward writes over these rows
                 first = verified[idx] < 0
                 op.forward(self, idx)
                 if name in self.pins:
                     self._apply_pins(name, idx)
-                new = np.take(arr, idx, axis=ra)
+                sel = _sel(idx)
+                if isinstance(sel, slice):  # contiguous rows: a view, read before anything writes arr again
+                    cut_to: list[Any] = [slice(None)] * arr.ndim
+                    cut_to[ra] = sel
+                    new = arr[tuple(cut_to)]
+                else:
+                    new = np.take(arr, idx, axis=ra)
                 for obs in self._observers:  # keep each row's value from before its first recompute
                     w = obs.rows.get(name)
                     if w is not None:
                         for j, r in enumerate(idx.tolist()):
-                            if r not in w:  # None: the row had no value before
-                                w[r] = None if first[j] else np.take(old, j, axis=ra)
-                # Bitwise: -0.0 and 0.0 differ downstream (1/x, signs), so cut-off must not merge them.
-                neq = (new != old) | (np.signbit(new) != np.signbit(old))
-                diff = np.moveaxis(neq, ra, 0).reshape(idx.size, -1).any(axis=1)
+                            if r not in w:  # None: the row had no value before; else a view of the copy
+                                w[r] = None if first[j] else (old[j] if ra == 0 else np.take(old, j, axis=ra))
+                diff = rows_moved(new, old, ra)
                 moved = diff | first
                 if moved.any():
                     self.changed[name][idx[moved]] = rev
