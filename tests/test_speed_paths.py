@@ -131,3 +131,20 @@ def test_bitwise_cutoff_equals_the_float_comparison(dtype, ra):
     got = rows_moved(a, b, ra)
     assert got.tolist() == _old_rows_moved(a, b, ra).tolist()
     assert got.sum() == 3 and got[1] and got[2] and got[3]
+
+
+def test_top_k_equals_the_stable_full_sort():
+    from dfgpt.server.api import top
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        x = rng.integers(-5, 5, 500).astype(np.float64)  # many ties
+        if trial % 4 == 1:
+            x[rng.integers(0, 500, 30)] = np.nan
+        if trial % 4 == 2:
+            x[:495] = np.nan  # fewer numbers than k
+        if trial % 4 == 3:
+            x[rng.integers(0, 500, 5)] = np.inf
+            x[rng.integers(0, 500, 5)] = -0.0
+        for k in (1, 10, 20):
+            assert top(x, k).tolist() == np.argsort(-x, kind="stable")[:k].tolist()
