@@ -167,24 +167,24 @@ class Engine(Store):
         checked = want & (state < 2)  # planned rows not yet verified at this revision
         ran = checked & (state == 0)  # of those, the rows that never ran (clean: the rest are current)
         order, ops = self._order, self.graph.ops
-        run: list[tuple[Any, np.ndarray]] = []  # (an op, or LayerNormRows; its rows), then their kernels
+        # (an op, or LayerNormRows; its rows; the rows as bytes, to compare), then their kernels
+        run: list[tuple[Any, np.ndarray, bytes]] = []
         ran_names = []
         for i in ran.any(axis=1).nonzero()[0].tolist():  # topological order
-            run.append((ops[order[i]], ran[i].nonzero()[0]))
+            rows = ran[i].nonzero()[0]
+            run.append((ops[order[i]], rows, rows.tobytes()))
             ran_names.append(order[i])
         k = 0
         while k + 3 <= len(run):  # LayerNorm's or a softmax's three ops over the same rows: one call
             three = run[k : k + 3]
-            ops3 = [op for op, _ in three]
-            if all(np.array_equal(three[0][1], r) for _, r in three[1:]):
-                if LayerNormRows.fits(ops3):
-                    run[k : k + 3] = [(LayerNormRows(ops3[0], ops3[1], ops3[2]), three[0][1])]
-                elif SoftmaxRows.fits(ops3):
-                    run[k : k + 3] = [(SoftmaxRows(ops3[0], ops3[1], ops3[2]), three[0][1])]
-                elif LinearHeads.fits(ops3):  # q, k and v
-                    run[k : k + 3] = [(LinearHeads(tuple(ops3)), three[0][1])]
+            ops3 = [op for op, _, _ in three]
+            # the kinds first (cheap), then the rows (a generation step has ~300 ops); LinearHeads: q, k and v
+            fused: Any = next((f for f in (LayerNormRows, SoftmaxRows, LinearHeads) if f.fits(ops3)), None)
+            if fused is not None and three[0][2] == three[1][2] == three[2][2]:
+                op = fused(tuple(ops3)) if fused is LinearHeads else fused(*ops3)
+                run[k : k + 3] = [(op, three[0][1], three[0][2])]
             k += 1
-        run = [(op, _sel(rows)) for op, rows in run]
+        run = [(op, _sel(rows)) for op, rows, _ in run]  # type: ignore[misc]
         kernels = [op.kernel(sel, cap, self.exact) for op, sel in run]
         if self.transient:
             kernels = self.transient_steps(run, kernels, targets or ())

@@ -322,7 +322,9 @@ class Store(Door, Transience, Cones):
             # Keys past every existing query are masked: they hold the op's masked value (-inf
             # for a score), as a sheet made at the new length would.
             fill = self.graph.ops[name].masked if "key" in spec.axes else 0
-            new = np.full(spec.shape(cap), fill, arr.dtype)
+            # zeros come from the kernel untouched: only the rows copied below are paged in (GPT-2's logits
+            # at 128 positions are 26 MB, and a grow makes every tensor anew)
+            new = np.zeros(spec.shape(cap), arr.dtype) if fill == 0 and not np.signbit(fill) else np.full(spec.shape(cap), fill, arr.dtype)
             cut = tuple(slice(0, keep) if a in ("pos", "key") else slice(None) for a in spec.axes)
             new[cut] = arr[cut]
             self.values[name] = new
