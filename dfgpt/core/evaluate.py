@@ -184,10 +184,10 @@ class Engine(Store):
                 op = fused(tuple(ops3)) if fused is LinearHeads else fused(*ops3)
                 run[k : k + 3] = [(op, three[0][1], three[0][2])]
             k += 1
-        run = [(op, _sel(rows)) for op, rows, _ in run]  # type: ignore[misc]
-        kernels = [op.kernel(sel, cap, self.exact) for op, sel in run]
+        steps = [(op, _sel(rows)) for op, rows, _ in run]
+        kernels = [op.kernel(sel, cap, self.exact) for op, sel in steps]
         if self.transient:
-            kernels = self.transient_steps(run, kernels, targets or ())
+            kernels = self.transient_steps(steps, kernels, targets or ())
         holes = (state == 0) & ~checked
         first = np.where(holes.any(axis=1), holes.argmax(axis=1), T)
         full = dict(zip(order, first.tolist()))

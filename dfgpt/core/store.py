@@ -324,7 +324,8 @@ class Store(Door, Transience, Cones):
             fill = self.graph.ops[name].masked if "key" in spec.axes else 0
             # zeros come from the kernel untouched: only the rows copied below are paged in (GPT-2's logits
             # at 128 positions are 26 MB, and a grow makes every tensor anew)
-            new = np.zeros(spec.shape(cap), arr.dtype) if fill == 0 and not np.signbit(fill) else np.full(spec.shape(cap), fill, arr.dtype)
+            shape = spec.shape(cap)
+            new = np.zeros(shape, arr.dtype) if fill == 0 and not np.signbit(fill) else np.full(shape, fill, arr.dtype)
             cut = tuple(slice(0, keep) if a in ("pos", "key") else slice(None) for a in spec.axes)
             new[cut] = arr[cut]
             self.values[name] = new
