@@ -226,8 +226,10 @@ def overview_json(sheet: Sheet) -> dict[str, Any]:
     names = ["emb"] + [f"{prefix}[{i}].out" for i in range(cfg.n_layer)]
     resid = [sheet.values(n) for n in names]
     norms = [np.linalg.norm(r, axis=-1) for r in resid]
-    probs = sheet.values("prob")
-    nxt = np.argmax(sheet.values("logit"), axis=-1)
+    eng = sheet.engine  # the outputs read in place: copies of GPT-2's [T, 50,257] logits and probabilities cost ~5 ms
+    eng.ensure_whole("logit")
+    eng.ensure_whole("prob")
+    probs, nxt = eng.view("prob"), np.argmax(eng.view("logit"), axis=-1)
     flow = [{"pos": t, "token": sheet.token_label(sheet.tokens[t]), "next": sheet.token_label(int(nxt[t])),
              "p": number(probs[t, nxt[t]]), "norms": [number(n[t]) for n in norms]} for t in range(sheet.T)]
     return {"text": sheet.text, "tokens": [sheet.token_label(i) for i in sheet.tokens], "T": sheet.T,
