@@ -24,6 +24,7 @@ from .cones import Mask, Pending
 from .ops.fused import LayerNormRows, SoftmaxRows
 from .ops.linear import LinearHeads
 from .ops.selection import _sel
+from .planning import plan_rows
 from .schedule import Schedule
 from .store import Store
 
@@ -249,41 +250,12 @@ class Engine(Store):
             tally.ran(name, n * self._row_size(name))
 
     def _plan(self, need: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, int]]:
-        """The rows of every tensor a read needs, in topological order.
+        """The rows of every tensor a read needs, in topological order (dfgpt.core.planning).
 
         Depends only on the graph, T and the request, so it is memoised on the graph and
         shared by every sheet of a model (a read of `logit[5]` plans once).
         """
-        if not need:
-            return []
-        key = (self.T, *sorted((k, v.tobytes()) for k, v in need.items()))
-        cache = self.graph.memo.plans
-        got = cache.get(key)
-        if got is not None:
-            return got
-        rows_of = {k: v.copy() for k, v in need.items()}
-        reads = self.graph.row_reads
-        for name in reversed(self.graph.computed):
-            rows = rows_of.get(name)
-            if rows is None or not rows.any():
-                continue
-            for inp, how, computed in reads[name]:
-                if not computed or how == "whole":
-                    continue
-                got_rows = rows_of.get(inp)
-                if got_rows is None:
-                    got_rows = rows_of[inp] = np.zeros(self.T, bool)
-                if how == "row":
-                    got_rows |= rows
-                else:
-                    got_rows[: int(rows.nonzero()[0][-1]) + 1] = True
-        # Row indices, not masks: a read that finds a tensor current costs one gather and a min.
-        plan: list[tuple[str, Any, int]] = []
-        for n in self.graph.computed:
-            if n in rows_of and rows_of[n].any():
-                idx = rows_of[n].nonzero()[0]
-                plan.append((n, idx, int(idx[-1])))
-        return cache.put(key, plan)  # type: ignore[no-any-return]
+        return plan_rows(self.graph, self.T, need)
 
     def _dep_changed(self, name: str) -> np.ndarray:
         """[T]: the latest revision at which anything a row reads changed."""
