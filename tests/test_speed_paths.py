@@ -148,3 +148,29 @@ def test_top_k_equals_the_stable_full_sort():
             x[rng.integers(0, 500, 5)] = -0.0
         for k in (1, 10, 20):
             assert top(x, k).tolist() == np.argsort(-x, kind="stable")[:k].tolist()
+
+
+def test_the_servers_receipt_asks_the_effect_first_and_shows_the_same_numbers():
+    from dfgpt.server.api import number, receipt_json
+
+    def old_order(receipt, sheet):  # the fields asked in the order the answer used to ask them
+        receipt.settle()
+        by = receipt.stale_by_tensor
+        counts = (receipt.stale, receipt.recomputed, receipt.reused, receipt.cutoff)
+        change = {k: (None if v is None else number(v)) for k, v in receipt.max_change.items()}
+        return counts, change, receipt.flipped, by
+
+    answers = []
+    for make in (receipt_json, old_order):
+        sheet = dfgpt.Sheet(GPT, list(range(10, 26)))
+        sheet.values("prob")
+        got = []
+        for name, value in (("h[1].mlp.c_proj.b[3]", 50.0), ("wpe[4][1]", 2.5)):
+            r = sheet.set(name, value)
+            out = make(r, sheet)
+            got.append(out if make is old_order else (
+                (out["stale"], out["recomputed"], out["reused"], out["cutoff"]), out["max_change"], out["flipped"],
+                out["stale_by_tensor"]))
+        answers.append(got)
+    assert answers[0] == answers[1]
+    assert answers[0][0][1]["logit"] > 0 and answers[0][0][0][1] > 0

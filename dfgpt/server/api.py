@@ -243,10 +243,12 @@ def receipt_json(receipt: Receipt, sheet: Sheet) -> dict[str, Any]:
     """An edit's receipt after reading every output (settle): what went stale, what was recomputed or reused."""
     receipt.settle()
     by = receipt.stale_by_tensor
+    # the effect first: asked before it, the counts would also compare the rows read so far (~20 ms at GPT-2)
+    change, flipped = receipt.max_change, receipt.flipped
     return {"action": receipt.action, "cells": list(receipt.cells), "stale": receipt.stale,
             "recomputed": receipt.recomputed, "reused": receipt.reused, "cutoff": receipt.cutoff,
-            "max_change": {k: (None if v is None else number(v)) for k, v in receipt.max_change.items()},
-            "flipped": receipt.flipped, "stale_by_tensor": by, "text": sheet.text,
+            "max_change": {k: (None if v is None else number(v)) for k, v in change.items()},
+            "flipped": flipped, "stale_by_tensor": by, "text": sheet.text,
             "prediction": prediction_json(sheet)}
 
 
