@@ -108,7 +108,8 @@ class Live:
                 change[name] = None
                 continue
             with np.errstate(invalid="ignore", over="ignore"):  # pins may have made inf or nan
-                change[name] = float(np.max(np.abs(new - old)))
+                diff = new - old
+                change[name] = float(np.max(np.abs(diff, out=diff)))
             if name == "logit":
                 flipped = bool((new.argmax(axis=1) != old.argmax(axis=1)).any())
         self.effect = (change, flipped)
@@ -127,6 +128,9 @@ class Live:
             rows = self.watch[name]
             if any(r < len(now) and v is None for r, v in rows.items()):
                 return None
+            if all(r in rows for r in range(len(now))):  # every row recomputed: one copy, not two
+                out[name] = np.stack([rows[r] for r in range(len(now))])  # type: ignore[misc]
+                continue
             was = np.array(now)
             for r, v in rows.items():
                 if r < len(now):
