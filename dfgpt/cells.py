@@ -25,10 +25,22 @@ from .models.checkpoints import saved_keys
 if TYPE_CHECKING:
     from .models.weights import Weights
 
-__all__ = ["ALIASES", "Cells"]
+__all__ = ["ALIASES", "Cells", "mask_indices"]
 
 ALIASES = {"logits": "logit", "probs": "prob", "probabilities": "prob"}
 _PLAIN_TOKEN = re.compile(r"[^\[\]\s:*.]+")
+
+
+def mask_indices(m: Mask) -> Any:
+    """The True cells of a mask as index tuples, in index order: flat indices, then unravelled
+    (np.argwhere over GPT-2's 38.6M-cell lm_head mask costs ~65 ms, this ~2 ms).
+
+    >>> list(mask_indices(np.array([[False, True], [True, False]]))), list(mask_indices(np.array(True)))
+    ([(0, 1), (1, 0)], [()])
+    """
+    if not m.ndim:
+        return [()] if m else []
+    return zip(*(a.tolist() for a in np.unravel_index(np.flatnonzero(m), m.shape)))
 
 
 class Cells:
@@ -120,8 +132,8 @@ class Cells:
             m = masks.get(tensor)
             if m is None:
                 continue
-            for idx in np.argwhere(m):
-                out.append(self.name(tensor, tuple(int(i) for i in idx)))
+            for idx in mask_indices(m):
+                out.append(self.name(tensor, idx))
                 if limit is not None and len(out) >= limit:
                     return out
         return out

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 import numpy as np
 
+from ..cells import mask_indices
 from ..core.evaluate import Mask
 from ..core.ops import Softmax
 from ..errors import IndexError_, QueryError, show
@@ -140,8 +141,8 @@ class _CellSet:
             m = self.masks.get(tensor)
             if m is None:
                 continue
-            for idx in np.argwhere(m):
-                yield self.sheet.name(tensor, tuple(int(i) for i in idx))
+            for idx in mask_indices(m):
+                yield self.sheet.name(tensor, idx)
 
 
 class Provenance(_CellSet):

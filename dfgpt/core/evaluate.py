@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from .batches import note_batch, note_batches, rows_moved
 from .cones import Mask, Pending
 from .ops.fused import LayerNormRows, SoftmaxRows
 from .ops.linear import LinearHeads
 from .ops.selection import _sel
+from .planning import plan_rows
 from .schedule import Schedule
 from .store import Store
 
@@ -116,6 +118,8 @@ class Engine(Store):
             self._keep(sched.ran_names)
         for kernel in sched.kernels:
             kernel(vals)
+        if not self.exact and self.batch_T != -1:
+            self.batch_T = note_batches(self.batch_T, T, sched.ran_at[:, :T])
         if fresh:  # every bookkeeping dict held its default: the outcome is memoised per revision
             self._fresh_books(sched, rev)
         else:
@@ -164,27 +168,27 @@ class Engine(Store):
         checked = want & (state < 2)  # planned rows not yet verified at this revision
         ran = checked & (state == 0)  # of those, the rows that never ran (clean: the rest are current)
         order, ops = self._order, self.graph.ops
-        run: list[tuple[Any, np.ndarray]] = []  # (an op, or LayerNormRows; its rows), then their kernels
+        # (an op, or LayerNormRows; its rows; the rows as bytes, to compare), then their kernels
+        run: list[tuple[Any, np.ndarray, bytes]] = []
         ran_names = []
         for i in ran.any(axis=1).nonzero()[0].tolist():  # topological order
-            run.append((ops[order[i]], ran[i].nonzero()[0]))
+            rows = ran[i].nonzero()[0]
+            run.append((ops[order[i]], rows, rows.tobytes()))
             ran_names.append(order[i])
         k = 0
         while k + 3 <= len(run):  # LayerNorm's or a softmax's three ops over the same rows: one call
             three = run[k : k + 3]
-            ops3 = [op for op, _ in three]
-            if all(np.array_equal(three[0][1], r) for _, r in three[1:]):
-                if LayerNormRows.fits(ops3):
-                    run[k : k + 3] = [(LayerNormRows(ops3[0], ops3[1], ops3[2]), three[0][1])]
-                elif SoftmaxRows.fits(ops3):
-                    run[k : k + 3] = [(SoftmaxRows(ops3[0], ops3[1], ops3[2]), three[0][1])]
-                elif LinearHeads.fits(ops3):  # q, k and v
-                    run[k : k + 3] = [(LinearHeads(tuple(ops3)), three[0][1])]
+            ops3 = [op for op, _, _ in three]
+            # the kinds first (cheap), then the rows (a generation step has ~300 ops); LinearHeads: q, k and v
+            fused: Any = next((f for f in (LayerNormRows, SoftmaxRows, LinearHeads) if f.fits(ops3)), None)
+            if fused is not None and three[0][2] == three[1][2] == three[2][2]:
+                op = fused(tuple(ops3)) if fused is LinearHeads else fused(*ops3)
+                run[k : k + 3] = [(op, three[0][1], three[0][2])]
             k += 1
-        run = [(op, _sel(rows)) for op, rows in run]
-        kernels = [op.kernel(sel, cap, self.exact) for op, sel in run]
+        steps = [(op, _sel(rows)) for op, rows, _ in run]
+        kernels = [op.kernel(sel, cap, self.exact) for op, sel in steps]
         if self.transient:
-            kernels = self.transient_steps(run, kernels, targets or ())
+            kernels = self.transient_steps(steps, kernels, targets or ())
         holes = (state == 0) & ~checked
         first = np.where(holes.any(axis=1), holes.argmax(axis=1), T)
         full = dict(zip(order, first.tolist()))
@@ -231,6 +235,8 @@ class Engine(Store):
             if self.dropped:
                 self.restore_for((name, *op.ins))
             op.forward(self, rows)
+            if not self.exact:
+                self.batch_T = note_batch(self.batch_T, self.T, rows)
             if name in self.transient:  # op.forward runs op.kernel(_sel(rows)): replayed so
                 self.record(name, op, _sel(rows))
             self.verified[name][rows] = rev
@@ -244,41 +250,12 @@ class Engine(Store):
             tally.ran(name, n * self._row_size(name))
 
     def _plan(self, need: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, int]]:
-        """The rows of every tensor a read needs, in topological order.
+        """The rows of every tensor a read needs, in topological order (dfgpt.core.planning).
 
         Depends only on the graph, T and the request, so it is memoised on the graph and
         shared by every sheet of a model (a read of `logit[5]` plans once).
         """
-        if not need:
-            return []
-        key = (self.T, *sorted((k, v.tobytes()) for k, v in need.items()))
-        cache = self.graph.memo.plans
-        got = cache.get(key)
-        if got is not None:
-            return got
-        rows_of = {k: v.copy() for k, v in need.items()}
-        reads = self.graph.row_reads
-        for name in reversed(self.graph.computed):
-            rows = rows_of.get(name)
-            if rows is None or not rows.any():
-                continue
-            for inp, how, computed in reads[name]:
-                if not computed or how == "whole":
-                    continue
-                got_rows = rows_of.get(inp)
-                if got_rows is None:
-                    got_rows = rows_of[inp] = np.zeros(self.T, bool)
-                if how == "row":
-                    got_rows |= rows
-                else:
-                    got_rows[: int(rows.nonzero()[0][-1]) + 1] = True
-        # Row indices, not masks: a read that finds a tensor current costs one gather and a min.
-        plan: list[tuple[str, Any, int]] = []
-        for n in self.graph.computed:
-            if n in rows_of and rows_of[n].any():
-                idx = rows_of[n].nonzero()[0]
-                plan.append((n, idx, int(idx[-1])))
-        return cache.put(key, plan)  # type: ignore[no-any-return]
+        return plan_rows(self.graph, self.T, need)
 
     def _dep_changed(self, name: str) -> np.ndarray:
         """[T]: the latest revision at which anything a row reads changed."""
@@ -344,6 +321,8 @@ class Engine(Store):
             fresh = bool((verified[idx] < 0).all())
         cut = 0
         if idx.size:
+            if not self.exact:
+                self.batch_T = note_batch(self.batch_T, self.T, idx)
             op = self.graph.ops[name]
             if self.dropped:
                 self.restore_for((name, *op.ins))
@@ -363,21 +342,25 @@ class Engine(Store):
                             w.setdefault(r, None)
             else:
                 ra = self.graph.row_axis[name]
-                old = np.take(arr, idx, axis=ra)
+                old = np.take(arr, idx, axis=ra)  # a copy: the forward writes over these rows
                 first = verified[idx] < 0
                 op.forward(self, idx)
                 if name in self.pins:
                     self._apply_pins(name, idx)
-                new = np.take(arr, idx, axis=ra)
+                sel = _sel(idx)
+                if isinstance(sel, slice):  # contiguous rows: a view, read before anything writes arr again
+                    cut_to: list[Any] = [slice(None)] * arr.ndim
+                    cut_to[ra] = sel
+                    new = arr[tuple(cut_to)]
+                else:
+                    new = np.take(arr, idx, axis=ra)
                 for obs in self._observers:  # keep each row's value from before its first recompute
                     w = obs.rows.get(name)
                     if w is not None:
                         for j, r in enumerate(idx.tolist()):
-                            if r not in w:  # None: the row had no value before
-                                w[r] = None if first[j] else np.take(old, j, axis=ra)
-                # Bitwise: -0.0 and 0.0 differ downstream (1/x, signs), so cut-off must not merge them.
-                neq = (new != old) | (np.signbit(new) != np.signbit(old))
-                diff = np.moveaxis(neq, ra, 0).reshape(idx.size, -1).any(axis=1)
+                            if r not in w:  # None: the row had no value before; else a view of the copy
+                                w[r] = None if first[j] else (old[j] if ra == 0 else np.take(old, j, axis=ra))
+                diff = rows_moved(new, old, ra)
                 moved = diff | first
                 if moved.any():
                     self.changed[name][idx[moved]] = rev

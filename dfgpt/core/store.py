@@ -112,6 +112,12 @@ class Store(Door, Transience, Cones):
         self._observers: list[Observer] = []  # rows' values before their recompute, kept for receipts (door)
         self._trial: Trial | None = None  # what the open trial puts back (dfgpt.core.door)
         self.pins: dict[str, dict[tuple[int, ...], float]] = {}
+        # Fast mode (not exact), where a row's bits depend on the batch of rows computed with it: the
+        # length T0 at which every row 0..T0-1 that holds a value was computed in one batch of rows
+        # 0..T0-1 of its tensor (rows past T0 may have run alone: appends); None before any read,
+        # -1 once a row below it ran in another batch. Recomputing the same rows then repeats their
+        # bits, which a receipt's `before` relies on (dfgpt.edits.receipts). Exact mode needs none.
+        self.batch_T: int | None = None
         # What reads recomputed, reused and cut off (dfgpt.core.tally): clean reads' counts are added
         # when next looked at, so a sheet made for one forward never counts anything.
         self.tally = Tally()
@@ -291,6 +297,8 @@ class Store(Door, Transience, Cones):
         for name in self.verified:
             self.verified[name][t] = -1
             self.full[name] = min(self.full[name], t)
+        if self.batch_T is not None and self.batch_T > t:  # rows 0..t-1 ran in batches of a longer length
+            self.batch_T = -1
         for name, st in self.stale.items():
             ra = self.specs[name].row_axis
             sel: list[Any] = [slice(None)] * st.ndim
@@ -314,7 +322,10 @@ class Store(Door, Transience, Cones):
             # Keys past every existing query are masked: they hold the op's masked value (-inf
             # for a score), as a sheet made at the new length would.
             fill = self.graph.ops[name].masked if "key" in spec.axes else 0
-            new = np.full(spec.shape(cap), fill, arr.dtype)
+            # zeros come from the kernel untouched: only the rows copied below are paged in (GPT-2's logits
+            # at 128 positions are 26 MB, and a grow makes every tensor anew)
+            shape = spec.shape(cap)
+            new = np.zeros(shape, arr.dtype) if fill == 0 and not np.signbit(fill) else np.full(shape, fill, arr.dtype)
             cut = tuple(slice(0, keep) if a in ("pos", "key") else slice(None) for a in spec.axes)
             new[cut] = arr[cut]
             self.values[name] = new

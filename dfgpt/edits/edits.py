@@ -173,6 +173,10 @@ def _apply(sheet: Cells, action: str, changes: list[_Change], forward: bool) -> 
                 pinned_outputs.setdefault(ch.tensor, {}).setdefault(row, np.array(eng.view(ch.tensor)[row]))
     T0 = eng.T
     unset = {n: m for n, v in eng.verified.items() if (m := v[:T0] == -1).any()}  # rows never computed
+    # every output row current (verified since the last write), and in fast mode computed in the batch a
+    # recompute would use: the receipt's "before" is what they hold (dfgpt.edits.receipts)
+    held = (eng.exact or eng.batch_T == T0) and all(bool((eng.verified_at(n) >= eng.revision).all())
+                                                   for n in OUTPUTS)
     appended, cone = _write(sheet, changes, forward)
     eng.reset_counts()
     live = Live(sheet, pinned_outputs, unset)
@@ -180,6 +184,7 @@ def _apply(sheet: Cells, action: str, changes: list[_Change], forward: bool) -> 
         live.kept_rows = min(T0, eng.T)
     else:
         live.before = lambda: _outputs_before(sheet, changes, forward)
+        live.held = held
     live.cone = {n: eng.row_size(n) for n in sheet.graph.computed} if appended else cone
     names = tuple(_describe(sheet, ch, forward) for ch in changes)
     log.open = live

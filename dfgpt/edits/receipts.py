@@ -50,6 +50,12 @@ class Live:
         # an append or its undo, how many rows kept their values; the effect is worked out on demand.
         self.before: Callable[[], dict[str, np.ndarray]] | None = None
         self.kept_rows: int | None = None
+        # True when every output row held its current value at the edit (read since the last write; in
+        # fast mode, every row computed in the batch a recompute uses: Store.batch_T): the observer
+        # then keeps each row's value from before its recompute, and `before` (a trial
+        # that recomputes the edit's cone with the edit reverted: a second vocabulary-wide product
+        # at GPT-2 size) is needed only if the observer misses a row.
+        self.held = False
         self.effect: tuple[dict[str, float | None], bool | None] | None = None
         # The engine keeps each output row's value from before its first recompute since now;
         # rows the edit pinned come in with their values from before the pin. Used only when a
@@ -85,7 +91,10 @@ class Live:
         eng = self.sheet.engine
         eng.ensure({name: np.ones(eng.T, bool) for name in OUTPUTS})
         after = {name: eng.view(name) for name in OUTPUTS}  # [T, V] each
-        if self.before is not None:
+        held = self._held(after) if self.held else None
+        if held is not None:
+            before = held
+        elif self.before is not None:
             before = self.before()
         else:  # rows the append (or its undo) left alone hold the same values
             n = self.kept_rows or 0
@@ -99,11 +108,35 @@ class Live:
                 change[name] = None
                 continue
             with np.errstate(invalid="ignore", over="ignore"):  # pins may have made inf or nan
-                change[name] = float(np.max(np.abs(new - old)))
+                diff = new - old
+                change[name] = float(np.max(np.abs(diff, out=diff)))
             if name == "logit":
                 flipped = bool((new.argmax(axis=1) != old.argmax(axis=1)).any())
         self.effect = (change, flipped)
         return self.effect
+
+    def _held(self, after: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """Every output row as it was before the edit, from the rows held then: a row recomputed
+        since the edit comes from the observer (its value before the recompute), any other row
+        did not change. None if a recomputed row had no value before (then the trial tells)."""
+        eng = self.sheet.engine
+        if not (eng.exact or eng.batch_T == eng.T):  # fast mode: the reads since ran other batches of rows
+            return None
+        out: dict[str, np.ndarray] = {}
+        for name in OUTPUTS:
+            now = after[name]  # [T, V]
+            rows = self.watch[name]
+            if any(r < len(now) and v is None for r, v in rows.items()):
+                return None
+            if all(r in rows for r in range(len(now))):  # every row recomputed: one copy, not two
+                out[name] = np.stack([rows[r] for r in range(len(now))])  # type: ignore[misc]
+                continue
+            was = np.array(now)
+            for r, v in rows.items():
+                if r < len(now):
+                    was[r] = v
+            out[name] = was
+        return out
 
     def numbers(self) -> dict[str, Any]:
         if self.frozen is not None:

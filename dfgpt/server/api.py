@@ -41,6 +41,7 @@ __all__ = [
     "prediction_json",
     "receipt_json",
     "tensor_json",
+    "top",
 ]
 
 WINDOW = 64  # rows and columns of a tensor sent at once (a GPT-2 wte has 50,257 × 768 cells)
@@ -53,6 +54,23 @@ def number(x: Any) -> float | str:
     if math.isfinite(v):
         return v
     return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+
+
+def top(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, best first, ties in index order: `np.argsort(-x, kind="stable")[:k]`,
+    without sorting all of x (a GPT-2 row has 50,257 logits: ~3 ms sorted, ~0.3 ms this way).
+
+    >>> top(np.array([1.0, 3.0, 3.0, 0.0, 2.0] * 5), 3).tolist()
+    [1, 2, 6]
+    """
+    neg = -np.asarray(x)
+    if neg.size <= 4 * k:
+        return np.argsort(neg, kind="stable")[:k]  # type: ignore[no-any-return]
+    kth = neg[np.argpartition(neg, k - 1)[:k]].max()  # the k-th best value (NaN only if fewer than k numbers)
+    cand = np.flatnonzero(neg <= kth)  # every value as good as it, ties included, in index order
+    if len(cand) < k:  # NaNs: argsort ranks them last
+        return np.argsort(neg, kind="stable")[:k]  # type: ignore[no-any-return]
+    return cand[np.argsort(neg[cand], kind="stable")[:k]]  # type: ignore[no-any-return]
 
 
 def _numbers(a: np.ndarray) -> list[Any]:
@@ -182,7 +200,7 @@ def prediction_json(sheet: Sheet, pos: int | None = None) -> dict[str, Any]:
     if not (isinstance(t, int) and 0 <= t < sheet.T):
         raise IndexError_(f"position {t} is out of range 0..{sheet.T - 1}.")
     logits, probs = sheet.value(f"logit[{t}]"), sheet.value(f"prob[{t}]")
-    order = np.argsort(-logits, kind="stable")[:10]
+    order = top(logits, 10)
     return {"pos": t, "tokens": [{"token": sheet.token_label(int(v)), "id": int(v), "logit": number(logits[v]),
                                   "prob": number(probs[v])} for v in order]}
 
@@ -208,8 +226,10 @@ def overview_json(sheet: Sheet) -> dict[str, Any]:
     names = ["emb"] + [f"{prefix}[{i}].out" for i in range(cfg.n_layer)]
     resid = [sheet.values(n) for n in names]
     norms = [np.linalg.norm(r, axis=-1) for r in resid]
-    probs = sheet.values("prob")
-    nxt = np.argmax(sheet.values("logit"), axis=-1)
+    eng = sheet.engine  # the outputs read in place: copies of GPT-2's [T, 50,257] logits and probabilities cost ~5 ms
+    eng.ensure_whole("logit")
+    eng.ensure_whole("prob")
+    probs, nxt = eng.view("prob"), np.argmax(eng.view("logit"), axis=-1)
     flow = [{"pos": t, "token": sheet.token_label(sheet.tokens[t]), "next": sheet.token_label(int(nxt[t])),
              "p": number(probs[t, nxt[t]]), "norms": [number(n[t]) for n in norms]} for t in range(sheet.T)]
     return {"text": sheet.text, "tokens": [sheet.token_label(i) for i in sheet.tokens], "T": sheet.T,
@@ -223,10 +243,12 @@ def receipt_json(receipt: Receipt, sheet: Sheet) -> dict[str, Any]:
     """An edit's receipt after reading every output (settle): what went stale, what was recomputed or reused."""
     receipt.settle()
     by = receipt.stale_by_tensor
+    # the effect first: asked before it, the counts would also compare the rows read so far (~20 ms at GPT-2)
+    change, flipped = receipt.max_change, receipt.flipped
     return {"action": receipt.action, "cells": list(receipt.cells), "stale": receipt.stale,
             "recomputed": receipt.recomputed, "reused": receipt.reused, "cutoff": receipt.cutoff,
-            "max_change": {k: (None if v is None else number(v)) for k, v in receipt.max_change.items()},
-            "flipped": receipt.flipped, "stale_by_tensor": by, "text": sheet.text,
+            "max_change": {k: (None if v is None else number(v)) for k, v in change.items()},
+            "flipped": flipped, "stale_by_tensor": by, "text": sheet.text,
             "prediction": prediction_json(sheet)}
 
 
@@ -248,7 +270,7 @@ def dist_json(sheet: Sheet, pos: int | None, temperature: float, top_k: int | No
         dist[int(np.argmax(logits))] = 1.0
     else:
         dist = sample_dist(logits, temperature, top_k, top_p)
-    order = np.argsort(-dist, kind="stable")[:20]
+    order = top(dist, 20)
     return {"pos": t, "temperature": temperature, "top_k": top_k, "top_p": top_p,
             "tokens": [{"token": sheet.token_label(int(v)), "id": int(v), "p": number(dist[v]),
                         "logit": number(logits[v])} for v in order],

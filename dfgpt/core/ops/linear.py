@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -22,6 +23,14 @@ from .spreadsheet import Formula, Ref, Shape, Span
 _NARROW = 8192  # outputs at most this wide take the W @ xᵀ product in fast mode (see Linear.kernel)
 
 __all__ = ['Linear', 'LinearHeads']
+
+
+@functools.lru_cache(maxsize=32)
+def _every_cell(shape: tuple[int, ...]) -> Mask:
+    """A mask of every cell of a weight, shared and read-only: the blocks' weights repeat a few shapes."""
+    m = np.ones(shape, bool)
+    m.flags.writeable = False
+    return m
 
 
 @register
@@ -140,12 +149,15 @@ class Linear(Op):
             return np.repeat(_rowany(m2)[:, None], ctx.shape(self.ins[0])[1], axis=1)
         cols = m2.any(axis=0)  # [n]
         shape = ctx.shape(self.ins[k])
+        if k == 1 and cols.all() and self.n_out == (shape[0] if self.layout == "out_in" else shape[1]):
+            return _every_cell(shape)  # a cone through every output reads the whole weight (GPT-2: 85M cells)
         m = np.zeros(shape, bool)
         sl = self.cols()
         if k == 2:
             m[sl] = cols
-        elif self.layout == "out_in":
-            m[sl] = cols[:, None]
+        elif self.layout == "out_in":  # the rows read only: the rest of a 38.6M-cell lm_head mask stays untouched
+            picked = np.flatnonzero(cols)
+            m[sl.start + picked if isinstance(sl, slice) else sl[picked]] = True
         else:
             m[:, sl] = cols[None, :]
         return m
