@@ -32,8 +32,8 @@ import numpy as np
 
 from ..core.config import ConfigError
 from ..core.graph import Graph, TensorSpec
-from ..core.ops import EdgeSum, HeadProj, Linear, Op
 from ..core.naming import naming
+from ..core.ops import EdgeSum, HeadProj, Linear, Op
 from ..core.roles import LayerRoles
 from ..models.weights import Weights
 from .components import Components, Node
@@ -152,7 +152,7 @@ class _Rewire:
     def attention(self, layer: int, lr: LayerRoles) -> None:
         """Every head of one block on its own: per query head q, per key/value head k and v (each a
         destination), then each head's scores, pattern, weighted values and output (`HeadProj`)."""
-        g, cfg, c = self.g, self.g.config, self.c
+        g, cfg = self.g, self.g.config
         H, KV, hs = cfg.n_head, cfg.kv_heads, cfg.head_size
         G = H // KV
         block = naming(cfg.family).layer.format(i=layer)
@@ -171,8 +171,8 @@ class _Rewire:
                     self.specs[f"{p}.{step}"] = replace(spec, name=f"{p}.{step}", dims=(1, *spec.dims[1:]))
                 y = self.copy(lr.z, ren, f"{p}.y", groups=1)
                 self.specs[y] = replace(self.specs[y], dims=(0, hs))
-                self.op(HeadProj(f"{p}.out", (y, lr.o_proj), head=h, size=hs, layout=cfg.layout),
-                        ("pos", "embd"), (0, cfg.n_embd), f"head {h}'s output through its slice of the output projection")
+                proj = HeadProj(f"{p}.out", (y, lr.o_proj), head=h, size=hs, layout=cfg.layout)
+                self.op(proj, ("pos", "embd"), (0, cfg.n_embd), f"head {h}'s output through its columns of o_proj")
 
     def chain(self, start: str, end: str, entry: str) -> None:
         """The model's ops from the stream tensor `start` to `end`, reading `entry` instead of `start`."""

@@ -214,7 +214,8 @@ class Components:
         src, dest = self._sides(name)
         for side, what, names in ((src, "source", [n.name for n in self.sources]),
                                   (dest, "destination", [n.name for n in self.dests])):
-            if not (side in names or "*" in side or (what == "destination" and (f"{side}.q" in names or f"{side}.k" in names))):
+            part = what == "destination" and (f"{side}.q" in names or f"{side}.k" in names)
+            if not (side in names or "*" in side or part):
                 raise UnknownNameError(
                     f"{side!r} in {name!r} is no {what} of this model ({what}s: {names[0]}, {names[1]}, ..., "
                     f"{names[-1]})." + suggest(side, names))
