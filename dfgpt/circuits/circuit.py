@@ -48,6 +48,7 @@ class Circuit:
     value: float = 0.0
     curve: list[tuple[int, float]] = field(default_factory=list, repr=False)
     params: dict[str, Any] = field(default_factory=dict, repr=False)
+    ran_on: str = field(default="", repr=False, compare=False)  # where discovery ran (not saved: the same values)
 
     def __repr__(self) -> str:
         return (f"Circuit({self.method}, {self.metric}, {len(self.kept):,} of {len(self.edges):,} edges, "
@@ -88,6 +89,7 @@ class Circuit:
     # -- files -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["ran_on"]  # where it ran: not part of the circuit (the same values anywhere)
         d["curve"] = [list(p) for p in self.curve]
         return d
 
