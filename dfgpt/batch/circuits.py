@@ -145,12 +145,12 @@ def _acdc_step(plan: Plan, part: int, idx: list[int], tried: int, n_removed: int
                         r.keep()
                     else:
                         r.revert()
-        elif removed is None:
+        elif removed is None and n_removed:
             return REBUILD
         else:
             runs = _runs(plan, idx, exact)
             reps = runs.replays()
-            for e in removed.tolist():
+            for e in [] if removed is None else removed.tolist():
                 for r in reps:
                     r.try_edge(runs.components.edges[e], 1.0)
                     r.keep()

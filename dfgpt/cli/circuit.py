@@ -35,7 +35,8 @@ def _circuit(args: argparse.Namespace) -> int:
         found = eap_ig(model, pairs, args.metric, steps=5 if args.steps is None else args.steps, top=args.top,
                        threshold=args.threshold, **where)
     print(found.table())
-    print(f"ran on {found.ran_on}")
+    if not found.ran_on.startswith("this process"):
+        print(f"ran on {found.ran_on}")
     for path in args.output or []:
         print(f"wrote {found.save(path)}")
     return 0
