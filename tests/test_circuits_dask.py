@@ -100,7 +100,11 @@ def test_an_interrupt_on_the_cluster_cancels_and_leaves_every_sheet_as_it_was(cl
 def test_where_discovery_runs_by_default():
     # a few pairs on sort: the estimate says a local cluster would not pay for its start-up
     c = dfgpt.eap(SORT, PAIRS[:3], "logit_diff:B,C")
+    assert c.ran_on == "this process (3 pairs: one block of at most 8, one task)"
+    c = dfgpt.eap(SORT, PAIRS, "logit_diff:B,C")
     assert c.ran_on.startswith("this process (about ") and "would not pay" in c.ran_on
+    c = dfgpt.acdc(SORT, PAIRS[:3], "logit_diff:B,C")
+    assert c.ran_on.startswith("this process (about ") and "and its round trips per edge" in c.ran_on
     assert dfgpt.eap(SORT, PAIRS[:1], "logit_diff:B,C").ran_on == "this process (one pair)"
     # ACDC pays on a cluster only when an edge's test costs more than its round trips
     assert not bc._pays(1.0, 172) and bc._pays(600.0, 3135) and not bc._pays(60.0, 32491)

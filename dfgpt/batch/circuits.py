@@ -68,9 +68,10 @@ from .worker import CACHE, forget, model_of, young_only
 __all__ = ["ROUND_TRIP", "acdc", "eap", "eap_ig"]
 
 MetricLike = str | Callable[[Any], float] | Metric
-# What one ACDC edge costs in round trips on a cluster: a task per slice submitted and gathered
-# (measured on this 2-core machine with 2 local workers: see docs/circuits.md).
-ROUND_TRIP = 0.006
+# What one ACDC edge costs in round trips on a cluster: a task per slice submitted and gathered.
+# Measured on this 2-core machine with 2 local workers, shared at load 9-14: 19-85 ms a step
+# (benchmarks/bench_circuits_dask.py); an idle machine does better, so this is a middle value.
+ROUND_TRIP = 0.02
 REBUILD = "rebuild"  # a worker's answer when it no longer holds its slice: send the removals again
 
 
@@ -321,11 +322,10 @@ def _where(model: Any, pairs: Any, metric: Any, scheduler: Any, workers: Any, re
 
 def _estimate(model: Model, pairs: Sequence[Pair], metric: MetricLike, exact: bool | None, alphas: int,
               acdc_edges: bool) -> float:
-    """Seconds the discovery would take in process, from the first block's (or pair's) run."""
+    """Seconds the discovery would take in process, from the first pair's run (a small part of the work)."""
     t0 = time.perf_counter()
-    first = Runs(model, list(pairs[:BLOCK if not acdc_edges else 1]), metric, exact)
-    made = time.perf_counter() - t0
-    per_pair = made / len(first)
+    first = Runs(model, list(pairs[:1]), metric, exact)
+    per_pair = time.perf_counter() - t0
     if acdc_edges:  # a few edge tests on the first pair, tried and reverted
         reps = first.replays()
         edges = first.components.edges[-16:]
@@ -336,9 +336,9 @@ def _estimate(model: Model, pairs: Sequence[Pair], metric: MetricLike, exact: bo
         per_edge = (time.perf_counter() - t0) / len(edges)
         return per_pair * len(pairs) + per_edge * len(pairs) * len(first.components)
     t0 = time.perf_counter()
-    first.block_gradient(list(range(len(first))), 0.0)
-    grad = (time.perf_counter() - t0) / len(first)
-    return len(pairs) * (per_pair + alphas * grad + 15 * per_pair / 2)
+    first.block_gradient([0], 0.0)
+    grad = time.perf_counter() - t0
+    return len(pairs) * (per_pair + alphas * grad + 15 * per_pair / 2)  # the runs, the gradients, the curve
 
 
 def _pays(seconds: float, acdc_edges: int = 0) -> bool:
@@ -353,6 +353,8 @@ def _discover(kind: str, model: Any, pairs: Any, metric: MetricLike, run_here: C
               alphas: list[float], finish: Callable[[Any, np.ndarray], Circuit] | None,
               threshold: float = 0.0) -> Circuit:
     at, why = _where(model, pairs, metric, scheduler, workers, retries)
+    if at == AUTO and kind != "acdc" and len(pairs) <= BLOCK:
+        at, why = None, f" ({len(pairs)} pairs: one block of at most {BLOCK}, one task)"
     if at == AUTO:
         edges = len(Components(model.config)) if kind == "acdc" else 0
         secs = _estimate(model, pairs, metric, exact, len(alphas), kind == "acdc")
