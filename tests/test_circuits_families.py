@@ -275,3 +275,15 @@ def test_every_sheet_is_as_it_was_after_a_discovery_interrupted_by_keyboard_or_e
         assert vals.keys() == now[2].keys() and all(np.array_equal(vals[k], now[2][k]) for k in vals)
     assert all(np.array_equal(params[k], v) for k, v in model.params.items())
     assert circ.switched() == ["emb -> logits"]
+
+
+def test_a_family_circuit_draws_its_blocks_in_order(saved):
+    model = _model(saved, "llama")
+    c = dfgpt.eap(model, PAIRS, "logit_diff:3,7", top=12)
+    dot = c.dot()
+    kv = next(e for e in c.edges if ".kv_head[" in e.split("->")[1])
+    c2 = dfgpt.Circuit(c.method, c.metric, c.pairs, c.edges, c.scores, [kv, "layers[1].mlp -> logits"])
+    assert '"layers[0].kv_head[' in c2.dot() and 'label="' in c2.dot()  # a key/value head with its part
+    ranks = [line for line in c2.dot().splitlines() if "rank=same" in line]
+    assert ranks[0].count("emb") == 1 and "layers[1].mlp" in ranks[-2] and "logits" in ranks[-1]
+    assert dot.startswith("digraph circuit") and c.picture().pipe(format="svg").startswith(b"<?xml")

@@ -27,7 +27,7 @@ from ..html import table
 
 __all__ = ["Circuit"]
 
-_NODE = re.compile(r"^(?:(emb|logits)|h\[(\d+)\]\.(?:(mlp)|head\[(\d+)\])(?:\.([qkv]))?)$")
+_NODE = re.compile(r"^(?:(emb|logits)|(?:h|layers)\[(\d+)\]\.(?:(mlp)|(?:kv_)?head\[(\d+)\])(?:\.([qkv]))?)$")
 _MAX_NODES = 400  # a picture past this many components is refused (DESIGN §4: readable at a slide's size)
 
 
@@ -156,7 +156,7 @@ class Circuit:
         ranks: dict[float, list[str]] = {}
         for n in nodes:
             ranks.setdefault(_rank(n), []).append(n)
-            fill = "#dbe8f5" if ".head[" in n else "#e6f2dc" if n.endswith("mlp") else "#f3f0e8"
+            fill = "#dbe8f5" if "head[" in n else "#e6f2dc" if n.endswith("mlp") else "#f3f0e8"
             lines.append(f'  "{n}" [fillcolor="{fill}"];')
         for group in ranks.values():
             lines.append("  { rank=same; " + " ".join(f'"{n}";' for n in group) + " }")
