@@ -180,21 +180,22 @@ class _Cluster:
             raise
         self.ran_on = describe(self.client, self.cluster, len(self.addresses)) + say
         self.retries, self.progress, self.token = retries, progress, plan.token
-        self.futures: list[Any] = []
+        self.futures: dict[str, Any] = {}  # by key: the tasks not gathered yet (an interrupt cancels them)
 
     def submit(self, fn: Callable[..., Any], *args: Any, at: int = 0) -> Any:
         f = self.client.submit(fn, self.shipped, *args, retries=self.retries, pure=False,
                                workers=[self.addresses[at % len(self.addresses)]], allow_other_workers=True)
-        self.futures.append(f)
+        self.futures[f.key] = f
         return f
 
     def gather(self, futures: list[Any]) -> list[Any]:
         try:
             got = self.client.gather(futures)
         except BaseException:
-            self.client.cancel(self.futures)  # Ctrl-C or a task that failed every retry: nothing more runs
+            self.client.cancel(list(self.futures.values()))  # Ctrl-C, or a task that failed every retry
             raise
         for f in futures:
+            self.futures.pop(f.key, None)
             f.release()
         return list(got)
 
