@@ -25,8 +25,13 @@ memory, stays in process (a worker loads the model by name or path; ACDC on a cl
 
 >>> import dfgpt
 >>> c = eap(dfgpt.load("sort"), [("CABACAAAA", "CACACAAAA"), ("CBBACAAAA", "CCBACAAAA")], "logit_diff:B,C", top=3)
->>> c.kept, c.ran_on
-(['h[2].mlp -> logits', 'h[2].head[1] -> logits', 'h[1].mlp -> logits'], 'this process')
+>>> c.kept
+['h[1].mlp -> logits', 'h[0].mlp -> logits', 'h[2].mlp -> logits']
+>>> c.ran_on
+'this process (2 pairs: one block of at most 8, one task)'
+>>> c == eap(dfgpt.load("sort"), [("CABACAAAA", "CACACAAAA"), ("CBBACAAAA", "CCBACAAAA")], "logit_diff:B,C", top=3,
+...          scheduler="inline")
+True
 """
 
 from __future__ import annotations
