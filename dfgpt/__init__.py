@@ -7,12 +7,12 @@
 """
 
 from .batch.api import ablation_sweep, attribution_patch, sweep, sweep_pairs
+from .batch.circuits import acdc, eap, eap_ig
 from .batch.influence import influence
 from .batch.pairs import read_inputs, read_pairs
 from .batch.task import task_score
 from .circuits.circuit import Circuit
 from .circuits.circuit_sheet import CircuitSheet
-from .circuits.discovery import acdc, eap, eap_ig
 from .core.config import Config
 from .errors import DfgptError
 from .interventions.lens import logit_lens

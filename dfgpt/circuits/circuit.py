@@ -27,7 +27,7 @@ from ..html import table
 
 __all__ = ["Circuit"]
 
-_NODE = re.compile(r"^(?:(emb|logits)|h\[(\d+)\]\.(?:(mlp)|head\[(\d+)\])(?:\.([qkv]))?)$")
+_NODE = re.compile(r"^(?:(emb|logits)|(?:h|layers)\[(\d+)\]\.(?:(mlp)|(?:kv_)?head\[(\d+)\])(?:\.([qkv]))?)$")
 _MAX_NODES = 400  # a picture past this many components is refused (DESIGN §4: readable at a slide's size)
 
 
@@ -48,6 +48,7 @@ class Circuit:
     value: float = 0.0
     curve: list[tuple[int, float]] = field(default_factory=list, repr=False)
     params: dict[str, Any] = field(default_factory=dict, repr=False)
+    ran_on: str = field(default="", repr=False, compare=False)  # where discovery ran (not saved: the same values)
 
     def __repr__(self) -> str:
         return (f"Circuit({self.method}, {self.metric}, {len(self.kept):,} of {len(self.edges):,} edges, "
@@ -88,6 +89,7 @@ class Circuit:
     # -- files -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["ran_on"]  # where it ran: not part of the circuit (the same values anywhere)
         d["curve"] = [list(p) for p in self.curve]
         return d
 
@@ -154,7 +156,7 @@ class Circuit:
         ranks: dict[float, list[str]] = {}
         for n in nodes:
             ranks.setdefault(_rank(n), []).append(n)
-            fill = "#dbe8f5" if ".head[" in n else "#e6f2dc" if n.endswith("mlp") else "#f3f0e8"
+            fill = "#dbe8f5" if "head[" in n else "#e6f2dc" if n.endswith("mlp") else "#f3f0e8"
             lines.append(f'  "{n}" [fillcolor="{fill}"];')
         for group in ranks.values():
             lines.append("  { rank=same; " + " ".join(f'"{n}";' for n in group) + " }")

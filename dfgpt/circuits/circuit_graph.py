@@ -32,7 +32,9 @@ import numpy as np
 
 from ..core.config import ConfigError
 from ..core.graph import Graph, TensorSpec
+from ..core.naming import naming
 from ..core.ops import EdgeSum, HeadProj, Linear, Op
+from ..core.roles import LayerRoles
 from ..models.weights import Weights
 from .components import Components, Node
 
@@ -56,7 +58,7 @@ def switch_name(dest: Node) -> str:
 
 def input_name(dest: Node) -> str:
     """The tensor holding a destination's input: `h[l].head[h].q.in`, `h[l].mlp.in`, `ln_f.in`."""
-    return "ln_f.in" if dest.role == "logits" else f"{dest.name}.in"
+    return f"{dest.block}.in" if dest.role == "logits" else f"{dest.name}.in"
 
 
 class CircuitWeights(Weights):
@@ -118,67 +120,95 @@ class _Rewire:
         op = EdgeSum(input_name(dest), ins, sources=len(srcs))
         return self.op(op, ("pos", "embd"), (0, self.g.config.n_embd), f"{dest.name}'s input: its edges' sum")
 
-    def head(self, layer: int, h: int) -> None:
-        cfg, g = self.g.config, self.g
-        hs, p = cfg.head_size, f"h[{layer}].head[{h}]"
-        att = f"h[{layer}].attn"
-        part_out: dict[str, str] = {}
-        for part in "qkv":
-            x = self.edge_sum(Node("head", layer, h, part))
-            if cfg.layer_norm:
-                ln, q = f"h[{layer}].ln_1", f"{p}.{part}.ln_1"
-                m = self.copy(f"{ln}.mean", {g.ops[f"{ln}.mean"].ins[0]: x}, f"{q}.mean")
-                v = self.copy(f"{ln}.var", {g.ops[f"{ln}.var"].ins[0]: x, f"{ln}.mean": m}, f"{q}.var")
-                x = self.copy(f"{ln}.out", {g.ops[f"{ln}.out"].ins[0]: x, f"{ln}.mean": m, f"{ln}.var": v},
-                              f"{q}.out")
-            lin = g.ops[f"{att}.{part}"]
-            if not isinstance(lin, Linear):
-                raise ConfigError(f"{att}.{part} is computed by {lin.label()}, not a linear layer: this model's "
-                                  "attention cannot be split into heads for a circuit graph yet.")
-            new = replace(lin, out=f"{p}.{part}", ins=(x, *lin.ins[1:]), n_out=hs, offset=lin.offset + h * hs, heads=1)
-            part_out[part] = self.op(new, ("head", "pos", "dim"), (1, 0, hs), f"head {h}'s {part}")
-        ren = {f"{att}.{k}": v for k, v in part_out.items()}
-        for step in ("score", "score_max", "exp_sum", "att"):
-            ren[f"{att}.{step}"] = f"{p}.{step}"
-            spec = g.specs[f"{att}.{step}"]
-            self.copy(f"{att}.{step}", ren, f"{p}.{step}")
-            self.specs[f"{p}.{step}"] = replace(spec, name=f"{p}.{step}", dims=(1, *spec.dims[1:]))
-        y = self.copy(f"{att}.y", ren, f"{p}.y")
-        self.specs[y] = replace(self.specs[y], dims=(0, hs))
-        proj = g.ops[f"{att}.out"]
-        self.op(HeadProj(f"{p}.out", (y, proj.ins[1]), head=h, size=hs, layout=cfg.layout),
-                ("pos", "embd"), (0, cfg.n_embd), f"head {h}'s output through its slice of c_proj")
+    def inside(self, start: str, end: str) -> list[str]:
+        """The model's computed tensors from the stream tensor `start` to `end` (end included), in graph order."""
+        g = self.g
+        between = nx.descendants(g.nx, start) & (nx.ancestors(g.nx, end) | {end})
+        return [n for n in g.order if n in between and g.specs[n].kind == "computed"]
+
+    def project(self, dest: Node, lin_name: str, index: int, lr: LayerRoles) -> str:
+        """One head's q (or one key/value head's k, v) from its own input: the block's norm copied under
+        the destination's name (`h[0].head[1].q.ln_1.out`), then its rows of the projection, [1, T, hs]."""
+        g, hs = self.g, self.g.config.head_size
+        x = self.edge_sum(dest)
+        ren = {lr.resid_pre: x}
+        cut = len(dest.block) + 1
+        for name in self.inside(lr.resid_pre, lr.attn_in) if lr.attn_in != lr.resid_pre else []:
+            ren[name] = self.copy(name, ren, f"{dest.name}.{name[cut:]}")
+        lin = g.ops[lin_name]
+        if not isinstance(lin, Linear) or not lin.heads:
+            raise ConfigError(f"{lin_name} is computed by {lin.label()}, not a linear layer per head: this model's "
+                              "attention cannot be split into heads for a circuit graph yet.")
+        step = lin.stride or lin.n_out // lin.heads
+        new = replace(lin, out=dest.name, ins=(ren.get(lr.attn_in, x), *lin.ins[1:]), n_out=hs,
+                      offset=lin.offset + index * step, heads=1, stride=0)
+        out = self.op(new, ("head", "pos", "dim"), (1, 0, hs), f"{dest.name}: head {index}'s {dest.part}")
+        rot = lr.q_rot if dest.part == "q" else lr.k_rot if dest.part == "k" else lr.v
+        if rot != lin_name:  # rotary: turned by position like the model's, one head
+            out = self.copy(rot, {lin_name: out}, f"{dest.name}_rot")
+            self.specs[out] = replace(self.specs[out], dims=(1, 0, hs))
+        return out
+
+    def attention(self, layer: int, lr: LayerRoles) -> None:
+        """Every head of one block on its own: per query head q, per key/value head k and v (each a
+        destination), then each head's scores, pattern, weighted values and output (`HeadProj`)."""
+        g, cfg = self.g, self.g.config
+        H, KV, hs = cfg.n_head, cfg.kv_heads, cfg.head_size
+        G = H // KV
+        block = naming(cfg.family).layer.format(i=layer)
+        for j in range(KV):
+            kind = "head" if G == 1 else "kv"
+            q = {h: self.project(Node("head", layer, h, "q", block), lr.q, h, lr) for h in range(j * G, (j + 1) * G)}
+            k = self.project(Node(kind, layer, j, "k", block), lr.k, j, lr)
+            v = self.project(Node(kind, layer, j, "v", block), lr.v, j, lr)
+            for h, qh in q.items():
+                p = f"{block}.head[{h}]"
+                score, top, total = g.ops[lr.pattern].ins[:3]
+                ren = {lr.q_rot: qh, lr.k_rot: k, lr.v: v}
+                for name, step in ((score, "score"), (top, "score_max"), (total, "exp_sum"), (lr.pattern, "att")):
+                    spec = g.specs[name]
+                    ren[name] = self.copy(name, ren, f"{p}.{step}", **({"groups": 1} if step == "score" else {}))
+                    self.specs[f"{p}.{step}"] = replace(spec, name=f"{p}.{step}", dims=(1, *spec.dims[1:]))
+                y = self.copy(lr.z, ren, f"{p}.y", groups=1)
+                self.specs[y] = replace(self.specs[y], dims=(0, hs))
+                proj = HeadProj(f"{p}.out", (y, lr.o_proj), head=h, size=hs, layout=cfg.layout)
+                self.op(proj, ("pos", "embd"), (0, cfg.n_embd), f"head {h}'s output through its columns of o_proj")
 
     def chain(self, start: str, end: str, entry: str) -> None:
         """The model's ops from the stream tensor `start` to `end`, reading `entry` instead of `start`."""
-        g = self.g
-        inside = (nx.descendants(g.nx, start) & (nx.ancestors(g.nx, end) | {end}))
-        for name in g.order:
-            if name in inside and g.specs[name].kind == "computed":
-                self.copy(name, {start: entry})
+        for name in self.inside(start, end):
+            self.copy(name, {start: entry})
 
     def build(self) -> Graph:
-        g, cfg = self.g, self.g.config
+        g, cfg, c = self.g, self.g.config, self.c
+        roles = g.roles
+        if roles is None:
+            raise ConfigError("this graph says nowhere where its residual stream and heads are (no roles): "
+                              "a circuit graph is made from a model built by dfgpt.")
         for name in g.order:  # tokens, temperature and every parameter of the model, as they are
             if g.specs[name].kind != "computed":
                 self.specs[name] = g.specs[name]
-        for s in self.c.sources:
+        for s in c.sources:
             self.spec(patch_name(s), ("position", "embd"), (self.T, cfg.n_embd), f"{s.name}'s patch value",
                       "parameter")
-        self.copy("emb", {})
-        for layer in range(cfg.n_layer):
-            for h in range(cfg.n_head):
-                self.head(layer, h)
-            proj = g.ops[f"h[{layer}].attn.out"]
-            if len(proj.ins) > 2:
-                self.biases.append(proj.ins[2])
-            if cfg.mlp:
-                mid = f"h[{layer}].mid"
-                self.edge_sum(Node("mlp", layer))
-                self.chain(mid, f"h[{layer}].mlp.out", f"h[{layer}].mlp.in")
-        self.edge_sum(Node("logits"))
-        last = g.block_input(cfg.n_layer)
-        self.chain(last, "prob", "ln_f.in")
+        self.copy(roles.layers[0].resid_pre, {})
+        for layer, lr in enumerate(roles.layers):
+            self.attention(layer, lr)
+            proj = g.ops[lr.attn_out]
+            bias = list(proj.ins[2:3])  # the output projection's bias: a constant every later destination adds
+            if not c.parallel:
+                self.biases += bias
+            if cfg.mlp and lr.mlp_out is not None:
+                dest = next(d for d in c.dests if d.role == "mlp" and d.layer == layer)
+                self.edge_sum(dest)
+                start = lr.resid_pre if c.parallel else lr.resid_mid
+                assert start is not None
+                self.chain(start, lr.mlp_out, input_name(dest))
+            if c.parallel:  # attention and MLP read the block's input: the MLP does not add this block's bias
+                self.biases += bias
+        final = c.dests[-1]
+        self.edge_sum(final)
+        self.chain(roles.layers[-1].resid_post, "prob", input_name(final))
         dg = nx.DiGraph()
         for name, spec in self.specs.items():
             dg.add_node(name, kind=spec.kind)

@@ -2,11 +2,20 @@
 
 An edge is one upstream component's contribution to one downstream component's input through
 the residual stream: `h[0].head[1] -> h[2].head[0].q`, `h[1].mlp -> logits`, `emb -> h[0].head[3].k`.
-Sources are the embedding, each head (its own output through its slice of `c_proj`) and each
-MLP; destinations are each head's query, key and value inputs apart, each MLP's input and the
-final residual (`logits`). A destination reads every source before it: an MLP reads its own
-block's heads (GPT-2; not in parallel attention and MLP, as NeoX). Counted so, a 4-layer, 12-head
-GPT-2 has 3,135 edges and GPT-2 small 32,491, as auto-circuit counts them.
+Sources are the embedding (token plus position embedding where the family has one, as one
+source like auto-circuit's; the scaled token embedding in rotary families), each head (its own
+output through its slice of the output projection) and each MLP; destinations are each head's
+query, key and value inputs apart, each MLP's input and the final residual (`logits`, before the
+final norm). A destination reads every source before it: an MLP reads its own block's heads
+(GPT-2, Llama), but not in parallel attention and MLP (GPT-NeoX), where both read the block's input.
+Counted so, a 4-layer, 12-head GPT-2 has 3,135 edges and GPT-2 small 32,491, as auto-circuit counts them.
+
+Names follow the family's blocks: `h[l]` (GPT-2, nanoGPT) or `layers[l]` (Llama, Mistral, Qwen2,
+Gemma, GPT-NeoX). With grouped-query attention the query input is per query head
+(`layers[0].head[3].q`) and the key and value inputs per key/value head (`layers[0].kv_head[1].k`,
+`.v`), as the model computes them (and as TransformerLens splits them): patching an edge into a
+key/value head changes the keys or values every query head of its group reads. A head without a
+part (`-> layers[2].head[0]`) means its destinations (q, k and v; with grouped-query heads, q).
 
 >>> from dfgpt import Config
 >>> c = Components(Config(n_layer=4, n_head=12, n_embd=48, block_size=8, vocab_size=5))
@@ -14,6 +23,10 @@ GPT-2 has 3,135 edges and GPT-2 small 32,491, as auto-circuit counts them.
 (3135, 32491)
 >>> [e.name for e in c.select("h[*].head[0] -> logits")][:2]
 ['h[0].head[0] -> logits', 'h[1].head[0] -> logits']
+>>> g = Components(Config(n_layer=1, n_head=4, n_kv_head=2, n_embd=8, block_size=4, vocab=("a", "b"),
+...                       family="llama", norm="rms", positions="rotary", mlp_kind="swiglu", bias=False))
+>>> [d.name for d in g.dests][:4], len(g)
+(['layers[0].head[0].q', 'layers[0].head[1].q', 'layers[0].kv_head[0].k', 'layers[0].kv_head[0].v'], 19)
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.config import Config
+from ..core.naming import naming
 from ..errors import QueryError, UnknownNameError, show, suggest
 
 __all__ = ["Components", "Edge", "Node"]
@@ -33,24 +47,28 @@ ARROW = " -> "
 
 @dataclass(frozen=True)
 class Node:
-    """A component: `role` is "emb", "head", "mlp" or "logits"; a head destination names its `part` (q, k, v)."""
+    """A component: `role` is "emb", "head", "kv" (a key/value head of grouped-query attention), "mlp" or
+    "logits"; a head destination names its `part` (q, k, v). `block` is the tensor prefix it lives under:
+    its block's (`h[0]`, `layers[0]`), or for the logits the final norm's (`ln_f`, `norm`)."""
 
     role: str
     layer: int = -1
     head: int = -1
     part: str = ""
+    block: str = ""
 
     @property
     def name(self) -> str:
         if self.role in ("emb", "logits"):
             return self.role
-        base = f"h[{self.layer}].mlp" if self.role == "mlp" else f"h[{self.layer}].head[{self.head}]"
+        base = (f"{self.block}.mlp" if self.role == "mlp" else
+                f"{self.block}.{'kv_head' if self.role == 'kv' else 'head'}[{self.head}]")
         return f"{base}.{self.part}" if self.part else base
 
     @property
     def component(self) -> Node:
         """The component a destination belongs to (a head's q, k and v are one head)."""
-        return Node(self.role, self.layer, self.head) if self.part else self
+        return Node(self.role, self.layer, self.head, "", self.block) if self.part else self
 
     def __str__(self) -> str:
         return self.name
@@ -84,25 +102,32 @@ class Components:
     def __init__(self, config: Config, parallel: bool | None = None) -> None:
         self.config = config
         self.parallel = bool(getattr(config, "parallel", False)) if parallel is None else parallel
-        L, H = config.n_layer, config.n_head
+        names = naming(config.family)
+        L, H, KV = config.n_layer, config.n_head, config.kv_heads
+        G = H // KV
         self.sources: list[Node] = [Node("emb")]
         self.dests: list[Node] = []
         self.reads: dict[Node, list[Node]] = {}  # destination -> its sources in order
         for layer in range(L):
+            block = names.layer.format(i=layer)
             before = list(self.sources)
-            for h in range(H):
-                for part in "qkv":
-                    d = Node("head", layer, h, part)
+            for j in range(KV):  # each key/value head's query heads, then its k and v (q, k, v per head in MHA)
+                if G == 1:
+                    parts = [Node("head", layer, j, p, block) for p in "qkv"]
+                else:
+                    parts = [Node("head", layer, h, "q", block) for h in range(j * G, (j + 1) * G)]
+                    parts += [Node("kv", layer, j, p, block) for p in "kv"]
+                for d in parts:
                     self.dests.append(d)
                     self.reads[d] = before
-            heads = [Node("head", layer, h) for h in range(H)]
+            heads = [Node("head", layer, h, "", block) for h in range(H)]
             self.sources += heads
             if config.mlp:
-                d = Node("mlp", layer)
+                d = Node("mlp", layer, -1, "", block)
                 self.dests.append(d)
                 self.reads[d] = before if self.parallel else list(self.sources)
                 self.sources.append(d)
-        final = Node("logits")
+        final = Node("logits", block=names.final)
         self.dests.append(final)
         self.reads[final] = list(self.sources)
         self.edges: list[Edge] = []
@@ -161,7 +186,7 @@ class Components:
                 if got is None:
                     src, dest = self._sides(item)
                     heads = [self.by_name.get(f"{src}{ARROW}{dest}.{p}") for p in "qkv"]
-                    if not all(heads):
+                    if not any(heads):
                         self._refuse(item)
                     picked.update(e.index for e in heads if e is not None)
                 else:
@@ -189,7 +214,8 @@ class Components:
         src, dest = self._sides(name)
         for side, what, names in ((src, "source", [n.name for n in self.sources]),
                                   (dest, "destination", [n.name for n in self.dests])):
-            if not (side in names or "*" in side or (what == "destination" and f"{side}.q" in names)):
+            part = what == "destination" and (f"{side}.q" in names or f"{side}.k" in names)
+            if not (side in names or "*" in side or part):
                 raise UnknownNameError(
                     f"{side!r} in {name!r} is no {what} of this model ({what}s: {names[0]}, {names[1]}, ..., "
                     f"{names[-1]})." + suggest(side, names))

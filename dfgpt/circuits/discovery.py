@@ -36,7 +36,7 @@ from .circuit import Circuit
 from .circuit_graph import switch_name
 from .runs import Pair, Runs
 
-__all__ = ["acdc", "eap", "eap_ig", "evaluate"]
+__all__ = ["acdc", "eap", "eap_ig", "evaluate", "evaluate_each"]
 
 MetricLike = str | Callable[[Any], float] | Metric
 
@@ -134,15 +134,21 @@ def acdc(model: Weights, pairs: Sequence[Pair], metric: MetricLike, threshold: f
 def evaluate(runs: Runs, kept: Sequence[int]) -> float:
     """The metric's mean over the pairs with only `kept` edges (indices) from the clean runs,
     every other edge patched from the corrupted runs."""
+    return float(np.mean(evaluate_each(runs, kept)))
+
+
+def evaluate_each(runs: Runs, kept: Sequence[int]) -> list[float]:
+    """Each pair's metric with only `kept` edges (`evaluate` is their mean; a distributed discovery
+    takes it over the pairs of every worker)."""
     s = np.ones(len(runs.components))
     s[list(kept)] = 0.0
     if all(m.of_row is not None for m in runs.metrics):
         reps = runs.replays()
         comps = runs.components
         sw = {switch_name(d): s[comps.first[d] : comps.first[d] + len(comps.reads[d])] for d in comps.dests}
-        return float(np.mean([m.of_row(r.evaluate(sw)) for m, r in zip(runs.metrics, reps)]))  # type: ignore[misc]
+        return [m.of_row(r.evaluate(sw)) for m, r in zip(runs.metrics, reps)]  # type: ignore[misc]
     runs.set_all(s)
-    return runs.measure()
+    return [m(c) for m, c in zip(runs.metrics, runs.cells)]
 
 
 def _circuit(runs: Runs, method: str, scores: np.ndarray, kept: list[int], order: list[int],
@@ -151,10 +157,16 @@ def _circuit(runs: Runs, method: str, scores: np.ndarray, kept: list[int], order
     metric against the number of edges kept (the best-ranked first)."""
     E = len(runs.components)
     ks = sorted({0, E, len(kept), *[min(E, 2**i) for i in range(E.bit_length() + 1)]})
-    curve = [(k, evaluate(runs, order[:k])) for k in ks]
+    remote = getattr(runs, "evaluate_curve", None)  # a discovery on Dask evaluates on its workers
+    if remote is not None:
+        points, value = remote(order, ks, kept)
+    else:
+        points = [evaluate(runs, order[:k]) for k in ks]
+        value = evaluate(runs, kept)
+    curve = list(zip(ks, points))
     names = [e.name for e in runs.components.edges]
     return Circuit(
         method=method, metric=runs.name, pairs=len(runs), edges=names, scores=[float(x) for x in scores],
         kept=[names[i] for i in kept], clean=runs.clean, corrupted=runs.corrupted,
-        value=evaluate(runs, kept), curve=curve, params={k: v for k, v in params.items() if v is not None},
+        value=value, curve=curve, params={k: v for k, v in params.items() if v is not None},
     )

@@ -33,7 +33,9 @@ from .circuit_sheet import CircuitSheet
 from .components import Components
 from .replay import EdgeReplay
 
-__all__ = ["Pair", "Runs"]
+__all__ = ["BLOCK", "Pair", "Runs"]
+
+BLOCK = 8  # pairs per batched switch-gradient sweep: its memory is bounded, and blocks can run anywhere
 
 Pair = tuple[Any, Any]  # (clean, corrupted): texts, token ids or sheets (their tokens)
 
@@ -93,6 +95,7 @@ class Runs:
             corrupts.append(m(bad))
         self.name = self.metrics[0].name
         self.kl = self.metrics[0].kind == "kl"
+        self.cleans, self.corrupts = cleans, corrupts  # each pair's, for a distributed discovery's means
         self.clean = float(np.mean(cleans))
         self.corrupted = float(np.mean(corrupts))
 
@@ -139,34 +142,46 @@ class Runs:
 
     def gradient(self, alpha: float = 0.0) -> np.ndarray:
         """∂metric/∂switch of every edge, [edges], mean over the pairs, with every switch at `alpha`:
-        one batched forward and backward per input length (`SwitchGradient`), equal to
-        `gradient_by_autodiff` up to the rounding of sums taken in another order."""
-        comps = self.components
-        total = np.zeros(len(comps))
+        one batched forward and backward per block of pairs (`blocks`, `block_gradient`), the blocks'
+        sums added in their order; equal to `gradient_by_autodiff` up to the rounding of sums taken in
+        another order. A distributed EAP adds the same blocks' sums in the same order: the same bits."""
+        total = np.zeros(len(self.components))
+        for idx in self.blocks():
+            total += self.block_gradient(idx, alpha)
+        return total / len(self.cells)
+
+    def blocks(self) -> list[list[int]]:
+        """The pairs (indices) in blocks of at most `BLOCK` of one length and metric position, in order of
+        each group's first pair: the unit of one batched sweep, and of a distributed EAP's work."""
         groups: dict[tuple[int, int], list[int]] = {}  # (length, metric position) -> pairs
         for i, (cells, m) in enumerate(zip(self.cells, self.metrics)):
             groups.setdefault((cells.T, m.position or 0), []).append(i)
+        return [idx[b : b + BLOCK] for idx in groups.values() for b in range(0, len(idx), BLOCK)]
+
+    def block_gradient(self, idx: list[int], alpha: float) -> np.ndarray:
+        """The switch gradient summed over one block's pairs (`blocks`), [edges]: one `SwitchGradient`."""
+        comps = self.components
+        first = self.cells[idx[0]]
+        T, t = first.T, self.metrics[idx[0]].position or 0
+        out = first.graph.ops["logit"]
+        if not isinstance(out, Linear) or out.stride or out.heads:  # another output head: the autodiff
+            total = np.zeros(len(comps))
+            for i in idx:
+                total += self.pair_gradient(i, alpha)
+            return total
         sweeps = self.__dict__.setdefault("_sweeps", {})
-        for (T, t), idx in groups.items():
-            first = self.cells[idx[0]]
-            out = first.graph.ops["logit"]
-            if not isinstance(out, Linear) or out.stride or out.heads:  # another output head: the autodiff
-                for i in idx:
-                    total += self.pair_gradient(i, alpha)
-                continue
-            sweep = sweeps.get((T, t))
-            if sweep is None:
-                sweep = sweeps[(T, t)] = SwitchGradient(first.graph, first.model.params, comps, t)
-            tokens = np.array([self.cells[i].tokens for i in idx])  # [B, T]
-            patches = [np.stack([self.cells[i].engine.values[patch_name(s)] for i in idx])
-                       for s in comps.sources]  # S × [B, T, C]
+        sweep = sweeps.get((T, t))
+        if sweep is None:
+            sweep = sweeps[(T, t)] = SwitchGradient(first.graph, first.model.params, comps, t)
+        tokens = np.array([self.cells[i].tokens for i in idx])  # [B, T]
+        patches = [np.stack([self.cells[i].engine.values[patch_name(s)] for i in idx])
+                   for s in comps.sources]  # S × [B, T, C]
 
-            def dlogit(b: int, row: np.ndarray, idx: list[int] = idx) -> tuple[int, np.ndarray]:
-                i = idx[b]
-                return self.metrics[i].dlogit(_At(self.cells[i], row))  # type: ignore[arg-type]
+        def dlogit(b: int, row: np.ndarray) -> tuple[int, np.ndarray]:
+            i = idx[b]
+            return self.metrics[i].dlogit(_At(self.cells[i], row))  # type: ignore[arg-type]
 
-            total += sweep(tokens, patches, alpha, dlogit)
-        return total / len(self.cells)
+        return sweep(tokens, patches, alpha, dlogit)  # type: ignore[no-any-return]
 
     def gradient_by_autodiff(self, alpha: float = 0.0) -> np.ndarray:
         """`gradient` by the model's autodiff on the circuit graph, one pair at a time (the slow

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..batch.circuits import acdc, eap, eap_ig
 from ..batch.pairs import read_pairs
 from ..circuits.circuit import Circuit
-from ..circuits.discovery import acdc, eap, eap_ig
 from ..errors import QueryError
 from ..model import load
 from .options import model_arg
@@ -21,18 +21,22 @@ METHODS = ("acdc", "eap", "eap-ig")
 def _circuit(args: argparse.Namespace) -> int:
     model = load(args.model)
     pairs = read_pairs(args.pairs)
+    where = {"scheduler": args.scheduler, "workers": args.workers}
     if args.method == "acdc":
         if args.top is not None or args.steps is not None:
             raise QueryError("--top and --steps choose edges for eap and eap-ig; acdc keeps edges by --threshold.")
-        found: Circuit = acdc(model, pairs, args.metric, threshold=0.1 if args.threshold is None else args.threshold)
+        found: Circuit = acdc(model, pairs, args.metric, threshold=0.1 if args.threshold is None else args.threshold,
+                              **where)
     elif args.method == "eap":
         if args.steps is not None:
             raise QueryError("--steps is eap-ig's number of points on the path; drop it, or use --method eap-ig.")
-        found = eap(model, pairs, args.metric, top=args.top, threshold=args.threshold)
+        found = eap(model, pairs, args.metric, top=args.top, threshold=args.threshold, **where)
     else:
         found = eap_ig(model, pairs, args.metric, steps=5 if args.steps is None else args.steps, top=args.top,
-                       threshold=args.threshold)
+                       threshold=args.threshold, **where)
     print(found.table())
+    if not found.ran_on.startswith("this process"):
+        print(f"ran on {found.ran_on}")
     for path in args.output or []:
         print(f"wrote {found.save(path)}")
     return 0
@@ -53,5 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="eap-ig: points on the path from clean to corrupted (default 5)")
     p.add_argument("-o", "--output", action="append", default=None,
                    help="write the circuit: circuit.json, or its picture: circuit.svg|png|dot (repeatable)")
+    p.add_argument("--scheduler", default=None,
+                   help="where it runs: auto (default: in process unless a local Dask cluster pays), inline, local, "
+                        "or a Dask scheduler's address tcp://HOST:PORT")
+    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default: one per core)")
     model_arg(p)
     p.set_defaults(func=_circuit)
