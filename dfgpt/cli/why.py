@@ -7,7 +7,6 @@ import json
 
 from ..analysis.attribution import direct_attribution
 from ..analysis.influence import RANKS, influence
-from ..analysis.provenance import provenance
 from ..analysis.target import resolve
 from ..batch.influence import influence as influence_over
 from ..batch.pairs import read_inputs
@@ -41,8 +40,8 @@ def _why(args: argparse.Namespace) -> int:
         return _over(args)
     sheet = load(args.model).sheet(args.text)
     target = resolve(sheet, args.cell)  # a cell, or a spec such as 'logit_diff:A,C'
-    prov = provenance(sheet, target.cells if target.spec else args.cell)
     res = influence(sheet, args.cell, top=args.top, by=args.rank)  # bad arguments fail before printing
+    prov = res.provenance  # the cone it ranked: one set of masks (a byte per cell: 1.1 GB at TinyLlama's size)
     groups = {"head": res.by_head, "position": res.by_position, "tensor": res.by_tensor, "block": res.by_block}
     rows = groups[args.by]()[: max(args.top, 1)] if args.by is not None else []
     direct = (direct_attribution(sheet, args.cell)
