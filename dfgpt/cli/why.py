@@ -60,10 +60,12 @@ def _why(args: argparse.Namespace) -> int:
                                                     "head": p.head, "value": p.value} for p in direct]}
         print(json.dumps(out))
         return 0
+    ranked = in_cli_terms(res.table())
+    del res, groups  # its scores (as large as the weights) let go before the summary builds its own masks of the cone
     print(prov.summary())
     print()
     if args.by is None:
-        print(in_cli_terms(res.table()))
+        print(ranked)
         return 0
     print(f"{args.rank} scores of the cone of {args.cell}, summed by {args.by} (a map of where the "
           "influence flows: a chain counts at every step, so these sums are no decomposition):")
