@@ -10,6 +10,7 @@ from ..analysis.influence import RANKS, influence
 from ..analysis.target import resolve
 from ..batch.influence import influence as influence_over
 from ..batch.pairs import read_inputs
+from ..core import arena
 from ..errors import QueryError
 from ..model import load
 from .options import in_cli_terms, json_arg, model_arg, text_arg
@@ -61,7 +62,8 @@ def _why(args: argparse.Namespace) -> int:
         print(json.dumps(out))
         return 0
     ranked = in_cli_terms(res.table())
-    del res, groups  # its scores (as large as the weights) let go before the summary builds its own masks of the cone
+    del res, groups  # its scores (as large as the weights) let go before the summary builds its own masks of the cone,
+    arena.release()  # and their block too: the arena would keep it for a next ranking this command never makes
     print(prov.summary())
     print()
     if args.by is None:
