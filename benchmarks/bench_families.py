@@ -14,7 +14,9 @@ one thread (BLAS and torch), and times, the best of REPEAT calls after a warm-up
 - influence top-20 of `logit[63][x]` (x the model's top token there): a warm sheet's
   `influence(...)` (the exact cone, every cone cell's gradient, the top 20 by |gradient × value|)
   vs torch forward with every hidden state kept + backward + the top 20 over parameters and hidden
-  states (torch ranks fewer cells: the comparison flatters it).
+  states (torch ranks fewer cells: the comparison flatters it); each side's memory is how far its
+  resident set rose above where it stood during its first influence call (the kernel's high-water
+  mark reset just before; earlier answers let go), torch keeping what its ranking needs.
 
 The sides run in interleaved fresh processes (ALTERNATIONS each); the best of every run of a side is
 its figure. Asserts it measured real work and equal answers (logits to LOGIT_TOL of the largest,
@@ -50,14 +52,39 @@ def prompt() -> list[int]:
 
 
 def best(f) -> tuple[float, object]:
-    """The best of REPEAT timed calls of f (after one warm-up), and its last answer."""
+    """The best of REPEAT timed calls of f (after one warm-up), and its last answer; each call starts
+    with the previous answer let go (neither side holds two answers at once)."""
     out = f()
     times = []
     for _ in range(REPEAT):
+        out = None
         t = time.perf_counter()
         out = f()
         times.append(time.perf_counter() - t)
     return min(times), out
+
+
+def peak_of(f) -> tuple[int, object]:
+    """(KiB the resident set grew to above where it stood, during one call of f; f's answer).
+
+    The kernel's high-water mark is reset to the current resident set first (Linux: 5 into
+    /proc/self/clear_refs), so an earlier peak (loading, generation) cannot hide the call's own;
+    where that is not allowed, ru_maxrss grown during the call (a lower bound).
+    """
+    def status(key: str) -> int:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith(key))
+
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        now = status("VmRSS:")
+        out = f()
+        return status("VmHWM:") - now, out
+    except OSError:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out = f()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, out
 
 
 def run_dfgpt(folder: str) -> dict:
@@ -73,9 +100,9 @@ def run_dfgpt(folder: str) -> dict:
         x = int(np.argmax(logits[-1]))
         sheet = model.sheet(ids)
         sheet.values("logit")  # warm: the user asks "why" of a sheet they are looking at
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak, res = peak_of(lambda: sheet.influence(f"logit[{T - 1}][{x}]", top=TOP))  # the first call
+        del res
         infl, res = best(lambda: sheet.influence(f"logit[{T - 1}][{x}]", top=TOP))
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
     np.save(Path(folder) / "logits-dfgpt.npy", logits)
     return {"forward": fwd, "generate": gen, "influence": infl, "tokens": list(tokens), "x": x,
             "value": res.target_value, "ranked": len(res.provenance), "top": len(res.items), "peak_kib": peak}
@@ -111,9 +138,8 @@ def run_torch(folder: str) -> dict:
             torch.topk(top, TOP)
         return float(logit), sum(v.numel() for _, v in pairs)
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak, _ = peak_of(influence)  # the first call
     infl, (value, ranked) = best(influence)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
     np.save(Path(folder) / "logits-torch.npy", logits)
     return {"forward": fwd, "generate": gen, "influence": infl, "tokens": tokens, "x": x, "value": value,
             "ranked": ranked, "peak_kib": peak}

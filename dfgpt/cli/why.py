@@ -7,10 +7,10 @@ import json
 
 from ..analysis.attribution import direct_attribution
 from ..analysis.influence import RANKS, influence
-from ..analysis.provenance import provenance
 from ..analysis.target import resolve
 from ..batch.influence import influence as influence_over
 from ..batch.pairs import read_inputs
+from ..core import arena
 from ..errors import QueryError
 from ..model import load
 from .options import in_cli_terms, json_arg, model_arg, text_arg
@@ -41,8 +41,8 @@ def _why(args: argparse.Namespace) -> int:
         return _over(args)
     sheet = load(args.model).sheet(args.text)
     target = resolve(sheet, args.cell)  # a cell, or a spec such as 'logit_diff:A,C'
-    prov = provenance(sheet, target.cells if target.spec else args.cell)
     res = influence(sheet, args.cell, top=args.top, by=args.rank)  # bad arguments fail before printing
+    prov = res.provenance  # the cone it ranked: one set of masks (a byte per cell: 1.1 GB at TinyLlama's size)
     groups = {"head": res.by_head, "position": res.by_position, "tensor": res.by_tensor, "block": res.by_block}
     rows = groups[args.by]()[: max(args.top, 1)] if args.by is not None else []
     direct = (direct_attribution(sheet, args.cell)
@@ -61,10 +61,13 @@ def _why(args: argparse.Namespace) -> int:
                                                     "head": p.head, "value": p.value} for p in direct]}
         print(json.dumps(out))
         return 0
+    ranked = in_cli_terms(res.table())
+    del res, groups  # its scores (as large as the weights) let go before the summary builds its own masks of the cone,
+    arena.release()  # and their block too: the arena would keep it for a next ranking this command never makes
     print(prov.summary())
     print()
     if args.by is None:
-        print(in_cli_terms(res.table()))
+        print(ranked)
         return 0
     print(f"{args.rank} scores of the cone of {args.cell}, summed by {args.by} (a map of where the "
           "influence flows: a chain counts at every step, so these sums are no decomposition):")

@@ -202,7 +202,10 @@ def map_safetensors(path: Path) -> dict[str, np.ndarray]:
             out[key] = np.zeros(shape, np.float32 if bf16 else dtype)
         elif bf16:  # bfloat16 is float32's top 16 bits: shifted into place, the same numbers exactly
             bits = np.memmap(path, dtype=dtype, mode="r", offset=base + begin, shape=shape)
-            out[key] = (bits.astype(np.uint32) << 16).view(np.float32)
+            wide = bits.astype(np.uint32)  # the one float32-sized array of this tensor, shifted in place
+            wide <<= 16
+            out[key] = wide.view(np.float32)
+            del bits  # unmapped now: the file's pages of this tensor leave the process before the next
         else:  # [..] read-only pages of the file; np.asarray drops the memmap subclass, keeps the map
             out[key] = np.asarray(np.memmap(path, dtype=dtype, mode="r", offset=base + begin, shape=shape))
     return out
