@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import dfgpt
 from dfgpt import Config
+from dfgpt.core import arena
 from dfgpt.models.catalog import random_params
 from dfgpt.models.checkpoints import map_safetensors
 
@@ -128,3 +129,12 @@ def test_ablation_rankings_still_read_the_gradients(by):
     res = sheet.influence("logit[3][1]", top=5, by=by)
     assert len(res) == 5 and all(it.grad == g[it.cell] for it in res)
 
+
+
+def test_an_arena_request_larger_than_it_keeps_is_freed_with_its_last_user(monkeypatch):
+    monkeypatch.setattr(arena, "KEEP_BYTES", 1 << 20)
+    before = arena.held()
+    big = arena.block(1 << 19, np.float32)  # 2 MiB > the 1 MiB kept
+    assert big.size == 1 << 19 and arena.held() == before  # not pooled
+    small = arena.block(1000, np.float32)
+    assert arena.held()[0] >= small.nbytes  # a small one still is

@@ -48,9 +48,12 @@ def block(size: int, dtype: np.dtype | type) -> np.ndarray:
 
     Reuse takes a free block of the same dtype at least `size` long and at most twice it
     (a small call does not pin a huge block); otherwise a new block is made, and the least
-    recently used free blocks beyond `KEEP_BYTES` are let go.
+    recently used free blocks beyond `KEEP_BYTES` are let go. A request larger than `KEEP_BYTES`
+    (TinyLlama's 4 GB of scores) is a plain array, freed with its last user.
     """
     dt = np.dtype(dtype)
+    if size * dt.itemsize > KEEP_BYTES:  # never kept once free: pooling it would only hold its memory longer
+        return np.empty(max(size, 1), dt)[:size]
     with _lock:
         best = None
         for i in range(len(_blocks)):  # by index: a loop variable would hold a reference itself
