@@ -92,3 +92,27 @@ def test_an_exact_sweep_is_the_sheets_own_patch_bit_for_bit(saved, family):
         got = corrupted.value(f"logit[{len(CLEAN) - 1}][{A}]") - corrupted.value(f"logit[{len(CLEAN) - 1}][{B}]")
         corrupted.undo()
         assert r.value(layer=layer, position=p) == got, (layer, p)
+
+
+def test_a_replay_takes_a_row_of_pins_as_one_entry_bit_for_bit():
+    """A row pinned as one entry (index arrays and values) replays as its 576 single-cell pins do,
+    also when a pinned row lies below another (the replay puts it back after computing its tensor)."""
+    from dfgpt.interventions.replay import Replay
+
+    m = dfgpt.load("sort-random")
+    clean, bad = m.sheet("CABACACBA", exact=True), m.sheet("CACACACBA", exact=True)
+    need = {"logit": np.arange(9) == 8}
+    rows = [("emb", 2), ("h[0].mid", 4)]  # h[0].mid reads emb: computed after it, then pinned again
+    single = Replay(bad, need)
+    single.run([(t, (p, i), float(v)) for t, p in rows for i, v in enumerate(clean.values(t)[p])])
+    bulk = Replay(bad, need)
+    bulk.run([(t, (np.full(clean.values(t).shape[1], p), np.arange(clean.values(t).shape[1])), clean.values(t)[p])
+              for t, p in rows])
+    assert np.array_equal(bulk.values["logit"][8], single.values["logit"][8])
+    assert np.array_equal(bulk.values["h[0].mid"][4], clean.values("h[0].mid")[4])
+    patched = m.sheet("CACACACBA", exact=True)
+    patched.patch(clean, ["emb[2]", "h[0].mid[4]"])
+    assert np.array_equal(bulk.values["logit"][8], patched.values("logit")[8])
+    assert not np.array_equal(bulk.values["logit"][8], bad.values("logit")[8])
+    bulk.restore()
+    assert np.array_equal(bulk.values["logit"][8], bad.values("logit")[8])
