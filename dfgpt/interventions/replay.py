@@ -32,6 +32,7 @@ import networkx as nx
 import numpy as np
 
 from ..core.ops.linear import Linear
+from ..core.ops.selection import _sel
 
 if TYPE_CHECKING:
     from ..cells import Cells
@@ -115,8 +116,9 @@ class Replay:
         same row, or any earlier one for attention over keys). No value comparison per row: after
         a site that differs, nearly every row of its cone differs, and comparing costs a copy.
         """
-        for name in self.begin(pins):
-            self.step(name)
+        with _quiet():
+            for name in self.begin(pins):
+                self.step(name)
 
     def begin(self, pins: Pins) -> list[str]:
         """Write the site's cells; the tensors below them, in graph order, for `step`."""
@@ -157,8 +159,8 @@ class Replay:
         if name == "logit" and self.columns is not None:
             cols, w = self.columns  # [R, C] @ [C, k] -> [R, k]
             self.values[name][rows[:, None], cols[None, :]] = self.values[self.graph.ops[name].ins[0]][rows] @ w
-        else:
-            self.graph.ops[name].forward(self, rows)
+        else:  # the op's `forward` without its errstate, which `run` and `run_together` hold once
+            self.graph.ops[name].kernel(_sel(rows), self.cap, self.exact)(self.values)
 
     def done(self, name: str, rows: np.ndarray) -> None:
         """After `rows` of `name` were computed: put the pins that sit there back, mark them written."""
@@ -174,7 +176,10 @@ class Replay:
                     arr[tuple(i[keep] for i in idx)] = v[keep]
                 elif at in rowset:
                     arr[idx] = v
-        self._dirty.setdefault(name, np.zeros(self.T, bool))[rows] = True
+        d = self._dirty.get(name)
+        if d is None:
+            d = self._dirty[name] = np.zeros(self.T, bool)
+        d[rows] = True
 
     def restore(self) -> None:
         """Put back every value the last `run` wrote."""
@@ -232,6 +237,16 @@ def run_together(replays: list[Replay], pins: list[Pins]) -> None:
     the replays go through one product ([ΣR, K] @ [K, n]), as a batched forward computes them:
     the same numbers to float32 rounding, and the same bits for the same group.
     """
+    with _quiet():
+        _together(replays, pins)
+
+
+def _quiet() -> Any:
+    """A kernel leaves floating-point warnings to its caller (a pin may make inf or nan): as `Op.forward`."""
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore")
+
+
+def _together(replays: list[Replay], pins: list[Pins]) -> None:
     lists = [r.begin(p) for r, p in zip(replays, pins)]
     if len(replays) == 1:
         names = lists[0]
