@@ -178,9 +178,10 @@ def main() -> None:
           f"(the process's CPU time: what a loaded machine's wall clock blurs); TL ran {how}")
     print(f"  tables agree to {err:.1e} of the largest |value| ({big:.4f}) on {int(ran.sum())} sites; "
           f"clean {d0['clean']:+.5f}, corrupted {d0['corrupted']:+.5f}; {len(np.unique(ours))} distinct values")
-    print("  per run, wall (cpu) s: " + "; ".join(
+    print("  per alternation, wall (cpu) s: " + "; ".join(
         f"dfgpt {r[0]['seconds']:.1f} ({r[0]['cpu']:.1f}), TL setup {r[1]['setup']:.1f} ({r[1]['setup_cpu']:.1f}) "
-        f"+ loop {r[1]['loop']:.1f} ({r[1]['loop_cpu']:.1f})" for r in runs))
+        f"+ loop {r[1]['loop']:.1f} ({r[1]['loop_cpu']:.1f}): "
+        f"{(r[1]['setup'] + r[1]['loop'] * scale) / r[0]['seconds']:.1f}x wall" for r in runs))
 
 
 if __name__ == "__main__":
