@@ -32,15 +32,21 @@ import networkx as nx
 import numpy as np
 
 from ..core.ops.linear import Linear
+from ..core.ops.selection import _sel
 
 if TYPE_CHECKING:
     from ..cells import Cells
 
 __all__ = ["GROUP", "GROUP_BYTES", "Lockstep", "Pins", "Replay", "run_together"]
 
-Pins = list[tuple[str, tuple[int, ...], float]]
+# (tensor, index, value): one cell (a tuple of ints, a float), or many cells of one tensor (a tuple of
+# index arrays, as np.nonzero gives, and an array of their values): a whole row is one entry, not 576
+Pins = list[tuple[str, tuple[Any, ...], Any]]
 GROUP = 12  # sites replayed in lockstep: consecutive sites of a sweep (one layer's) read the same weights
-GROUP_BYTES = 256 << 20  # at most this much in a group's copies of the values
+# At most this much in a group's copies of the values. A SmolLM-135M-shaped replay at T = 64 copies
+# 113 MB: 12 of them let a group's rows through a weight in one product (measured: a third faster
+# products than groups of 2, the bound at 256 MB).
+GROUP_BYTES = 1536 << 20
 
 
 class Replay:
@@ -110,14 +116,15 @@ class Replay:
         same row, or any earlier one for attention over keys). No value comparison per row: after
         a site that differs, nearly every row of its cone differs, and comparing costs a copy.
         """
-        for name in self.begin(pins):
-            self.step(name)
+        with _quiet():
+            for name in self.begin(pins):
+                self.step(name)
 
     def begin(self, pins: Pins) -> list[str]:
         """Write the site's cells; the tensors below them, in graph order, for `step`."""
         ra = self.graph.row_axis
         self._dirty, self._extra = {}, {}
-        for t, idx, v in pins:
+        for t, idx, v in pins:  # a cell, or many cells of one tensor (index arrays): the same writes
             if t not in self.base:  # outside what the metric reads: a copy to write in, all the same
                 self.base[t] = self._sheet[t]
                 self.values[t] = self._sheet[t].copy()
@@ -152,8 +159,8 @@ class Replay:
         if name == "logit" and self.columns is not None:
             cols, w = self.columns  # [R, C] @ [C, k] -> [R, k]
             self.values[name][rows[:, None], cols[None, :]] = self.values[self.graph.ops[name].ins[0]][rows] @ w
-        else:
-            self.graph.ops[name].forward(self, rows)
+        else:  # the op's `forward` without its errstate, which `run` and `run_together` hold once
+            self.graph.ops[name].kernel(_sel(rows), self.cap, self.exact)(self.values)
 
     def done(self, name: str, rows: np.ndarray) -> None:
         """After `rows` of `name` were computed: put the pins that sit there back, mark them written."""
@@ -163,9 +170,16 @@ class Replay:
             ra, arr = self.graph.row_axis, self.values[name]
             rowset = set(rows.tolist())
             for idx, v in list(self.pins.get(name, {}).items()) + extra.get(name, []):
-                if idx[ra[name]] in rowset:
+                at = idx[ra[name]]
+                if isinstance(at, np.ndarray):  # many cells: those in the computed rows
+                    keep = np.isin(at, rows)
+                    arr[tuple(i[keep] for i in idx)] = v[keep]
+                elif at in rowset:
                     arr[idx] = v
-        self._dirty.setdefault(name, np.zeros(self.T, bool))[rows] = True
+        d = self._dirty.get(name)
+        if d is None:
+            d = self._dirty[name] = np.zeros(self.T, bool)
+        d[rows] = True
 
     def restore(self) -> None:
         """Put back every value the last `run` wrote."""
@@ -223,6 +237,16 @@ def run_together(replays: list[Replay], pins: list[Pins]) -> None:
     the replays go through one product ([ΣR, K] @ [K, n]), as a batched forward computes them:
     the same numbers to float32 rounding, and the same bits for the same group.
     """
+    with _quiet():
+        _together(replays, pins)
+
+
+def _quiet() -> Any:
+    """A kernel leaves floating-point warnings to its caller (a pin may make inf or nan): as `Op.forward`."""
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore")
+
+
+def _together(replays: list[Replay], pins: list[Pins]) -> None:
     lists = [r.begin(p) for r, p in zip(replays, pins)]
     if len(replays) == 1:
         names = lists[0]

@@ -224,9 +224,15 @@ def result(g: Sites, metric: Metric, clean: Cells, corrupted: Cells, values: dic
                  {k: s.cells for k, s in g.sites.items()})
 
 
-def _same(a: float, b: float) -> bool:
-    """Bit-for-bit equal as the engine's cut-off sees it (0.0 and -0.0 differ)."""
-    return bool(a == b and np.signbit(a) == np.signbit(b))
+def _same_cells(a: np.ndarray, b: np.ndarray) -> bool:
+    """Every cell bit for bit equal as the engine's cut-off sees it (0.0 and -0.0 differ)."""
+    return bool(np.array_equal(a, b) and (np.signbit(a) == np.signbit(b)).all())
+
+
+def _bulk_pins(source: Cells, masks: dict[str, Any]) -> Pins:
+    """`site_pins` (computed already) as one entry per tensor: its cells' index arrays and values.
+    The same cells and values, without a Python tuple per cell (a row of 576 is one entry)."""
+    return [(t, np.nonzero(m), source.engine.view(t)[m]) for t, m in masks.items()]
 
 
 def order(keys: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -325,8 +331,8 @@ class SiteRunner:
         todo: list[Pins] = []
         ids: list[int] = []
         for key in keys:
-            pins = site_pins(self.clean, self.g.sites[key].masks, compute=False)
-            if all(_same(replay.values[n][idx], v) for n, idx, v in pins if n in replay.base):
+            pins = _bulk_pins(self.clean, self.g.sites[key].masks)
+            if all(_same_cells(replay.values[n][idx], v) for n, idx, v in pins if n in replay.base):
                 out.append(self.corr_v)  # the site holds the clean values already: nothing changes
             else:
                 out.append(None)
