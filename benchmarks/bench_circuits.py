@@ -88,7 +88,7 @@ class Clock:
 
 
 def load() -> str:
-    return "load %.1f %.1f %.1f" % os.getloadavg()
+    return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 def bench(n_layer: int, threshold: float, sample: int, full: bool) -> None:
@@ -196,7 +196,8 @@ def bench(n_layer: int, threshold: float, sample: int, full: bool) -> None:
             got = dfgpt.acdc(model, pairs, metric, threshold=threshold)
         assert 0 < len(got.kept) < E, f"ACDC kept {len(got.kept)} of {E} edges: pick another --threshold"
         plo, phi = ref["pass"]
-        print(f"  ACDC full pass   threshold {threshold:g}: dfgpt.acdc {c_acdc}, {len(got.kept):,} of {E:,} edges kept, "
+        print(f"  ACDC full pass   threshold {threshold:g}: dfgpt.acdc {c_acdc}, {len(got.kept):,} of {E:,} edges "
+              f"kept, "
               f"faithfulness {got.faithfulness:.0%}; auto-circuit {quoted(plo / 60, phi / 60, 'min')} (quoted): "
               f"{plo / c_acdc.wall:.1f}–{phi / c_acdc.wall:.1f}x by wall clock, "
               f"{plo / c_acdc.cpu:.1f}–{phi / c_acdc.cpu:.1f}x by cpu; {load()}")

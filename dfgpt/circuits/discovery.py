@@ -34,8 +34,8 @@ from ..interventions.metrics import Metric
 from ..models.weights import Weights
 from .circuit import Circuit
 from .circuit_graph import input_name, switch_name
-from .stacked import switches_of
 from .runs import Pair, Runs
+from .stacked import switches_of
 
 __all__ = ["acdc", "eap", "eap_ig", "evaluate"]
 

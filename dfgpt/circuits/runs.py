@@ -92,7 +92,7 @@ class Runs:
         # pair; exact mode and callable metrics run each pair's circuit sheet (bit for bit, any reads).
         fast = (not self.exact and isinstance(metric, str)
                 and supported(circuit_weights(base, len(self.tokens[0][0])).graph))
-        if fast:
+        if fast and isinstance(metric, str):
             self._set_up_stacked(metric)
         else:
             self._set_up_sheets(metric)
@@ -127,7 +127,7 @@ class Runs:
         """Every pair of one length and metric position as one stacked run: the corrupted inputs' forward
         gives the patches, the clean inputs' forward the state edge tests start from."""
         base, comps = self.model, self.components
-        sheets = [base.sheet(clean) for clean, _ in self.tokens]
+        sheets = [Cells(base, clean) for clean, _ in self.tokens]  # the metric's names and positions
         probes = [_At(s, np.zeros(base.config.vocab_size)) for s in sheets]
         first = [parse_metric(metric, p) for p in probes]  # type: ignore[arg-type]  # positions and tokens
         groups: dict[tuple[int, int], list[int]] = {}

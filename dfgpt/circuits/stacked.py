@@ -33,6 +33,7 @@ True
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -62,7 +63,7 @@ class Stacked:
     `columns`: the logits a metric reads (a logit difference's two); None computes the whole row.
     """
 
-    def __init__(self, graph: Graph, params: Mapping[str, np.ndarray], comps: Components, position: int,
+    def __init__(self, graph: Graph, params: dict[str, np.ndarray], comps: Components, position: int,
                  T: int, columns: Sequence[int] | None = None) -> None:
         if not supported(graph):
             raise ConfigError(f"the logits are computed by {graph.ops['logit'].label()}: use the per-pair replay")
@@ -90,6 +91,7 @@ class Stacked:
         self._cones: dict[Node, list[str]] = {}
         self.at = {n: i for i, n in enumerate(self.order)}
         self._saved: list[tuple[str, Any, np.ndarray]] = []
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # tensor -> (rows, its gathered values)
         self.V: dict[str, np.ndarray] = {}
         self.patches: np.ndarray | None = None  # [S, P, T, C]
         self.switches: dict[str, np.ndarray] = {}  # destination input -> its switches (shared by the pairs)
@@ -117,6 +119,7 @@ class Stacked:
         """Rows `sel` (a slice or indices) of tensor n, every pair, in place in V[n]."""
         op = self.graph.ops[n]
         if n == "logit":
+            assert isinstance(op, Linear)
             x = V[op.ins[0]][:, self.t]  # [P, C]
             y = x @ self.weight(n)  # [P, C] @ [C, k] -> [P, k]
             if len(op.ins) > 2:
@@ -181,12 +184,12 @@ class Stacked:
                 off = np.flatnonzero(s != 1)
                 if len(on) <= len(off):  # Σ own + Σ_on s·(patch − own)
                     total = own_sum[k - 1].copy()
-                    for i in on:
-                        total += float(s[i]) * delta[i]
+                    for j in on.tolist():
+                        total += float(s[j]) * delta[j]
                 else:  # Σ patch − Σ_off (1 − s)·(patch − own)
                     total = patch_sum[k - 1].copy()
-                    for i in off:
-                        total -= float(1 - s[i]) * delta[i]
+                    for j in off.tolist():
+                        total -= float(1 - s[j]) * delta[j]
                 for b in op.biases:
                     total += V[b]
                 V[n] = total
@@ -230,7 +233,8 @@ class Stacked:
         T = self.T
         self._saved = []
         changed: dict[str, np.ndarray] = {}  # tensor -> each pair's first changed row ([P]; T: none)
-        dsrc: dict[int, np.ndarray] = {}  # source -> its own contribution's change, [P, T, C]
+        msrc: list[int] = []  # the sources whose own contribution changed, in order
+        dbuf = self._dbuf(V)  # [S, P·T·C]: row m the change of source msrc[m]
         moved: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # destination input -> (switch change, old switches)
         for d, s in new.items():
             n = input_name(d)
@@ -248,7 +252,7 @@ class Stacked:
         else:
             both = set().union(*(self.cone(self.dest_of[n]) for n in moved))
             cone = sorted(both, key=self.at.__getitem__)
-        ar = np.arange(T)
+        self._cache = {}
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             for n in cone:
                 op = g.ops[n]
@@ -257,21 +261,25 @@ class Stacked:
                     k = self.n_of[n]
                     ds, s = moved.get(n, (None, self.switches[n]))
                     acc: np.ndarray | None = None
-                    for i, D in dsrc.items():
-                        if i < k and s[i] != 1:
-                            c = float(1 - s[i])
-                            acc = c * D if acc is None else acc + c * D
+                    j = bisect_left(msrc, k)  # the moved sources this destination reads
+                    if j:
+                        coef = 1 - s[msrc[:j]]
+                        nz = np.flatnonzero(coef)
+                        if nz.size == j:  # Σ (1 − s_i)·Δown_i as one [j] @ [j, P·T·C] product
+                            acc = (coef.astype(dbuf.dtype) @ dbuf[:j]).reshape(V[n].shape)
+                        elif nz.size:
+                            acc = (coef[nz].astype(dbuf.dtype) @ dbuf[nz]).reshape(V[n].shape)
                     if ds is not None:
                         for i in np.flatnonzero(ds):
                             term = float(ds[i]) * (patches[i] - V[op.own[i]])
                             acc = term if acc is None else acc + term
                     if acc is None:
                         continue
-                    hit = acc.any(axis=2)  # [P, T]
+                    hit: np.ndarray = np.any(acc, axis=2)  # [P, T]
                     if not hit.any():
                         continue
-                    self._saved.append((n, None, V[n].copy()))
-                    V[n] += acc
+                    self._saved.append((n, None, V[n]))  # the array itself: revert puts it back
+                    V[n] = V[n] + acc
                     changed[n] = np.where(hit.any(axis=1), hit.argmax(axis=1), T)
                     continue
                 starts = [changed[i] for i in self.ins[n] if i in changed]
@@ -280,30 +288,41 @@ class Stacked:
                 first = starts[0] if len(starts) == 1 else np.minimum.reduce(starts)  # [P]
                 if n == "logit":
                     if first[0] <= self.t or (first <= self.t).any():
-                        self._saved.append((n, None, V[n].copy()))
+                        self._saved.append((n, None, V[n]))
+                        V[n] = V[n].copy()
                         self._compute(V, n, None)
                     continue
                 planned = self.rows[n]
                 lo = int(first.min())
                 if planned[-1] < lo:
                     continue
-                self._saved.append((n, None, V[n].copy()))
+                self._saved.append((n, None, V[n]))  # the array itself: the update computes into a copy
+                V[n] = V[n].copy()
                 op_rows = self.pair_rows(n, first)
                 if op_rows is not None:
                     self._masked(V, n, op_rows)
                 else:
                     self._compute(V, n, _sel(planned[planned >= lo]))
                 got = np.where(first <= planned[-1], np.maximum(first, planned[0]), T)
-                k = self.src_of.get(n)
-                if k is not None:
+                src = self.src_of.get(n)
+                if src is not None:
                     D = V[n] - self._saved[-1][2]
                     hit = D.any(axis=2)
                     got = np.where(hit.any(axis=1), hit.argmax(axis=1), T)
                     if (got >= T).all():
                         continue
-                    dsrc[k] = D
+                    dbuf[len(msrc)] = D.reshape(-1)
+                    msrc.append(src)
                 changed[n] = got
         return self.logits()
+
+    def _dbuf(self, V: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The buffer of the sources' changes during an update, [S, P·T·C] (made once)."""
+        got = self.__dict__.get("_dbuf_")
+        if got is None:
+            x = V[own_name(self.comps.sources[0])]
+            got = self.__dict__["_dbuf_"] = np.empty((len(self.comps.sources), x.size), x.dtype)
+        return got
 
     def pair_rows(self, n: str, first: np.ndarray) -> np.ndarray | None:
         """The [P, T] mask of the rows each pair recomputes, for ops that can run on a gather of rows
@@ -316,11 +335,13 @@ class Stacked:
         return mask
 
     def _masked(self, V: dict[str, np.ndarray], n: str, mask: np.ndarray) -> None:
-        """Rows `mask` ([P, T]) of tensor n: gathered into one [N, ...] batch, computed, scattered back."""
+        """Rows `mask` ([P, T]) of tensor n: gathered into one [N, ...] batch, computed, scattered back.
+        A gathered tensor is kept for the next op reading it with the same rows (a LayerNorm's
+        mean, variance and output, then the linear layer, gather their input once)."""
         op = self.graph.ops[n]
         kind = self.gather[n]
         if kind == "linear":
-            x = V[op.ins[0]][mask]  # [N, K]
+            x = self._gathered(V, op.ins[0], mask)  # [N, K]
             y = x @ self.weight(n)  # [N, K] @ [K, n] -> [N, n]
             if isinstance(op, Linear) and len(op.ins) > 2:
                 y += self.params[op.ins[2]][op.cols()]
@@ -329,8 +350,17 @@ class Stacked:
             else:
                 V[n][mask] = y
         else:  # rows alone: each gathered row a sequence of one
-            sub = {i: V[i][mask][:, None] for i in self.ins[n]}  # [N, 1, ...]
-            V[n][mask] = op.batched(ChainMap(sub, V))[:, 0]  # type: ignore[arg-type]
+            sub = {i: self._gathered(V, i, mask)[:, None] for i in self.ins[n]}  # [N, 1, ...]
+            y = op.batched(ChainMap(sub, V))[:, 0]  # type: ignore[arg-type]
+            V[n][mask] = y
+            self._cache[n] = (mask, y)
+
+    def _gathered(self, V: Mapping[str, np.ndarray], name: str, mask: np.ndarray) -> np.ndarray:
+        """V[name][mask], from the cache when the last op computed it on those rows."""
+        got = self._cache.get(name)
+        if got is not None and (got[0] is mask or np.array_equal(got[0], mask)):
+            return got[1]
+        return V[name][mask]
 
     def revert(self) -> None:
         """Undo the last update: its switches and every tensor it recomputed, as they were."""
@@ -338,7 +368,7 @@ class Stacked:
             if n.startswith("switch:"):
                 self.switches[n[len("switch:"):]] = a
             else:
-                self.V[n][...] = a
+                self.V[n] = a
         self._saved = []
 
     def keep(self) -> None:
