@@ -89,6 +89,13 @@ class Stacked:
         self.weights: dict[str, np.ndarray] = {}
         self.columns = None if columns is None else np.asarray(columns, dtype=np.intp)
         self._cones: dict[Node, list[str]] = {}
+        self._cone_sets: dict[Node, frozenset[str]] = {}
+        # Destinations reading the same sources (a layer's q, k and v inputs), summed by one product.
+        self.peers: dict[str, list[str]] = {}
+        for n in self.order:
+            if isinstance(graph.ops[n], EdgeSum):
+                self.peers.setdefault(f"#{self.n_of[n]}", []).append(n)
+                self.peers[n] = self.peers[f"#{self.n_of[n]}"]
         self.at = {n: i for i, n in enumerate(self.order)}
         self._saved: list[tuple[str, Any, np.ndarray]] = []
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # tensor -> (rows, its gathered values)
@@ -163,7 +170,8 @@ class Stacked:
         V["temperature"] = np.array(1.0, dtype=np.dtype(g.config.dtype))
         own_sum: list[np.ndarray] = []  # own_sum[k]: the first k+1 sources' own contributions summed
         patch_sum: list[np.ndarray] = []
-        delta: list[np.ndarray] = []  # patch − own, per source
+        delta = np.empty((len(self.comps.sources), patches[0].size), patches.dtype)  # patch − own per source, flat
+        ready: dict[str, np.ndarray] = {}  # destination input -> its value, summed with its peers'
         for n in self.order:
             op = g.ops[n]
             shape = g.specs[n].dims
@@ -178,18 +186,26 @@ class Stacked:
                     o, p = V[op.own[i]], patches[i]
                     own_sum.append(o.copy() if i == 0 else own_sum[-1] + o)
                     patch_sum.append(p.copy() if i == 0 else patch_sum[-1] + p)
-                    delta.append(p - o)
-                s = switches[n]
-                on = np.flatnonzero(s != 0)
-                off = np.flatnonzero(s != 1)
-                if len(on) <= len(off):  # Σ own + Σ_on s·(patch − own)
-                    total = own_sum[k - 1].copy()
-                    for j in on.tolist():
-                        total += float(s[j]) * delta[j]
-                else:  # Σ patch − Σ_off (1 − s)·(patch − own)
-                    total = patch_sum[k - 1].copy()
-                    for j in off.tolist():
-                        total -= float(1 - s[j]) * delta[j]
+                    delta[i] = (p - o).reshape(-1)
+                if n not in ready:  # this destination and its peers: Σ own + S @ (patch − own), or from the patches
+                    group = self.peers[n]
+                    S = np.stack([np.asarray(switches[m], dtype=float) for m in group])  # [g, k]
+                    on = (S != 0).sum(axis=1) <= (S != 1).sum(axis=1)
+                    for side, coef, base in ((on, S, own_sum[k - 1]), (~on, S - 1, patch_sum[k - 1])):
+                        rows = np.flatnonzero(side)
+                        if not rows.size:
+                            continue
+                        c = coef[rows]
+                        live: np.ndarray = np.any(c, axis=1)
+                        M = c[live].astype(delta.dtype) @ delta[:k] if live.any() else None  # [g', k] @ [k, P·T·C]
+                        r = 0
+                        for q, m in enumerate(rows.tolist()):
+                            if live[q]:
+                                ready[group[m]] = base + M[r].reshape(base.shape)  # type: ignore[index]
+                                r += 1
+                            else:
+                                ready[group[m]] = base.copy()
+                total = ready.pop(n)
                 for b in op.biases:
                     total += V[b]
                 V[n] = total
@@ -216,6 +232,7 @@ class Stacked:
         if got is None:
             down = self.graph.downstream(input_name(dest))
             got = self._cones[dest] = [n for n in self.order if n in down]
+            self._cone_sets[dest] = frozenset(got)
         return got
 
     def logits(self) -> np.ndarray:
@@ -248,10 +265,13 @@ class Stacked:
         if not moved:
             return self.logits()
         if len(moved) == 1:
-            cone = self.cone(self.dest_of[next(iter(moved))])
+            d0 = self.dest_of[next(iter(moved))]
+            cone = self.cone(d0)
+            inside = self._cone_sets[d0]
         else:
-            both = set().union(*(self.cone(self.dest_of[n]) for n in moved))
-            cone = sorted(both, key=self.at.__getitem__)
+            inside = frozenset().union(*(self.cone(self.dest_of[n]) for n in moved))
+            cone = sorted(inside, key=self.at.__getitem__)
+        pend: dict[str, np.ndarray | None] = {}  # destination input -> its sources' change, summed with its peers'
         self._cache = {}
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             for n in cone:
@@ -260,15 +280,23 @@ class Stacked:
                     # new − old input = Σ (1 − s_old)·Δown + Δs·(patch − own now), over the sources that moved
                     k = self.n_of[n]
                     ds, s = moved.get(n, (None, self.switches[n]))
-                    acc: np.ndarray | None = None
-                    j = bisect_left(msrc, k)  # the moved sources this destination reads
-                    if j:
-                        coef = 1 - s[msrc[:j]]
-                        nz = np.flatnonzero(coef)
-                        if nz.size == j:  # Σ (1 − s_i)·Δown_i as one [j] @ [j, P·T·C] product
-                            acc = (coef.astype(dbuf.dtype) @ dbuf[:j]).reshape(V[n].shape)
-                        elif nz.size:
-                            acc = (coef[nz].astype(dbuf.dtype) @ dbuf[nz]).reshape(V[n].shape)
+                    if n not in pend:  # Σ (1 − s_i)·Δown_i for it and its peers in the cone: one [g, j] @ [j, P·T·C]
+                        j = bisect_left(msrc, k)  # the moved sources they read
+                        group = [m for m in self.peers[n] if m in inside]
+                        if not j:
+                            pend.update((m, None) for m in group)
+                        else:
+                            coef = np.stack([1 - moved.get(m, (None, self.switches[m]))[1][msrc[:j]] for m in group])
+                            live: np.ndarray = np.any(coef, axis=1)
+                            M = coef[live].astype(dbuf.dtype) @ dbuf[:j] if live.any() else None
+                            r = 0
+                            for q, m in enumerate(group):
+                                if live[q]:
+                                    pend[m] = M[r].reshape(V[n].shape)  # type: ignore[index]
+                                    r += 1
+                                else:
+                                    pend[m] = None
+                    acc: np.ndarray | None = pend.pop(n)
                     if ds is not None:
                         for i in np.flatnonzero(ds):
                             term = float(ds[i]) * (patches[i] - V[op.own[i]])
