@@ -36,6 +36,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,8 @@ class Stacked:
             elif self.local[n] and graph.row_axis[n] == 0 and all(graph.row_axis[i] == 0 for i in self.ins[n]):
                 self.gather[n] = "rows"
         self.weights: dict[str, np.ndarray] = {}
+        self.proto = {n: replace(graph.ops[n], out="", ins=()) for n in self.order}  # an op but for its names
+        self.rows_key = {n: r.tobytes() for n, r in self.rows.items()}
         self.columns = None if columns is None else np.asarray(columns, dtype=np.intp)
         self._cones: dict[Node, list[str]] = {}
         self._cone_sets: dict[Node, frozenset[str]] = {}
@@ -172,6 +175,7 @@ class Stacked:
         patch_sum: list[np.ndarray] = []
         delta = np.empty((len(self.comps.sources), patches[0].size), patches.dtype)  # patch − own per source, flat
         ready: dict[str, np.ndarray] = {}  # destination input -> its value, summed with its peers'
+        seen: dict[tuple[Any, ...], str] = {}  # (op, rows, its inputs' arrays) -> the tensor computed so
         for n in self.order:
             op = g.ops[n]
             shape = g.specs[n].dims
@@ -190,8 +194,12 @@ class Stacked:
                 if n not in ready:  # this destination and its peers: Σ own + S @ (patch − own), or from the patches
                     group = self.peers[n]
                     S = np.stack([np.asarray(switches[m], dtype=float) for m in group])  # [g, k]
-                    on = (S != 0).sum(axis=1) <= (S != 1).sum(axis=1)
-                    for side, coef, base in ((on, S, own_sum[k - 1]), (~on, S - 1, patch_sum[k - 1])):
+                    # Peers with the same switches have the same input: one array, and below the same
+                    # LayerNorm (a clean run's q, k and v inputs of a layer are one residual stream).
+                    uniq, which = np.unique(S, axis=0, return_inverse=True)
+                    on = (uniq != 0).sum(axis=1) <= (uniq != 1).sum(axis=1)
+                    made: list[np.ndarray] = [np.empty(0)] * len(uniq)
+                    for side, coef, base in ((on, uniq, own_sum[k - 1]), (~on, uniq - 1, patch_sum[k - 1])):
                         rows = np.flatnonzero(side)
                         if not rows.size:
                             continue
@@ -199,17 +207,25 @@ class Stacked:
                         live: np.ndarray = np.any(c, axis=1)
                         M = c[live].astype(delta.dtype) @ delta[:k] if live.any() else None  # [g', k] @ [k, P·T·C]
                         r = 0
-                        for q, m in enumerate(rows.tolist()):
+                        for q, u in enumerate(rows.tolist()):
                             if live[q]:
-                                ready[group[m]] = base + M[r].reshape(base.shape)  # type: ignore[index]
+                                total = base + M[r].reshape(base.shape)  # type: ignore[index]
                                 r += 1
                             else:
-                                ready[group[m]] = base.copy()
-                total = ready.pop(n)
-                for b in op.biases:
-                    total += V[b]
-                V[n] = total
+                                total = base.copy()
+                            for bias in op.biases:  # a destination's biases: every peer's the same
+                                total += V[bias]
+                            made[u] = total
+                    for m, u in zip(group, np.ravel(which).tolist()):
+                        ready[m] = made[u]
+                V[n] = ready.pop(n)
                 continue
+            key = (self.proto[n], self.rows_key[n], *(id(V[i]) if i in self.rows else i for i in op.ins))
+            same = seen.get(key)
+            if same is not None:  # the same op on the same arrays: the same values
+                V[n] = V[same]
+                continue
+            seen[key] = n
             full = tuple(self.T if d == 0 else d for d in shape)
             V[n] = np.zeros((P, *full), self._dtype())
             self._compute(V, n, _sel(self.rows[n]))
