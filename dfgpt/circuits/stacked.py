@@ -1,24 +1,18 @@
 """Every pair of a dataset as one stacked run of the circuit graph: values [P, ...], one numpy call per tensor.
 
-`Stacked(graph, params, comps, position)` holds what the logit row at `position` reads (the
-engine's read plan: one row of the last block's MLP and of the logits, every row up to the
-position where a later key or value reads it), for P inputs of one length at once.
+`Stacked(graph, params, comps, position, T)` holds what the logit row at `position` reads (the
+engine's read plan: one row of the last block's MLP and of the logits) for P inputs of one length.
 
-- `forward(tokens, patches, switches)`: a run from scratch, [P, T] tokens, each source's patch
-  [S, P, T, C]; every destination's input is the running sum of its sources' own contributions
-  plus the few switched terms (the smaller of the on and off sides), not a sum over every source.
-- `start(V, patches)` then `update({dest: switches})`: a state and an incremental recompute of
-  what the new switches change (ACDC's edge test, and each circuit of a faithfulness curve from
-  the last one): a destination's input moves by Σ (1 − s_i)·Δown_i + Δs_i·(patch_i − own_i) over
-  the sources that changed, only the tensors whose inputs changed run, each from the first row
-  that changed in any pair, and nothing runs past a tensor that came out unchanged; `revert()`
-  undoes the last update, `keep()` keeps it.
+- `forward(tokens, patches, switches)`: a run from scratch; a layer's destinations are summed
+  from running sums of the sources plus their switched terms, by one product.
+- `start(V, patches, switches)`, then `update({dest: switches})`: an incremental recompute (ACDC's
+  edge test): a destination's input moves by Σ (1 − s_i)·Δown_i + Δs_i·(patch_i − own_i) over the
+  sources that changed; a tensor runs only when an input changed, each pair from its own first
+  changed row; `revert()` undoes the last update, `keep()` keeps it.
 
-Linear layers and head projections run as one [P·R, K] @ [K, n] product on a C-ordered copy of
-the weight slice; the other ops run their `batched` face (the autodiff's) over the rows that
-changed. This is the fast mode's path (float32 models by default): its values equal the engine's
-to float32 rounding (sums taken in another order), never bit for bit; `Runs` keeps the per-pair
-`EdgeReplay` in exact mode.
+Linear layers and head projections are [rows, K] @ [K, n] products on C-ordered weight slices; the
+other ops run their `batched` face. The fast mode's path (float32 models by default): equal to the
+engine to float32 rounding (sums in another order); `Runs` keeps the per-pair `EdgeReplay` in exact mode.
 
 >>> import numpy as np, dfgpt
 >>> from dfgpt.circuits.runs import Runs
@@ -27,7 +21,8 @@ to float32 rounding (sums taken in another order), never bit for bit; `Runs` kee
 >>> e = runs.components.edge("h[0].head[1] -> logits")
 >>> row = st.update({e.dest: np.eye(1, len(runs.components.reads[e.dest]), e.slot)[0]})[0]
 >>> runs.set(e.index, 1.0)
->>> bool(np.allclose(row, runs.cells[0].values("logit")[8], rtol=1e-9, atol=1e-9))
+>>> cols = st.columns  # a logit difference: its two logits alone
+>>> bool(np.allclose(row[cols], runs.cells[0].values("logit")[8][cols], rtol=1e-9, atol=1e-9))
 True
 """
 
@@ -44,7 +39,7 @@ import numpy as np
 from ..core.config import ConfigError
 from ..core.graph import Graph
 from ..core.ops import EdgeSum, HeadProj, Linear
-from .circuit_graph import input_name, own_name, switch_name
+from .circuit_graph import input_name, own_name
 from .components import Components, Node
 
 __all__ = ["Stacked", "supported"]
@@ -88,6 +83,7 @@ class Stacked:
             elif self.local[n] and graph.row_axis[n] == 0 and all(graph.row_axis[i] == 0 for i in self.ins[n]):
                 self.gather[n] = "rows"
         self.weights: dict[str, np.ndarray] = {}
+        self.dtype = np.dtype(graph.config.dtype)
         self.proto = {n: replace(graph.ops[n], out="", ins=()) for n in self.order}  # an op but for its names
         self.rows_key = {n: r.tobytes() for n, r in self.rows.items()}
         self.columns = None if columns is None else np.asarray(columns, dtype=np.intp)
@@ -180,7 +176,7 @@ class Stacked:
             op = g.ops[n]
             shape = g.specs[n].dims
             if n == "logit":
-                V[n] = np.zeros((P, g.specs[n].dims[1]), self._dtype())
+                V[n] = np.zeros((P, g.specs[n].dims[1]), self.dtype)
                 self._compute(V, n, None)
                 continue
             if isinstance(op, EdgeSum):
@@ -227,12 +223,9 @@ class Stacked:
                 continue
             seen[key] = n
             full = tuple(self.T if d == 0 else d for d in shape)
-            V[n] = np.zeros((P, *full), self._dtype())
+            V[n] = np.zeros((P, *full), self.dtype)
             self._compute(V, n, _sel(self.rows[n]))
         return dict(V.maps[0])  # type: ignore[attr-defined]
-
-    def _dtype(self) -> np.dtype:
-        return np.dtype(self.graph.config.dtype)
 
     # -- incremental --------------------------------------------------------------------------------
     def start(self, V: dict[str, np.ndarray], patches: np.ndarray, switches: Mapping[str, np.ndarray]) -> None:
@@ -449,5 +442,3 @@ def switches_of(comps: Components, s: np.ndarray) -> dict[str, np.ndarray]:
     """{destination input: its switches} from every edge's switch, [edges]."""
     return {input_name(d): s[comps.first[d]: comps.first[d] + len(comps.reads[d])] for d in comps.dests}
 
-
-_ = switch_name  # the switch parameters the graph names are the stacked run's `switches`
