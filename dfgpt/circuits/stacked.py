@@ -1,7 +1,6 @@
 """Every pair of a dataset as one stacked run of the circuit graph: values [P, ...], one numpy call per tensor.
 
-`Stacked(graph, params, comps, position, T)` holds what the logit row at `position` reads (the
-engine's read plan: one row of the last block's MLP and of the logits) for P inputs of one length.
+`Stacked(graph, params, comps, position, T)` holds what the logit row at `position` reads, for P inputs of one length.
 
 - `forward(tokens, patches, switches)`: a run from scratch; a layer's destinations are summed
   from running sums of the sources plus their switched terms, by one product.
