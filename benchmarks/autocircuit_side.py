@@ -22,8 +22,9 @@ holding every pair, one torch thread.
 
 Jobs (each optional):
 - "eap" (timed best of "eap_repeat"): `mask_gradient_prune_scores(grad_function="logit",
-  answer_function="avg_diff", mask_val=0)` (equal to 1.0.1's `edge_attribution_patching_prune_scores`): the gradient of −mean(logit[answer] −
-  logit[wrong]) with respect to each edge's mask, corrupted activations patched into the clean run.
+  answer_function="avg_diff", mask_val=0)` (equal to 1.0.1's `edge_attribution_patching_prune_scores`):
+  the gradient of −mean(logit[answer] − logit[wrong]) with respect to each edge's mask, corrupted
+  activations patched into the clean run.
 - "edge_sets": {name: [edge names]}: the clean run with those edges patched from the corrupted run
   (`patch_mode(..., edges=...)`), each pair's logit difference.
 - "ks": `run_circuits` with the EAP scores for those edge counts, as auto-circuit runs it
