@@ -36,8 +36,8 @@ differences to 1e-4 absolute) and that the work was real (scores not all zero, p
 the metric); prints times and ratios (goals, issue 30: EAP ≤ 1.0×, top-k ≥ 10× faster, ACDC per
 edge and full pass ≥ 10× faster with the same kept edges), never asserts a speed.
 
-The full ACDC pass at 4 layers (`--full-acdc`) takes auto-circuit 15–25 minutes: its result is
-saved under /work/cache/ac-acdc-4.json, and `--reuse` reads it back when its key (the sha256 of
+The full ACDC pass at 4 layers (`--full-acdc 4`) takes auto-circuit 15–25 minutes on an idle
+machine: its result is saved under /work/cache/ac-acdc-4.json, and `--reuse` reads it back when its key (the sha256 of
 the weights file, the pairs, τ and the visit order) matches, saying so.
 """
 
@@ -147,9 +147,28 @@ def patched_values(model: dfgpt.Model, pairs: list[Any], names: list[str], picke
     return out
 
 
+def switched_values(runs: Runs, picked: list[int]) -> list[float]:
+    """The same through the runs' switches (every pair's clean run, `picked` switched to the corrupted
+    contributions): for large sets, where a sheet's edit would name every patched cell."""
+    s = np.zeros(len(runs.components))
+    s[picked] = 1.0
+    runs.set_all(s)
+    out = [float(m(c)) for m, c in zip(runs.metrics, runs.cells)]
+    runs.set_all(np.zeros(len(runs.components)))
+    return out
+
+
 def ks_for(E: int) -> list[int]:
     """10 edge counts from 1 to every edge, spaced geometrically."""
     return sorted({round(float(k)) for k in np.geomspace(1, E, 10)})
+
+
+class Rows(list[str]):
+    """The table's rows, each printed as it comes (a long run shows its progress)."""
+
+    def append(self, row: str) -> None:
+        print(row, flush=True)
+        super().append(row)
 
 
 def table_row(what: str, diff: float | None, ac: float | None, df: float | None, goal: str = "") -> str:
@@ -182,12 +201,13 @@ def bench(n_layer: int, args: argparse.Namespace) -> None:
         req = {"model": str(folder / "model"), "pairs": pairs, "answer": A, "wrong": B, "eap": True,
                "eap_repeat": args.repeat, "edge_sets": {k: [ac_names[i] for i in v] for k, v in sets.items()},
                "ks": ks, "acdc_sample": [ac_names[i] for i in sample], "acdc_sample_tau": args.acdc_tau}
-        ac = run_side(args.ac_python, req)
+        ac = run_side(args.ac_python, req, args.save / f"ac-{n_layer}.json" if args.save else None)
         assert ac["edges"] == E and set(ac["eap"]) == set(ac_names), "the edge sets of the two sides differ"
         print(f"GPT-2 shape, {n_layer} layers: {E:,} edges, T = 16, {len(pairs)} pairs, float32, one thread; "
               f"auto-circuit {ac['versions']['auto-circuit']} (TransformerLens {ac['versions']['transformer-lens']}, "
-              f"torch {ac['versions']['torch']}) by subprocess; load {os.getloadavg()[0]:.1f}")
-        rows = [f"  {'comparison':<34} {'max diff':>9} {'auto-circ.':>11} {'dfgpt':>11} {'ac/dfgpt':>8}  goal"]
+              f"torch {ac['versions']['torch']}) by subprocess; load {os.getloadavg()[0]:.1f}", flush=True)
+        rows = Rows()
+        rows.append(f"  {'comparison':<34} {'max diff':>9} {'auto-circ.':>11} {'dfgpt':>11} {'ac/dfgpt':>8}  goal")
         clean_diff = max(abs(a - b) for a, b in zip(ac["clean"], patched_values(model, pairs, names, [])))
         assert clean_diff <= 1e-4, f"the two models differ on the clean runs by {clean_diff:.1e}"
 
@@ -209,13 +229,14 @@ def bench(n_layer: int, args: argparse.Namespace) -> None:
         moved = 0.0
         for key, picked in sets.items():
             t0 = time.perf_counter()
-            mine = patched_values(model, pairs, names, picked)
+            sheet = len(picked) <= args.sheet_max
+            mine = patched_values(model, pairs, names, picked) if sheet else switched_values(runs, picked)
             secs = time.perf_counter() - t0
             got = ac["edge_sets"][key]
             d = max(abs(a - b) for a, b in zip(got["values"], mine))
             assert d <= 1e-4, f"edge patching of {key} differs by {d:.1e}"
             moved = max(moved, max(abs(a - b) for a, b in zip(mine, ac["clean"])))
-            rows.append(table_row(f"patch {key} (8 pairs)", d, got["seconds"], secs))
+            rows.append(table_row(f"patch {key} ({'sheets' if sheet else 'runs'})", d, got["seconds"], secs))
         assert moved > 0, "no edge set moved the metric"
 
         # Top k by the EAP scores (auto-circuit's ranking, so both sides keep the same k edges).
@@ -250,20 +271,19 @@ def bench(n_layer: int, args: argparse.Namespace) -> None:
         per = (time.perf_counter() - t0) / len(sample)
         rows.append(table_row(f"ACDC per edge ({len(sample)}-edge sample)", None, ac["acdc_sample"]["per_edge"], per,
                               ">= 10x"))
-        if n_layer == 4 and (args.full_acdc or args.reuse):
-            rows.append(full_acdc(model, folder, pairs, kl_runs, names, order, args))
-        print("\n".join(rows))
+        if n_layer in args.full_acdc:
+            rows.append(full_acdc(model, folder, pairs, names, order, args))
         print(f"  top-k: auto-circuit's default (EDGE_PATCH) and keep-only (TREE_PATCH) differ by up to {sem:.2e} "
               f"in the mean logit difference (clean {np.mean(ac['clean']):.4f}, corrupted "
               f"{np.mean(ac['corrupted']):.4f}); dfgpt matches each")
         print(f"  dfgpt Runs setup (once per dataset) {setup:.2f} s; auto-circuit's load {ac['load_seconds']:.2f} s")
 
 
-def full_acdc(model: dfgpt.Model, folder: Path, pairs: list[Any], kl_runs: Runs, names: list[str],
-              order: list[int], args: argparse.Namespace) -> str:
+def full_acdc(model: dfgpt.Model, folder: Path, pairs: list[Any], names: list[str], order: list[int],
+              args: argparse.Namespace) -> str:
     """One full ACDC pass at τ on both sides (auto-circuit's from the cache with --reuse); the kept edges must agree."""
     req = acdc_request(folder, pairs, names, order, args.acdc_tau)
-    cached = CACHE / "ac-acdc-4.json"
+    cached = CACHE / f"ac-acdc-{model.config.n_layer}.json"
     ac = json.loads(cached.read_text()) if args.reuse and cached.exists() else None
     if ac is not None and ac.get("key") == req["key"]:
         print(f"  auto-circuit's full ACDC pass read from {cached} (an earlier run on this machine, the same weights, "
@@ -287,9 +307,14 @@ def main() -> None:
     ap.add_argument("--layers", type=int, nargs="+", default=[4, 12])
     ap.add_argument("--ac-python", default=AC_PYTHON, help="the python of auto-circuit's venv")
     ap.add_argument("--acdc-tau", type=float, default=1e-4, help="ACDC's threshold τ on the KL divergence")
-    ap.add_argument("--full-acdc", action="store_true", help="one full ACDC pass at 4 layers on both sides")
-    ap.add_argument("--reuse", action="store_true", help="read auto-circuit's full pass from the cache (implies it)")
+    ap.add_argument("--full-acdc", type=int, nargs="*", default=[], metavar="LAYERS",
+                    help="one full ACDC pass on both sides at these depths (e.g. --full-acdc 4)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read auto-circuit's full pass from /work/cache/ac-acdc-LAYERS.json when its key matches")
     ap.add_argument("--repeat", type=int, default=2, help="EAP timed best of this many")
+    ap.add_argument("--sheet-max", type=int, default=1000,
+                    help="edge sets up to this size patched on CircuitSheets, larger ones through Runs' switches")
+    ap.add_argument("--save", type=Path, help="write auto-circuit's answers here (ac-L.json)")
     ap.add_argument("--sample", type=int, default=0, help="edges in the ACDC per-edge sample")
     args = ap.parse_args()
     for n in args.layers:
