@@ -312,7 +312,7 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true",
                     help="read auto-circuit's full pass from /work/cache/ac-acdc-LAYERS.json when its key matches")
     ap.add_argument("--repeat", type=int, default=2, help="EAP timed best of this many")
-    ap.add_argument("--sheet-max", type=int, default=1000,
+    ap.add_argument("--sheet-max", type=int, default=10,
                     help="edge sets up to this size patched on CircuitSheets, larger ones through Runs' switches")
     ap.add_argument("--save", type=Path, help="write auto-circuit's answers here (ac-L.json)")
     ap.add_argument("--sample", type=int, default=0, help="edges in the ACDC per-edge sample")
