@@ -172,6 +172,7 @@ class CircuitSheet(Cells):
         eng, on = self.engine, self.switches()
         chosen = {e.index for e in picked}
         changes: dict[str, Any] = {}
+        blocks: dict[str, tuple[tuple[np.ndarray, ...], np.ndarray]] = {}
         for src, new in values.items():
             name = patch_name(src)
             differs = np.asarray(new != eng.values[name])
@@ -182,13 +183,13 @@ class CircuitSheet(Cells):
                 raise EditError(
                     f"{held[0].name} already carries another value of {src.name} (a source holds one patch "
                     "value at a time); undo that edit first, or patch these edges together.")
-            for t, c in np.argwhere(differs).tolist():
-                changes[f"{name}[{t}][{c}]"] = float(new[t, c])
+            idx = np.nonzero(differs)
+            blocks[name] = (idx, np.asarray(new)[idx])  # one record a source, not one a cell
         for e in picked:
             changes[f"{switch_name(e.dest)}[{e.slot}]"] = 1.0
         # One edit of the switches and patch cells; its receipt names the edges, not each cell.
         names = tuple(e.name for e in picked[:20]) + ((f"... {len(picked) - 20:,} more",) if len(picked) > 20 else ())
-        return replace(edits.set_many(self, changes), action=action, cells=names)
+        return replace(edits.set_cells(self, blocks, changes), action=action, cells=names)
 
 
 def _srcs(edges: list[Edge]) -> list[Node]:
