@@ -120,6 +120,7 @@ def run_side(python: str, req: dict[str, Any], out: Path | None = None) -> dict[
                          "or pass --ac-python")
     with tempfile.TemporaryDirectory() as tmp:
         rq, res = Path(tmp) / "req.json", out or Path(tmp) / "out.json"
+        res.parent.mkdir(parents=True, exist_ok=True)
         rq.write_text(json.dumps(req))
         env = {**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                "MKL_NUM_THREADS": "1", "PYTHONPATH": ""}
