@@ -127,9 +127,11 @@ def _segments(text: str) -> list[tuple[str, list[str]]]:
         if pos == n:
             return segs
         if text[pos] != ".":
+            hint = (" A token that contains ']' (or '[') cannot be written inside brackets: address it by "
+                    "its id, e.g. logit[5][93]." if text[pos] == "]" else "")
             raise NameError_(
                 f"unexpected {text[pos]!r} in name {text!r}: segments are joined by '.', "
-                "indices are written in brackets."
+                "indices are written in brackets." + hint
             )
         pos += 1
 

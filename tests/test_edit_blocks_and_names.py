@@ -1,4 +1,4 @@
-"""`edits.set_cells`: a block of a parameter's cells as one edit (a circuit's patch writes thousands)."""
+"""`edits.set_cells` (a block of a parameter's cells as one edit: a circuit's patch writes thousands), and names a reader cannot bracket."""
 
 from __future__ import annotations
 
@@ -37,3 +37,10 @@ def test_bad_blocks_are_refused_and_leave_the_sheet_as_it_was(cells, words):
     with pytest.raises(EditError, match=words):
         edits.set_cells(s, cells)
     assert np.array_equal(s.values("logit"), before) and s.state("wpe[0][0]") != "edited"
+
+
+def test_a_bracket_token_in_a_name_is_pointed_to_its_id():
+    s = dfgpt.load("sort").sheet("CABACA")
+    with pytest.raises(dfgpt.errors.BadNameError, match=r"address it by its id, e\.g\. logit\[5\]\[93\]"):
+        s.value("logit[5][]]")
+    assert s.value("logit[5][0]") == s.value("logit[5][A]")  # the id form works
