@@ -1,4 +1,5 @@
-"""`edits.set_cells` (a block of a parameter's cells as one edit: a circuit's patch writes thousands), and names a reader cannot bracket."""
+"""`edits.set_cells`: a block of a parameter's cells as one edit (a circuit's patch writes thousands);
+and the name a bracket token must be given by."""
 
 from __future__ import annotations
 
