@@ -56,11 +56,11 @@ QUOTED = {4: {"edges": 3135, "eap": (2.6, 3.0), "acdc": (0.29, 0.44), "pass": (1
                "topk": 5.1}}
 
 
-def pairs_for(model: dfgpt.Model, seed: int = 0) -> list[tuple[list[int], list[int]]]:
-    """8 random clean inputs, each with one or two tokens (never the last) moved by one."""
+def pairs_for(model: dfgpt.Model, seed: int = 0, T: int = T, n: int = PAIRS) -> list[tuple[list[int], list[int]]]:
+    """n random clean inputs of T tokens, each with one or two tokens (never the last) moved by one."""
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(PAIRS):
+    for i in range(n):
         clean = rng.integers(0, model.config.vocab_size, T).tolist()
         bad = list(clean)
         for j in rng.choice(T - 1, 1 + i % 2, replace=False):

@@ -31,25 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_circuits import pairs_for
 from bench_patching import save_gpt2
 
 import dfgpt
 from dfgpt.batch import circuits as bc
 from dfgpt.batch.cluster import local_cluster
 from dfgpt.circuits.runs import Runs
-
-
-def pairs_for(model: dfgpt.Model, T: int, n: int = 8, seed: int = 0) -> list[tuple[list[int], list[int]]]:
-    """n random clean inputs, each with one or two tokens (never the last) moved by one."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        clean = rng.integers(0, model.config.vocab_size, T).tolist()
-        bad = list(clean)
-        for j in rng.choice(T - 1, 1 + i % 2, replace=False):
-            bad[j] = (bad[j] + 1) % model.config.vocab_size
-        out.append((clean, bad))
-    return out
 
 
 def best(fn: Any, repeat: int) -> tuple[float, Any]:
@@ -135,12 +123,12 @@ def main() -> None:
     print(f"local cluster of 2 workers started in {time.perf_counter() - t:.2f} s")
     try:
         sort = dfgpt.load("sort")
-        bench("sort", sort, [(a, b) for a, b in pairs_for(sort, 9)], "logit_diff:B,C", client, args, True)
+        bench("sort", sort, [(a, b) for a, b in pairs_for(sort, T=9)], "logit_diff:B,C", client, args, True)
         if not args.quick:
             with tempfile.TemporaryDirectory() as tmp:
                 save_gpt2(Path(tmp), 4)
                 gpt = dfgpt.load(str(Path(tmp) / "model"))
-                bench("GPT-2 shape, 4 layers", gpt, pairs_for(gpt, 16), "logit_diff:11,22", client, args, False)
+                bench("GPT-2 shape, 4 layers", gpt, pairs_for(gpt, T=16), "logit_diff:11,22", client, args, False)
     finally:
         client.close()
         cluster.close()

@@ -35,7 +35,7 @@ from ..core.autodiff import needed
 from ..core.config import ConfigError
 from ..core.graph import Graph
 from ..core.ops import EdgeSum, HeadProj, Linear
-from .circuit_graph import input_name, own_name
+from .circuit_graph import input_name, own_name, weight_matrix
 from .components import Components
 
 __all__ = ["SwitchGradient"]
@@ -73,17 +73,7 @@ class SwitchGradient:
         """The weight slice a linear op or head projection multiplies by, [in, out], C-ordered (memoised)."""
         got = self.weights.get(name)
         if got is None:
-            op = self.graph.ops[name]
-            W = self.params[op.ins[1]]
-            if isinstance(op, HeadProj):
-                w = W[:, op.cols].T if op.layout == "out_in" else W[op.cols]  # [hs, C]
-            else:
-                if not isinstance(op, Linear):
-                    raise ConfigError(f"{name} is computed by {op.label()}, not a linear layer or head projection")
-                sl = op.cols()
-                w = W[sl].T if op.layout == "out_in" else W[:, sl]  # [K, n]
-            whole = w.size == W.size  # a whole weight's transpose is BLAS's as it is: no 150 MB copy of wte
-            got = self.weights[name] = w if whole else np.ascontiguousarray(w)
+            got = self.weights[name] = weight_matrix(self.graph, self.params, name)
         return got
 
     def back(self, name: str) -> np.ndarray:

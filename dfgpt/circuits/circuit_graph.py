@@ -38,7 +38,8 @@ from ..core.roles import LayerRoles
 from ..models.weights import Weights
 from .components import Components, Node
 
-__all__ = ["CircuitWeights", "circuit_weights", "input_name", "own_name", "patch_name", "switch_name"]
+__all__ = ["CircuitWeights", "circuit_weights", "input_name", "own_name", "patch_name", "switch_name",
+           "weight_matrix"]
 
 
 def own_name(src: Node) -> str:
@@ -76,6 +77,27 @@ class CircuitWeights(Weights):
             params[patch_name(s)] = np.zeros((T, model.config.n_embd), dtype)
         super().__init__(model.config, params, model.tokenizer, graph)
         self.model, self.components, self.length = model, comps, T
+
+
+def weight_matrix(graph: Graph, params: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """The weight slice a linear op or head projection multiplies by, [K, n]: a whole weight's transpose as
+    it is (BLAS takes it: no 150 MB copy of wte), a slice C-ordered.
+
+    >>> import dfgpt
+    >>> cw = circuit_weights(dfgpt.load("sort"), 6)
+    >>> weight_matrix(cw.graph, cw.params, "h[0].attn.q").shape  # [C, C] of c_attn's query columns
+    (48, 48)
+    """
+    op = graph.ops[name]
+    W = params[op.ins[1]]
+    if isinstance(op, HeadProj):
+        w = W[:, op.cols].T if op.layout == "out_in" else W[op.cols]  # [hs, C]
+    elif isinstance(op, Linear):
+        sl = op.cols()
+        w = W[sl].T if op.layout == "out_in" else W[:, sl]  # [K, n]
+    else:
+        raise ConfigError(f"{name} is computed by {op.label()}, not a linear layer or head projection")
+    return w if w.size == W.size else np.ascontiguousarray(w)
 
 
 def circuit_weights(model: Weights, T: int) -> CircuitWeights:

@@ -38,7 +38,7 @@ import numpy as np
 from ..core.config import ConfigError
 from ..core.graph import Graph
 from ..core.ops import EdgeSum, HeadProj, Linear
-from .circuit_graph import input_name, own_name
+from .circuit_graph import input_name, own_name, weight_matrix
 from .components import Components, Node
 
 __all__ = ["Stacked", "supported"]
@@ -113,17 +113,10 @@ class Stacked:
         """A linear op's or head projection's weight slice as [K, n], C-ordered (memoised)."""
         got = self.weights.get(name)
         if got is None:
-            op = self.graph.ops[name]
-            W = self.params[op.ins[1]]
-            if isinstance(op, HeadProj):
-                w = W[:, op.cols].T if op.layout == "out_in" else W[op.cols]  # [hs, C]
-            else:
-                assert isinstance(op, Linear)
-                sl = op.cols()
-                w = W[sl].T if op.layout == "out_in" else W[:, sl]  # [K, n]
+            w = weight_matrix(self.graph, self.params, name)
             if name == "logit" and self.columns is not None:
-                w = w[:, self.columns]  # [C, k]: the metric's columns alone
-            got = self.weights[name] = w if w.size == W.size else np.ascontiguousarray(w)
+                w = np.ascontiguousarray(w[:, self.columns])  # [C, k]: the metric's columns alone
+            got = self.weights[name] = w
         return got
 
     # -- one tensor -------------------------------------------------------------------------------
