@@ -85,8 +85,10 @@ def weight_matrix(graph: Graph, params: dict[str, np.ndarray], name: str) -> np.
 
     >>> import dfgpt
     >>> cw = circuit_weights(dfgpt.load("sort"), 6)
-    >>> weight_matrix(cw.graph, cw.params, "h[0].attn.q").shape  # [C, C] of c_attn's query columns
-    (48, 48)
+    >>> weight_matrix(cw.graph, cw.params, "h[0].head[0].q").shape  # [C, hs]: c_attn's columns of head 0's query
+    (48, 16)
+    >>> weight_matrix(cw.graph, cw.params, "logit").shape  # [C, V]: lm_head's transpose, as it is
+    (48, 3)
     """
     op = graph.ops[name]
     W = params[op.ins[1]]
